@@ -1,0 +1,48 @@
+"""An async client for the Browserbase sessions API, made to close many sessions at once."""
+
+from ._bulk import BulkReleaseReport, ReleaseResult
+from ._client import SessionsAPI
+from ._errors import (
+    APIConnectionError,
+    APIError,
+    APIResponseValidationError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    BrowserbaseError,
+    ConflictError,
+    InternalServerError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+    UnprocessableEntityError,
+)
+from ._models import Region, Session, SessionStatus
+from ._retry import RetryPolicy
+from ._version import __version__
+
+__all__ = [
+    "APIConnectionError",
+    "APIError",
+    "APIResponseValidationError",
+    "APIStatusError",
+    "APITimeoutError",
+    "AuthenticationError",
+    "BadRequestError",
+    "BrowserbaseError",
+    "BulkReleaseReport",
+    "ConflictError",
+    "InternalServerError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "Region",
+    "ReleaseResult",
+    "RetryPolicy",
+    "Session",
+    "SessionStatus",
+    "SessionsAPI",
+    "UnprocessableEntityError",
+    "__version__",
+]

@@ -1,0 +1,336 @@
+"""Releasing many sessions at once: a fixed pool of workers, flow control, honest results.
+
+The pool pulls ids lazily from any iterable or async iterable, so a million
+ids cost the memory of a few. Every request of a run, first attempts,
+retries and ``retrieve`` checks alike, first takes a permit from the run's
+`FlowControl`:
+
+- at most ``limit`` permits are out, and ``limit`` never exceeds the
+  run's ``concurrency``;
+- a 429 halves ``limit`` (once per round trip, not once per refused
+  request), each success adds ``1 / limit`` to it (additive increase,
+  multiplicative decrease, as TCP does);
+- an answer that asks for a wait (``Retry-After``, ``retry-after-ms``)
+  closes one gate for the whole run until then; the workers held at the gate
+  then resume with a little jitter, so they do not all arrive at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import OrderedDict
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from typing import Final, TypeAlias
+
+import attrs
+
+from ._models import Session
+from ._retry import retry_after
+from ._transport import Response
+
+SessionIds: TypeAlias = Iterable[str] | AsyncIterable[str]
+ReleaseOne: TypeAlias = Callable[[object, "FlowControl"], Awaitable["ReleaseResult"]]
+
+STREAM_MEMO_SIZE: Final = 4096
+"""Finished ids that `release_iter` remembers, to report a repeat without a new request."""
+ALREADY_ENDED_STATUSES: Final = frozenset({400, 409, 410, 422})
+"""Refusals of a release that are checked with ``retrieve``: the session may have ended."""
+MAX_RESUME_JITTER: Final = 1.0
+"""Seconds, at most, over which workers held at the pause gate are spread on resuming."""
+
+
+@attrs.frozen
+class ReleaseResult:
+    """What became of one session of a bulk release.
+
+    Attributes:
+        session_id: The id as it was given.
+        session: The session, in the state the API last reported, when released.
+        error: Why it failed: a `BrowserbaseError`, or the `ValueError` of an
+            invalid id (which was sent to no one).
+        attempts: HTTP attempts made for the release (0 for an invalid id).
+    """
+
+    session_id: str
+    session: Session | None
+    error: Exception | None
+    attempts: int
+
+    @property
+    def ok(self) -> bool:
+        """Whether the session was released (or had already ended)."""
+        return self.error is None
+
+
+@attrs.frozen
+class BulkReleaseReport:
+    """The outcome of `SessionsAPI.release_many`: one result per input id, in input order.
+
+    A repeated id is released once, and its result stands at each of its positions.
+    """
+
+    results: list[ReleaseResult]
+
+    @property
+    def released(self) -> list[ReleaseResult]:
+        """The results that succeeded, in input order."""
+        return [result for result in self.results if result.ok]
+
+    @property
+    def failed(self) -> list[ReleaseResult]:
+        """The results that failed, in input order."""
+        return [result for result in self.results if not result.ok]
+
+    @property
+    def ok(self) -> bool:
+        """Whether every session was released."""
+        return all(result.ok for result in self.results)
+
+
+@attrs.define
+class FlowControl:
+    """The permits of one bulk run: an AIMD window and a pause gate.
+
+    Args:
+        concurrency: The most requests in flight, ever.
+        max_retry_after: The longest server-asked pause honoured, in seconds.
+    """
+
+    concurrency: int
+    max_retry_after: float
+    limit: float = attrs.field(init=False)
+    in_flight: int = attrs.field(default=0, init=False)
+    peak_in_flight: int = attrs.field(default=0, init=False)
+    _tickets: int = attrs.field(default=0, init=False)
+    _last_decrease: int = attrs.field(default=0, init=False)
+    _waiters: list[asyncio.Future[None]] = attrs.field(factory=list, init=False)
+    _gate: asyncio.Event = attrs.field(factory=asyncio.Event, init=False)
+    _reopen: asyncio.TimerHandle | None = attrs.field(default=None, init=False)
+    _paused_until: float = attrs.field(default=0.0, init=False)
+    _jitter: float = attrs.field(default=0.0, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.limit = float(self.concurrency)
+        self._gate.set()
+
+    async def acquire(self) -> int:
+        """Wait for a permit; return its ticket, to hand back to `release`."""
+        while True:
+            if not self._gate.is_set():
+                await self._gate.wait()
+                await asyncio.sleep(random.uniform(0.0, self._jitter))
+                continue
+            if self.in_flight < int(self.limit):
+                break
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            finally:
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+        self.in_flight += 1
+        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        self._tickets += 1
+        return self._tickets
+
+    def release(self, ticket: int, response: Response | None) -> None:
+        """Hand back a permit, learning from the answer (``None``: no answer came)."""
+        self.in_flight -= 1
+        if response is not None:
+            if response.status == 429:
+                # Only requests sent after the last decrease may decrease
+                # again: one refused round trip halves the window once.
+                if ticket > self._last_decrease:
+                    self.limit = max(1.0, self.limit / 2)
+                    self._last_decrease = self._tickets
+            elif response.status < 300:
+                self.limit = min(float(self.concurrency), self.limit + 1.0 / self.limit)
+            asked = retry_after(response.headers)
+            if asked is not None and 0 < asked <= self.max_retry_after:
+                self._pause(asked)
+        self._wake()
+
+    def _pause(self, seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        until = loop.time() + seconds
+        if until <= self._paused_until:
+            return
+        self._paused_until = until
+        self._jitter = min(MAX_RESUME_JITTER, seconds / 4)
+        self._gate.clear()
+        if self._reopen is not None:
+            self._reopen.cancel()
+        self._reopen = loop.call_at(until, self._open)
+
+    def _open(self) -> None:
+        self._reopen = None
+        self._gate.set()
+
+    def _wake(self) -> None:
+        free = int(self.limit) - self.in_flight
+        while free > 0 and self._waiters:
+            waiter = self._waiters.pop(0)
+            if not waiter.done():
+                waiter.set_result(None)
+                free -= 1
+
+    def close(self) -> None:
+        """Drop the pending reopen timer, if any."""
+        if self._reopen is not None:
+            self._reopen.cancel()
+            self._reopen = None
+
+
+class _Source:
+    """Hands out ``(position, id)`` pairs from the input, one at a time, lazily."""
+
+    def __init__(self, session_ids: SessionIds) -> None:
+        self._position = 0
+        self._lock = asyncio.Lock()
+        self._sync = None
+        self._async = None
+        if isinstance(session_ids, AsyncIterable):
+            self._async = aiter(session_ids)
+        elif isinstance(session_ids, str | bytes):
+            raise TypeError("session_ids must be an iterable of ids, not a single str")
+        else:
+            self._sync = iter(session_ids)
+        self.exhausted = False
+
+    async def next(self) -> tuple[int, object] | None:
+        if self.exhausted:
+            return None
+        if self._sync is not None:
+            item: object = next(self._sync, _END)
+        else:
+            assert self._async is not None
+            # An async generator may not be entered by two workers at once.
+            async with self._lock:
+                item = await anext(self._async, _END)
+        if item is _END:
+            self.exhausted = True
+            return None
+        position, self._position = self._position, self._position + 1
+        return position, item
+
+
+_END: Final = object()
+
+
+class _Memo:
+    """Ids being released or released already, so a repeat is not sent twice."""
+
+    def __init__(self, size: int | None) -> None:
+        self._size = size
+        self._futures: OrderedDict[str, asyncio.Future[ReleaseResult]] = OrderedDict()
+
+    def claim(self, session_id: str) -> asyncio.Future[ReleaseResult] | None:
+        """Return the pending or done result of *session_id*, or claim it (``None``)."""
+        known = self._futures.get(session_id)
+        if known is not None:
+            return known
+        self._futures[session_id] = asyncio.get_running_loop().create_future()
+        if self._size is not None and len(self._futures) > self._size:
+            oldest_id, oldest = next(iter(self._futures.items()))
+            if oldest.done():
+                del self._futures[oldest_id]
+        return None
+
+    def settle(self, session_id: str, result: ReleaseResult) -> None:
+        future = self._futures.get(session_id)
+        if future is not None and not future.done():
+            future.set_result(result)
+
+
+async def run(
+    release_one: ReleaseOne,
+    session_ids: SessionIds,
+    *,
+    concurrency: int,
+    max_retry_after: float,
+    memo_size: int | None,
+) -> AsyncIterator[tuple[int, ReleaseResult]]:
+    """Release every id of *session_ids*; yield ``(position, result)`` as each finishes.
+
+    Args:
+        release_one: Releases one id through a flow; never raises but for
+            cancellation.
+        session_ids: The ids, read lazily.
+        concurrency: Workers, and the most requests in flight.
+        max_retry_after: The longest server-asked pause honoured, in seconds.
+        memo_size: Finished ids remembered to answer repeats; ``None``: all.
+
+    Raises:
+        ValueError: *concurrency* is below 1.
+        TypeError: *session_ids* is a single string.
+    """
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be >= 1, got {concurrency!r}")
+    source = _Source(session_ids)
+    flow = FlowControl(concurrency, max_retry_after)
+    memo = _Memo(memo_size)
+    # Bounded, so that a slow consumer slows the workers instead of piling up results.
+    finished: asyncio.Queue[tuple[int, ReleaseResult] | None] = asyncio.Queue(concurrency)
+    errors: list[BaseException] = []
+
+    async def worker() -> None:
+        try:
+            while (item := await _next_or_record(source, errors)) is not None:
+                position, session_id = item
+                result = await _release_once(release_one, session_id, flow, memo)
+                await finished.put((position, result))
+        except Exception as exc:  # a bug of ours: surface it, never hang the run
+            errors.append(exc)
+            source.exhausted = True
+        await finished.put(None)
+
+    workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
+    try:
+        running = len(workers)
+        while running:
+            item = await finished.get()
+            if item is None:
+                running -= 1
+                continue
+            yield item
+        if errors:
+            raise errors[0]
+    finally:
+        for task in workers:
+            task.cancel()
+        await asyncio.gather(*workers, return_exceptions=True)
+        flow.close()
+
+
+async def _next_or_record(
+    source: _Source, errors: list[BaseException]
+) -> tuple[int, object] | None:
+    if errors:
+        return None
+    try:
+        return await source.next()
+    except Exception as exc:
+        # The input itself failed: finish what is in flight, then raise it.
+        errors.append(exc)
+        source.exhausted = True
+        return None
+
+
+async def _release_once(
+    release_one: ReleaseOne, session_id: object, flow: FlowControl, memo: _Memo
+) -> ReleaseResult:
+    if not isinstance(session_id, str):
+        return await release_one(session_id, flow)
+    known = memo.claim(session_id)
+    if known is not None:
+        return await asyncio.shield(known)
+    result = await release_one(session_id, flow)
+    memo.settle(session_id, result)
+    return result
+
+
+def is_already_ended_refusal(exc: BaseException) -> bool:
+    """Tell whether a refused release may mean that the session had ended already."""
+    return getattr(exc, "status_code", None) in ALREADY_ENDED_STATUSES

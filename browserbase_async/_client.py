@@ -1,0 +1,571 @@
+"""SessionsAPI: the client, and the one path every request takes.
+
+``update``/``release``/``retrieve``/``list`` build a `_Call`; `_call` runs it
+through the client's retry loop, whose every attempt goes through the
+transport and `for_status`; the JSON is then structured by the converter.
+Bulk runs (see `_bulk`) use the same path, adding a flow-control permit
+around each attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import warnings
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import TYPE_CHECKING, Final
+
+import aiohttp
+import attrs
+
+from . import _bulk
+from ._bulk import BulkReleaseReport, FlowControl, ReleaseResult, SessionIds
+from ._config import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_TIMEOUT,
+    check_positive,
+    check_session_id,
+    resolve_api_key,
+    resolve_base_url,
+)
+from ._converter import structure_session, structure_sessions
+from ._errors import APIError, APIResponseValidationError, APITimeoutError, excerpt, for_status
+from ._models import Session, SessionStatus
+from ._retry import DEFAULT_RETRY_POLICY, RetryBudget, RetryPolicy, build_retrying
+from ._transport import Transport
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+logger: Final = logging.getLogger("browserbase_async")
+
+REQUEST_RELEASE: Final = "REQUEST_RELEASE"
+DEFAULT_WAIT_TIMEOUT: Final = 30.0
+"""Seconds that ``release(wait=True)`` waits for a terminal state."""
+DEFAULT_GUARD_TIMEOUT: Final = 30.0
+"""Seconds that a guard's release on exit may take, retries included."""
+
+_UPDATE_STATUSES: Final = frozenset({REQUEST_RELEASE})
+_RELEASE_BODY: Final = json.dumps({"status": REQUEST_RELEASE}).encode()
+
+
+@attrs.define
+class _Call:
+    """One logical request, as the retry hooks and the flow see it."""
+
+    method: str
+    path: str
+    session_id: str | None
+    body: bytes | None = None
+    params: Mapping[str, str] | None = None
+    flow: FlowControl | None = None
+    attempts: int = 0
+
+
+class SessionsAPI:
+    """An async client for the Browserbase sessions API.
+
+    Use it as an ``async with`` block, or call `aclose` when done. One client
+    may serve many concurrent calls; they share its connections and its retry
+    budget.
+
+    Args:
+        api_key: The key sent as ``X-BB-API-Key``; else ``BROWSERBASE_API_KEY``.
+        base_url: The API's root; else ``BROWSERBASE_BASE_URL``, else the public API.
+        project_id: The ``projectId`` sent with updates when a call gives none.
+        timeout: Seconds allowed for one attempt; ``None`` for no limit.
+        retry: The retry policy; ``None`` for `RetryPolicy` defaults.
+        max_connections: The size of the connection pool of the client's own
+            ``aiohttp.ClientSession``.
+        http_session: An ``aiohttp.ClientSession`` to use instead of our own;
+            it is never closed by the client.
+        allow_insecure_http: Accept an ``http://`` base URL to a host that is
+            not loopback (the key then travels in clear text).
+
+    Raises:
+        ValueError: No API key, an unsafe or malformed base URL, or a bad number.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        base_url: str | None = None,
+        project_id: str | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        retry: RetryPolicy | None = None,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        http_session: aiohttp.ClientSession | None = None,
+        allow_insecure_http: bool = False,
+    ) -> None:
+        key = resolve_api_key(api_key)
+        url = resolve_base_url(base_url, allow_insecure_http=allow_insecure_http)
+        if timeout is not None:
+            check_positive("timeout", timeout)
+        check_positive("max_connections", max_connections)
+        self.base_url: Final = url
+        self.project_id: Final = project_id
+        self.timeout: Final = timeout
+        self.retry: Final = retry if retry is not None else DEFAULT_RETRY_POLICY
+        self._budget = RetryBudget.for_policy(self.retry)
+        self._retrying = build_retrying(self.retry, self._budget)
+        self._transport = Transport(url, key, timeout, max_connections, http_session)
+        self._closed = False
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<SessionsAPI base_url={self.base_url!r} project_id={self.project_id!r} {state}>"
+
+    async def __aenter__(self) -> SessionsAPI:
+        self._check_open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the client's own connections; a caller's ``http_session`` stays open.
+
+        Calling it again does nothing. A closed client refuses further calls.
+        """
+        self._closed = True
+        await self._transport.aclose()
+
+    def __del__(self) -> None:
+        transport = getattr(self, "_transport", None)
+        if transport is not None and transport.owns_open_session():
+            warnings.warn(
+                f"{self!r} was not closed: use 'async with' or 'await api.aclose()'",
+                ResourceWarning,
+                stacklevel=1,
+            )
+
+    # -- single calls ---------------------------------------------------------
+
+    async def update(
+        self,
+        session_id: str,
+        *,
+        status: str = REQUEST_RELEASE,
+        project_id: str | None = None,
+    ) -> Session:
+        """Update a session; the API's only update is ``REQUEST_RELEASE``, which ends it.
+
+        Args:
+            session_id: The session's id.
+            status: The new status: ``"REQUEST_RELEASE"``.
+            project_id: Sent as ``projectId``; else the client's, else none.
+
+        Returns:
+            The session as the API answered.
+
+        Raises:
+            ValueError: A bad id or status, before any request.
+            APIStatusError: The API refused (a subclass per status).
+            APIConnectionError: No answer, after the retries.
+            APIResponseValidationError: The answer is not a Session.
+        """
+        if status not in _UPDATE_STATUSES:
+            raise ValueError(f"status must be one of {sorted(_UPDATE_STATUSES)}, got {status!r}")
+        call = self._update_call(check_session_id(session_id), project_id, status)
+        return structure_session(await self._call(call))
+
+    async def release(
+        self,
+        session_id: str,
+        *,
+        project_id: str | None = None,
+        wait: bool = False,
+        wait_timeout: float = DEFAULT_WAIT_TIMEOUT,
+    ) -> Session:
+        """Release a session (``REQUEST_RELEASE``), so that it stops costing.
+
+        A refusal because the session had already ended (for instance a retry
+        whose first attempt was processed but whose answer was lost) is checked
+        with `retrieve`: if the session is over, that counts as released.
+
+        Args:
+            session_id: The session's id.
+            project_id: Sent as ``projectId``; else the client's, else none.
+            wait: Poll `retrieve` until the session is in a terminal state.
+            wait_timeout: Seconds to wait for it, with *wait*.
+
+        Returns:
+            The session; in a terminal state when *wait* is true.
+
+        Raises:
+            ValueError: A bad id, before any request.
+            APITimeoutError: With *wait*, the session did not end in time.
+            APIStatusError: The API refused (a subclass per status).
+            APIConnectionError: No answer, after the retries.
+            APIResponseValidationError: The answer is not a Session.
+        """
+        result = await self._release_result(
+            check_session_id(session_id),
+            project_id=project_id,
+            wait=wait,
+            wait_timeout=wait_timeout,
+        )
+        if result.error is not None:
+            raise result.error
+        assert result.session is not None
+        return result.session
+
+    async def retrieve(self, session_id: str) -> Session:
+        """Return a session as it is now.
+
+        Raises:
+            ValueError: A bad id, before any request.
+            NotFoundError: No such session.
+            APIStatusError: The API refused otherwise.
+            APIConnectionError: No answer, after the retries.
+            APIResponseValidationError: The answer is not a Session.
+        """
+        return await self._retrieve(check_session_id(session_id), None)
+
+    async def list(
+        self, *, status: SessionStatus | str | None = None, q: str | None = None
+    ) -> list[Session]:
+        """List the sessions of the key's project.
+
+        Args:
+            status: Only sessions in this state (the enum or its value).
+            q: A user-metadata query, as ``user_metadata['key']:'value'``.
+
+        Raises:
+            ValueError: *status* is not a `SessionStatus` value.
+            APIStatusError: The API refused.
+            APIConnectionError: No answer, after the retries.
+            APIResponseValidationError: The answer is not a list of sessions.
+        """
+        params: dict[str, str] = {}
+        if status is not None:
+            try:
+                params["status"] = SessionStatus(status).value
+            except ValueError:
+                choices = ", ".join(member.value for member in SessionStatus)
+                raise ValueError(f"status must be one of {choices}; got {status!r}") from None
+        if q is not None:
+            params["q"] = q
+        call = _Call("GET", "/v1/sessions", None, params=params or None)
+        return structure_sessions(await self._call(call))
+
+    # -- bulk -----------------------------------------------------------------
+
+    async def release_iter(
+        self,
+        session_ids: SessionIds,
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        project_id: str | None = None,
+        wait: bool = False,
+        wait_timeout: float = DEFAULT_WAIT_TIMEOUT,
+    ) -> AsyncIterator[ReleaseResult]:
+        """Release many sessions; yield a `ReleaseResult` for each, as each finishes.
+
+        The input is read lazily, so it may be a generator of any length. An id
+        repeated while it is in flight, or among the last `STREAM_MEMO_SIZE`
+        finished, is released once and reported again; a repeat seen later is
+        sent again and reported as the API then answers (already ended:
+        released). To stop early, close the iterator (``contextlib.aclosing``):
+        that cancels what is in flight.
+
+        Args:
+            session_ids: Any iterable or async iterable of ids.
+            concurrency: The most requests in flight, ever.
+            project_id: Sent as ``projectId``; else the client's, else none.
+            wait: Confirm each session reached a terminal state.
+            wait_timeout: Seconds to wait for each, with *wait*.
+
+        Raises:
+            ValueError: *concurrency* is below 1. A failure of one session is
+                never raised: it is in its result.
+        """
+        release_one = self._bulk_release_one(project_id, wait, wait_timeout)
+        async for _, result in _bulk.run(
+            release_one,
+            session_ids,
+            concurrency=concurrency,
+            max_retry_after=self.retry.max_retry_after,
+            memo_size=_bulk.STREAM_MEMO_SIZE,
+        ):
+            yield result
+
+    async def release_many(
+        self,
+        session_ids: SessionIds,
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        project_id: str | None = None,
+        wait: bool = False,
+        wait_timeout: float = DEFAULT_WAIT_TIMEOUT,
+        on_result: Callable[[ReleaseResult], object] | None = None,
+    ) -> BulkReleaseReport:
+        """Release many sessions; return one result per input id, in input order.
+
+        A repeated id is released once and reported at each of its positions.
+
+        Args:
+            session_ids: Any iterable or async iterable of ids.
+            concurrency: The most requests in flight, ever.
+            project_id: Sent as ``projectId``; else the client's, else none.
+            wait: Confirm each session reached a terminal state.
+            wait_timeout: Seconds to wait for each, with *wait*.
+            on_result: Called with each result as it finishes (for progress).
+
+        Returns:
+            The report; it never raises for a per-session failure.
+
+        Raises:
+            ValueError: *concurrency* is below 1.
+        """
+        results: list[ReleaseResult | None] = []
+        release_one = self._bulk_release_one(project_id, wait, wait_timeout)
+        async for position, result in _bulk.run(
+            release_one,
+            session_ids,
+            concurrency=concurrency,
+            max_retry_after=self.retry.max_retry_after,
+            memo_size=None,
+        ):
+            if position >= len(results):
+                results.extend([None] * (position + 1 - len(results)))
+            results[position] = result
+            if on_result is not None:
+                on_result(result)
+        return BulkReleaseReport([result for result in results if result is not None])
+
+    async def release_all(
+        self,
+        *,
+        status: SessionStatus | str | None = SessionStatus.RUNNING,
+        q: str | None = None,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        project_id: str | None = None,
+        wait: bool = False,
+        wait_timeout: float = DEFAULT_WAIT_TIMEOUT,
+        on_result: Callable[[ReleaseResult], object] | None = None,
+    ) -> BulkReleaseReport:
+        """Release every session that `list` returns for *status* and *q*.
+
+        Args:
+            status: Which sessions (default: the running ones); ``None``: all.
+            q: A user-metadata query, as ``user_metadata['key']:'value'``.
+            concurrency: The most requests in flight, ever.
+            project_id: Sent as ``projectId``; else the client's, else none.
+            wait: Confirm each session reached a terminal state.
+            wait_timeout: Seconds to wait for each, with *wait*.
+            on_result: Called with each result as it finishes (for progress).
+
+        Raises:
+            ValueError: A bad *status* or *concurrency*.
+            APIError: The listing itself failed (nothing was released).
+        """
+        sessions = await self.list(status=status, q=q)
+        return await self.release_many(
+            [session.id for session in sessions],
+            concurrency=concurrency,
+            project_id=project_id,
+            wait=wait,
+            wait_timeout=wait_timeout,
+            on_result=on_result,
+        )
+
+    # -- scraper ergonomics ---------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def guard(
+        self,
+        session_id: str,
+        *,
+        project_id: str | None = None,
+        wait: bool = False,
+        release_timeout: float = DEFAULT_GUARD_TIMEOUT,
+    ) -> AsyncIterator[None]:
+        """Release *session_id* when the block exits, however it exits.
+
+        The release on exit is shielded from a cancellation of the block and
+        bounded by *release_timeout*. If the block raised, a failed release is logged
+        and added to the block's exception as a note, never hiding it; if the
+        block ended normally, a failed release raises. A `CancelledError` is
+        re-raised once the release is done.
+
+        Args:
+            session_id: The session to release.
+            project_id: Sent as ``projectId``; else the client's, else none.
+            wait: Confirm the session reached a terminal state.
+            release_timeout: Seconds that the release on exit may take in all.
+
+        Raises:
+            ValueError: A bad id, on entry.
+            APIError: The block ended normally and the release failed.
+        """
+        check_session_id(session_id)
+        try:
+            yield
+        except BaseException as exc:
+            error = await self._release_shielded(session_id, project_id, wait, release_timeout)
+            if error is not None:
+                logger.warning(
+                    "could not release session %s after %s: %s",
+                    session_id,
+                    type(exc).__name__,
+                    error,
+                )
+                exc.add_note(f"and releasing session {session_id} failed: {error!r}")
+            raise
+        error = await self._release_shielded(session_id, project_id, wait, release_timeout)
+        if error is not None:
+            raise error
+
+    # -- the one path ---------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("this SessionsAPI is closed; create a new one")
+
+    async def _call(self, call: _Call) -> object:
+        self._check_open()
+        self._budget.deposit()
+        return await self._retrying(self._attempt, call)
+
+    async def _attempt(self, call: _Call) -> object:
+        call.attempts += 1
+        flow = call.flow
+        request = self._transport.request
+        if flow is None:
+            response = await request(call.method, call.path, body=call.body, params=call.params)
+        else:
+            ticket = await flow.acquire()
+            try:
+                response = await request(call.method, call.path, body=call.body, params=call.params)
+            except BaseException:
+                flow.release(ticket, None)
+                raise
+            flow.release(ticket, response)
+        error = for_status(response.status, response.headers, response.body)
+        if error is not None:
+            raise error
+        try:
+            return json.loads(response.body)
+        except ValueError:
+            raise APIResponseValidationError(
+                f"{call.method} {call.path}: the answer is not JSON",
+                body=excerpt(response.body.decode("utf-8", errors="replace")),
+            ) from None
+
+    def _update_call(
+        self, session_id: str, project_id: str | None, status: str = REQUEST_RELEASE
+    ) -> _Call:
+        project = project_id if project_id is not None else self.project_id
+        if project is None and status == REQUEST_RELEASE:
+            body = _RELEASE_BODY
+        else:
+            fields = {"status": status} | ({"projectId": project} if project is not None else {})
+            body = json.dumps(fields).encode()
+        return _Call("POST", f"/v1/sessions/{session_id}", session_id, body=body)
+
+    async def _retrieve(self, session_id: str, flow: FlowControl | None) -> Session:
+        call = _Call("GET", f"/v1/sessions/{session_id}", session_id, flow=flow)
+        return structure_session(await self._call(call))
+
+    async def _release_result(
+        self,
+        session_id: str,
+        *,
+        project_id: str | None,
+        wait: bool,
+        wait_timeout: float,
+        flow: FlowControl | None = None,
+    ) -> ReleaseResult:
+        """Release one valid id; the outcome, good or bad, is in the result."""
+        call = self._update_call(session_id, project_id)
+        call.flow = flow
+        try:
+            try:
+                session = structure_session(await self._call(call))
+            except APIError as exc:
+                if not _bulk.is_already_ended_refusal(exc):
+                    raise
+                session = await self._retrieve(session_id, flow)
+                if not session.is_terminal:
+                    raise exc from None
+            if wait and not session.is_terminal:
+                session = await self._wait_terminal(session_id, wait_timeout, flow)
+        except APIError as exc:
+            return ReleaseResult(session_id, None, exc, call.attempts)
+        return ReleaseResult(session_id, session, None, call.attempts)
+
+    def _bulk_release_one(
+        self, project_id: str | None, wait: bool, wait_timeout: float
+    ) -> _bulk.ReleaseOne:
+        self._check_open()
+
+        async def release_one(session_id: object, flow: FlowControl) -> ReleaseResult:
+            try:
+                valid = check_session_id(session_id)
+            except ValueError as exc:
+                return ReleaseResult(str(session_id), None, exc, 0)
+            return await self._release_result(
+                valid, project_id=project_id, wait=wait, wait_timeout=wait_timeout, flow=flow
+            )
+
+        return release_one
+
+    async def _wait_terminal(
+        self, session_id: str, wait_timeout: float, flow: FlowControl | None
+    ) -> Session:
+        """Poll `retrieve` with backoff until the session is terminal.
+
+        Raises:
+            APITimeoutError: Not terminal within *wait_timeout* seconds.
+        """
+        poll = 0
+        try:
+            async with asyncio.timeout(wait_timeout):
+                while True:
+                    poll += 1
+                    await asyncio.sleep(self.retry.backoff(poll))
+                    session = await self._retrieve(session_id, flow)
+                    if session.is_terminal:
+                        return session
+        except TimeoutError:
+            raise APITimeoutError(
+                f"session {session_id} did not reach a terminal state within {wait_timeout} s"
+            ) from None
+
+    async def _release_shielded(
+        self, session_id: str, project_id: str | None, wait: bool, limit: float
+    ) -> APIError | None:
+        async def bounded() -> ReleaseResult:
+            try:
+                async with asyncio.timeout(limit):
+                    return await self._release_result(
+                        session_id, project_id=project_id, wait=wait, wait_timeout=limit
+                    )
+            except TimeoutError:
+                error = APITimeoutError(f"releasing session {session_id} took over {limit} s")
+                return ReleaseResult(session_id, None, error, 0)
+
+        task = asyncio.ensure_future(bounded())
+        cancelled = False
+        while True:
+            try:
+                result = await asyncio.shield(task)
+                break
+            except asyncio.CancelledError:
+                # Cancelled again while releasing: finish the (bounded) release first.
+                if task.done():
+                    raise
+                cancelled = True
+        if cancelled:
+            raise asyncio.CancelledError
+        return result.error if isinstance(result.error, APIError) else None

@@ -1,0 +1,118 @@
+"""Defaults, environment resolution and the checks made before any request.
+
+Everything here is pure: no I/O but reading ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from collections.abc import Mapping
+from typing import Final
+from urllib.parse import urlsplit
+
+DEFAULT_BASE_URL: Final = "https://api.browserbase.com"
+DEFAULT_TIMEOUT: Final = 60.0
+"""Seconds allowed for one attempt (connect, send, answer)."""
+DEFAULT_MAX_CONNECTIONS: Final = 100
+DEFAULT_CONCURRENCY: Final = 32
+"""Requests in flight in one bulk run.
+
+Enough to keep a loopback or same-region server busy at ~50 ms per answer
+(~600 releases/s), while staying under the concurrency limits of the smaller
+Browserbase plans, where a higher value only buys 429s.
+"""
+
+API_KEY_ENV: Final = "BROWSERBASE_API_KEY"
+BASE_URL_ENV: Final = "BROWSERBASE_BASE_URL"
+PROJECT_ID_ENV: Final = "BROWSERBASE_PROJECT_ID"
+
+# RFC 3986 "unreserved": nothing that could end the path segment, start a
+# query, or be decoded by a proxy into something that does.
+_SESSION_ID: Final = re.compile(r"[A-Za-z0-9._~-]+")
+_LOOPBACK_NAMES: Final = frozenset({"localhost", "localhost.localdomain"})
+
+
+def resolve_api_key(api_key: str | None, environ: Mapping[str, str] = os.environ) -> str:
+    """Return the API key given, else the one from the environment.
+
+    Raises:
+        ValueError: Neither was given, or the key is blank.
+    """
+    key = api_key if api_key is not None else environ.get(API_KEY_ENV)
+    if key is None:
+        raise ValueError(f"no API key: pass api_key= or set the {API_KEY_ENV} environment variable")
+    if not key.strip():
+        raise ValueError(f"the API key is empty (api_key= or {API_KEY_ENV})")
+    return key
+
+
+def resolve_base_url(
+    base_url: str | None,
+    *,
+    allow_insecure_http: bool = False,
+    environ: Mapping[str, str] = os.environ,
+) -> str:
+    """Return the base URL without a trailing slash, checked for safety.
+
+    Args:
+        base_url: The URL given by the caller; ``None`` means the environment,
+            then the public API.
+        allow_insecure_http: Accept ``http://`` to a host that is not loopback.
+        environ: Where to read ``BROWSERBASE_BASE_URL``.
+
+    Raises:
+        ValueError: The URL is not ``http(s)://host[...]``, or is plain HTTP to
+            a non-loopback host without ``allow_insecure_http``.
+    """
+    url = base_url if base_url is not None else environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"base_url must be an http(s) URL with a host, got {url!r}")
+    if parts.query or parts.fragment:
+        raise ValueError(f"base_url must not have a query or a fragment, got {url!r}")
+    if parts.scheme == "http" and not allow_insecure_http and not is_loopback(parts.hostname):
+        raise ValueError(
+            f"refusing to send the API key in clear text to {parts.hostname!r}: "
+            "use https://, or pass allow_insecure_http=True"
+        )
+    return url.rstrip("/")
+
+
+def is_loopback(host: str) -> bool:
+    """Tell whether *host* names this machine (``localhost``, 127.0.0.0/8, ``::1``)."""
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_session_id(session_id: object) -> str:
+    """Return *session_id* if it is safe to put in a URL path.
+
+    Raises:
+        ValueError: It is not a string, is empty, ``.`` or ``..``, or has a
+            character outside RFC 3986 "unreserved" (``A-Z a-z 0-9 - . _ ~``).
+    """
+    if not isinstance(session_id, str):
+        raise ValueError(f"session id must be a str, got {type(session_id).__name__}")
+    if session_id in (".", "..") or not _SESSION_ID.fullmatch(session_id):
+        raise ValueError(
+            f"invalid session id {session_id[:80]!r}: "
+            "use only letters, digits and '-', '.', '_', '~' (and not '.' or '..')"
+        )
+    return session_id
+
+
+def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
+    """Refuse a number that must be positive.
+
+    Raises:
+        ValueError: *value* is below zero, or zero where that is not allowed.
+    """
+    if value < 0 or (value == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise ValueError(f"{name} must be {bound}, got {value!r}")

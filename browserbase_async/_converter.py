@@ -1,0 +1,132 @@
+"""The one cattrs converter: camelCase JSON to the snake_case model and back.
+
+Hooks are strict about JSON types (a ``"false"`` string is not a bool) and
+tolerant about what the API may add later (unknown keys are ignored, unknown
+enum values are kept as their raw string).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, Final, TypeVar
+
+import attrs
+import cattrs
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+
+from ._errors import APIResponseValidationError, excerpt
+from ._models import Region, Session, SessionStatus
+
+_T = TypeVar("_T")
+_E = TypeVar("_E", bound=enum.Enum)
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(word.title() for word in rest)
+
+
+def _structure_datetime(value: object, _: type) -> datetime:
+    if not isinstance(value, str):
+        raise TypeError(f"expected an ISO 8601 string, got {type(value).__name__}")
+    # RFC 3339 allows a lower-case "t" and "z"; fromisoformat does not.
+    parsed = datetime.fromisoformat(value.upper())
+    if parsed.tzinfo is None:
+        # A date-time without an offset is read as UTC, as the API means it.
+        return parsed.replace(tzinfo=UTC)
+    return parsed.astimezone(UTC)
+
+
+def _unstructure_datetime(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _strict(kind: type[_T]) -> Callable[[object, type], _T]:
+    def structure(value: object, _: type) -> _T:
+        # bool is an int in Python, never in JSON.
+        if type(value) is not kind:
+            raise TypeError(f"expected {kind.__name__}, got {type(value).__name__}")
+        return value
+
+    return structure
+
+
+def _tolerant_enum(enum_type: type[_E]) -> Callable[[object, type], _E | str]:
+    members: dict[object, _E] = {member.value: member for member in enum_type}
+
+    def structure(value: object, _: type) -> _E | str:
+        if not isinstance(value, str):
+            raise TypeError(f"expected a string, got {type(value).__name__}")
+        # A value added to the API after this release must not fail the call.
+        return members.get(value, value)
+
+    return structure
+
+
+def _build() -> cattrs.Converter:
+    converter = cattrs.Converter()
+    converter.register_structure_hook(datetime, _structure_datetime)
+    converter.register_unstructure_hook(datetime, _unstructure_datetime)
+    for kind in (str, int, bool):
+        converter.register_structure_hook(kind, _strict(kind))
+    converter.register_structure_hook(SessionStatus | str, _tolerant_enum(SessionStatus))
+    converter.register_structure_hook(Region | str, _tolerant_enum(Region))
+    renames: dict[str, Any] = {
+        field.name: override(rename=_camel(field.name)) for field in attrs.fields(Session)
+    }
+    converter.register_structure_hook(
+        Session, make_dict_structure_fn(Session, converter, **renames)
+    )
+    converter.register_unstructure_hook(
+        Session, make_dict_unstructure_fn(Session, converter, **renames)
+    )
+    return converter
+
+
+converter: Final = _build()
+
+
+def structure_session(data: object) -> Session:
+    """Build a `Session` from decoded JSON.
+
+    Raises:
+        APIResponseValidationError: *data* is not a Session object.
+    """
+    return _structure(data, Session)
+
+
+def structure_sessions(data: object) -> list[Session]:
+    """Build a list of `Session` from a decoded JSON array.
+
+    Raises:
+        APIResponseValidationError: *data* is not an array of Session objects.
+    """
+    if not isinstance(data, list):
+        raise APIResponseValidationError(
+            "expected a JSON array of sessions", body=excerpt(json.dumps(data))
+        )
+    return [_structure(item, Session) for item in data]
+
+
+def unstructure_session(session: Session) -> dict[str, Any]:
+    """Return the JSON form of *session*, with camelCase keys and ISO 8601 datetimes."""
+    return converter.unstructure(session)  # type: ignore[no-any-return]
+
+
+def _structure(data: object, kind: type[_T]) -> _T:
+    if not isinstance(data, dict):
+        raise APIResponseValidationError(
+            f"expected a JSON object for {kind.__name__}, got {type(data).__name__}",
+            body=excerpt(json.dumps(data)),
+        )
+    try:
+        return converter.structure(data, kind)
+    except Exception as exc:
+        problems = cattrs.transform_error(exc, path="$")
+        raise APIResponseValidationError(
+            f"the {kind.__name__} in the response is not valid: {'; '.join(problems)}",
+            body=excerpt(json.dumps(data)),
+        ) from exc

@@ -1,0 +1,184 @@
+"""The exceptions the library raises on purpose, and the status that maps to each.
+
+Names match the official Browserbase SDK, so that ``except`` clauses carry over::
+
+    BrowserbaseError                    base of everything raised on purpose
+    └── APIError
+        ├── APIConnectionError          could not connect / connection dropped
+        │   └── APITimeoutError         a request or the whole call ran out of time
+        ├── APIResponseValidationError  2xx whose body is not the expected JSON shape
+        └── APIStatusError              any non-2xx: .status_code, .body, .headers
+            ├── BadRequestError             400
+            ├── AuthenticationError         401
+            ├── PermissionDeniedError       403
+            ├── NotFoundError               404
+            ├── ConflictError               409
+            ├── UnprocessableEntityError    422
+            ├── RateLimitError              429
+            └── InternalServerError         >= 500
+
+Caller mistakes found before any request (a bad session id, a missing key)
+raise `ValueError` instead. No message here ever holds the API key: messages
+are built from the response, and requests' headers are never kept.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Final
+
+EXCERPT_CHARS: Final = 200
+
+
+class BrowserbaseError(Exception):
+    """Base class of every exception the library raises on purpose."""
+
+
+class APIError(BrowserbaseError):
+    """A call to the API did not give the expected answer."""
+
+    message: str
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class APIConnectionError(APIError):
+    """The connection could not be made, or dropped before the answer arrived."""
+
+
+class APITimeoutError(APIConnectionError):
+    """A request, or the whole call, ran out of time."""
+
+
+class APIResponseValidationError(APIError):
+    """A 2xx answer whose body is not the JSON shape the API describes.
+
+    Attributes:
+        body: A short excerpt of the body, for the log.
+    """
+
+    body: str
+
+    def __init__(self, message: str, *, body: str) -> None:
+        super().__init__(f"{message} (body: {body})" if body else message)
+        self.body = body
+
+
+class APIStatusError(APIError):
+    """The API answered with a status that is not 2xx.
+
+    Attributes:
+        status_code: The HTTP status.
+        body: The decoded JSON error body, else a short excerpt of the text.
+        headers: The response's headers (never the request's).
+    """
+
+    status_code: int
+    body: object
+    headers: Mapping[str, str]
+
+    def __init__(
+        self, message: str, *, status_code: int, body: object, headers: Mapping[str, str]
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.body = body
+        self.headers = headers
+
+
+class BadRequestError(APIStatusError):
+    """400: the request was refused as malformed, or not applicable to the session."""
+
+
+class AuthenticationError(APIStatusError):
+    """401: the API key is missing or wrong."""
+
+
+class PermissionDeniedError(APIStatusError):
+    """403: the key may not act on this resource."""
+
+
+class NotFoundError(APIStatusError):
+    """404: no such session (or not in this key's projects)."""
+
+
+class ConflictError(APIStatusError):
+    """409: the request conflicts with the session's current state."""
+
+
+class UnprocessableEntityError(APIStatusError):
+    """422: the request is well-formed but its values are refused."""
+
+
+class RateLimitError(APIStatusError):
+    """429: the plan's rate or concurrency limit was reached."""
+
+
+class InternalServerError(APIStatusError):
+    """A status of 500 or more: the server failed."""
+
+
+_BY_STATUS: Final[Mapping[int, type[APIStatusError]]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    409: ConflictError,
+    422: UnprocessableEntityError,
+    429: RateLimitError,
+}
+
+
+def for_status(status: int, headers: Mapping[str, str], body: bytes) -> APIStatusError | None:
+    """Return the exception for an answer, or ``None`` when *status* is 2xx.
+
+    A pure function: it only reads its arguments.
+
+    Args:
+        status: The HTTP status of the answer.
+        headers: The answer's headers.
+        body: The answer's raw body.
+
+    Returns:
+        The exception to raise, of the class for *status*, with the server's
+        own message in its text; ``None`` for a 2xx status.
+    """
+    if 200 <= status < 300:
+        return None
+    if status >= 500:
+        kind: type[APIStatusError] = InternalServerError
+    else:
+        kind = _BY_STATUS.get(status, APIStatusError)
+    decoded, detail = _decode_error_body(body)
+    try:
+        reason = HTTPStatus(status).phrase
+    except ValueError:
+        reason = "Unknown Status"
+    message = f"{status} {reason}: {detail}" if detail else f"{status} {reason}"
+    return kind(message, status_code=status, body=decoded, headers=headers)
+
+
+def _decode_error_body(body: bytes) -> tuple[object, str]:
+    text = body.decode("utf-8", errors="replace")
+    try:
+        decoded: object = json.loads(text)
+    except ValueError:
+        return excerpt(text), excerpt(text)
+    if isinstance(decoded, dict):
+        for key in ("message", "error", "detail"):
+            value = decoded.get(key)
+            if isinstance(value, str) and value:
+                return decoded, excerpt(value)
+    return decoded, excerpt(text)
+
+
+def excerpt(text: str) -> str:
+    """Return *text* on one line, cut to `EXCERPT_CHARS` characters."""
+    flat = " ".join(text.split())
+    if len(flat) <= EXCERPT_CHARS:
+        return flat
+    return flat[: EXCERPT_CHARS - 1] + "…"

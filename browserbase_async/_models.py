@@ -1,0 +1,63 @@
+"""The Session model, as the API describes it."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any, Final
+
+import attrs
+
+
+class SessionStatus(enum.StrEnum):
+    """The life-cycle state of a session. ``ERROR``, ``TIMED_OUT`` and ``COMPLETED`` are final."""
+
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    ERROR = "ERROR"
+    TIMED_OUT = "TIMED_OUT"
+    COMPLETED = "COMPLETED"
+
+
+class Region(enum.StrEnum):
+    """Where a session's browser runs."""
+
+    US_WEST_2 = "us-west-2"
+    US_EAST_1 = "us-east-1"
+    EU_CENTRAL_1 = "eu-central-1"
+    AP_SOUTHEAST_1 = "ap-southeast-1"
+
+
+TERMINAL_STATUSES: Final = frozenset(
+    {SessionStatus.COMPLETED, SessionStatus.ERROR, SessionStatus.TIMED_OUT}
+)
+
+
+@attrs.frozen
+class Session:
+    """One browser session, as the API returns it.
+
+    ``status`` and ``region`` are enum members, or the raw string when the
+    server sends a value this version does not know yet; both compare equal
+    to their string value (``session.status == "COMPLETED"``). Datetimes are
+    timezone-aware, in UTC.
+    """
+
+    id: str
+    created_at: datetime
+    updated_at: datetime
+    project_id: str
+    started_at: datetime
+    status: SessionStatus | str
+    proxy_bytes: int
+    keep_alive: bool
+    region: Region | str
+    ended_at: datetime | None = None
+    expires_at: datetime | None = None
+    context_id: str | None = None
+    user_metadata: dict[str, Any] | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        """Whether the session has ended (``COMPLETED``, ``ERROR`` or ``TIMED_OUT``)."""
+        return self.status in TERMINAL_STATUSES

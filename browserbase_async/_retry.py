@@ -1,0 +1,261 @@
+"""When and how long to retry: the policy, the shared retry budget, the tenacity wiring.
+
+tenacity does the looping; nothing of it leaves this module. The decisions are
+made by small functions over our own exceptions, so that they can be tested
+without a server.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, Final, Protocol, TypeVar
+
+import attrs
+import tenacity as _t
+
+from ._config import check_positive
+from ._errors import APIConnectionError, APIStatusError, RateLimitError
+
+logger: Final = logging.getLogger("browserbase_async")
+
+RETRY_STATUSES: Final = frozenset({408, 409, 429, 500, 502, 503, 504})
+BUDGET_WINDOW: Final = 10.0
+"""Seconds of ``budget_min_per_second`` the retry budget can save up."""
+
+DEFAULT_MAX_ATTEMPTS: Final = 3
+DEFAULT_INITIAL_DELAY: Final = 0.5
+DEFAULT_MAX_DELAY: Final = 8.0
+DEFAULT_MAX_RETRY_AFTER: Final = 60.0
+DEFAULT_BUDGET_RATIO: Final = 0.2
+DEFAULT_BUDGET_MIN_PER_SECOND: Final = 10.0
+
+_R = TypeVar("_R")
+
+
+def _at_least_one(_: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if value < 1:
+        raise ValueError(f"{attribute.name} must be >= 1, got {value!r}")
+
+
+def _non_negative(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+    check_positive(attribute.name, value, allow_zero=True)
+
+
+@attrs.frozen
+class RetryPolicy:
+    """How a client retries a failed request.
+
+    All durations are seconds, as ``float``.
+
+    Args:
+        max_attempts: Attempts per call, the first one included; 1 turns retries off.
+        initial_delay: The first backoff ceiling; it doubles each attempt, and the
+            sleep is drawn uniformly below it ("full jitter").
+        max_delay: The largest ceiling of one backoff sleep.
+        max_retry_after: The longest wait a server may ask for with
+            ``Retry-After``/``retry-after-ms``; a longer one fails the call at once.
+        budget_ratio: Retries allowed per first attempt, across all the calls of
+            one client (0.2: one retry per five calls).
+        budget_min_per_second: Retries always allowed per second, whatever the
+            ratio, so that a quiet client can still retry.
+    """
+
+    max_attempts: int = attrs.field(default=DEFAULT_MAX_ATTEMPTS, validator=_at_least_one)
+    initial_delay: float = attrs.field(default=DEFAULT_INITIAL_DELAY, validator=_non_negative)
+    max_delay: float = attrs.field(default=DEFAULT_MAX_DELAY, validator=_non_negative)
+    max_retry_after: float = attrs.field(default=DEFAULT_MAX_RETRY_AFTER, validator=_non_negative)
+    budget_ratio: float = attrs.field(default=DEFAULT_BUDGET_RATIO, validator=_non_negative)
+    budget_min_per_second: float = attrs.field(
+        default=DEFAULT_BUDGET_MIN_PER_SECOND, validator=_non_negative
+    )
+
+    def backoff(self, attempt: int) -> float:
+        """Return a backoff sleep, in seconds, after failed attempt number *attempt*.
+
+        Full jitter: uniform between 0 and ``min(max_delay, initial_delay * 2 ** (attempt - 1))``.
+        """
+        ceiling = min(self.max_delay, self.initial_delay * 2 ** min(attempt - 1, 62))
+        return random.uniform(0.0, ceiling)
+
+
+DEFAULT_RETRY_POLICY: Final = RetryPolicy()
+
+
+@attrs.define
+class RetryBudget:
+    """A token bucket shared by all the calls of one client.
+
+    Each first attempt deposits ``ratio`` tokens, time adds ``min_per_second``
+    tokens a second, and each retry takes one; with less than one token, the
+    call fails with its last error instead of retrying. The bucket holds at
+    most `BUDGET_WINDOW` seconds of ``min_per_second`` (and never less than one
+    token), so a long quiet spell cannot save up a retry storm. This is the
+    shape of Finagle's RetryBudget and of the AWS SDKs' retry quota.
+    """
+
+    ratio: float
+    min_per_second: float
+    clock: Callable[[], float] = time.monotonic
+    capacity: float = attrs.field(init=False)
+    balance: float = attrs.field(init=False)
+    _refilled_at: float = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.capacity = max(BUDGET_WINDOW * self.min_per_second, 1.0)
+        self.balance = min(self.min_per_second, self.capacity)
+        self._refilled_at = self.clock()
+
+    @classmethod
+    def for_policy(cls, policy: RetryPolicy) -> RetryBudget:
+        """Return a full-at-start budget with the policy's ratio and floor."""
+        return cls(policy.budget_ratio, policy.budget_min_per_second)
+
+    def deposit(self) -> None:
+        """Credit one first attempt."""
+        self.balance = min(self.capacity, self.balance + self.ratio)
+
+    def try_withdraw(self) -> bool:
+        """Take one token for a retry; ``False`` (and nothing taken) when there is none."""
+        now = self.clock()
+        elapsed, self._refilled_at = now - self._refilled_at, now
+        self.balance = min(self.capacity, self.balance + elapsed * self.min_per_second)
+        if self.balance < 1.0:
+            return False
+        self.balance -= 1.0
+        return True
+
+
+def retry_after(headers: Mapping[str, str], *, now: datetime | None = None) -> float | None:
+    """Return the wait in seconds that the server asked for, if it asked.
+
+    ``retry-after-ms`` (milliseconds) wins over ``Retry-After``, which is
+    seconds or an HTTP-date. Unparsable values count as not asked; a date in
+    the past asks for no wait.
+    """
+    if (millis := headers.get("retry-after-ms")) is not None:
+        try:
+            return max(float(millis) / 1000.0, 0.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max((when - (now or datetime.now(UTC))).total_seconds(), 0.0)
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Tell whether a failed attempt may be tried again.
+
+    Connection errors and timeouts are; so are the statuses in
+    `RETRY_STATUSES`, unless the answer says ``x-should-retry: false`` (and
+    any status whose answer says ``x-should-retry: true``).
+    """
+    if isinstance(exc, APIConnectionError):
+        return True
+    if not isinstance(exc, APIStatusError):
+        return False
+    should = exc.headers.get("x-should-retry")
+    if should == "false":
+        return False
+    return should == "true" or exc.status_code in RETRY_STATUSES
+
+
+class CallState(Protocol):
+    """What the retry hooks read of the call being made."""
+
+    @property
+    def session_id(self) -> str | None:
+        """The session the call is about, for the log."""
+
+    @property
+    def flow(self) -> object | None:
+        """A bulk run's flow control; it serves server-asked waits with its pause gate."""
+
+
+def build_retrying(
+    policy: RetryPolicy, budget: RetryBudget
+) -> Callable[[Callable[[Any], Awaitable[_R]], CallState], Awaitable[_R]]:
+    """Return the retry loop of one client, built once.
+
+    The returned coroutine function runs ``attempt(call)`` until it succeeds,
+    fails for good, or the policy or the budget says stop; then the last
+    exception is raised as it is.
+
+    One object serves concurrent calls safely: each call gets its own
+    ``RetryCallState``, and as every hook below is synchronous, tenacity's
+    shared per-iteration state is never held across an ``await``.
+    """
+
+    def asked_wait(state: _t.RetryCallState) -> float | None:
+        exc = _exception(state)
+        if isinstance(exc, APIStatusError):
+            return retry_after(exc.headers)
+        return None
+
+    def wait(state: _t.RetryCallState) -> float:
+        asked = asked_wait(state)
+        if asked is None:
+            return policy.backoff(state.attempt_number)
+        call: CallState = state.args[0]
+        # In a bulk run the pause gate holds every worker until then.
+        if call.flow is not None:
+            return 0.0
+        return asked
+
+    def stop(state: _t.RetryCallState) -> bool:
+        call: CallState = state.args[0]
+        exc = _exception(state)
+        if state.attempt_number >= policy.max_attempts:
+            return True
+        asked = asked_wait(state)
+        if asked is not None and asked > policy.max_retry_after:
+            logger.info(
+                "not retrying session %s: the server asked to wait %.1f s, over max_retry_after",
+                call.session_id,
+                asked,
+            )
+            return True
+        # A 429 is flow control, not a failure: it costs the budget nothing.
+        if not isinstance(exc, RateLimitError) and not budget.try_withdraw():
+            logger.info("not retrying session %s: the retry budget is spent", call.session_id)
+            return True
+        return False
+
+    def before_sleep(state: _t.RetryCallState) -> None:
+        call: CallState = state.args[0]
+        logger.info(
+            "retrying session %s: attempt %d failed with %s; next in %.3f s",
+            call.session_id,
+            state.attempt_number,
+            _exception(state),
+            state.upcoming_sleep,
+        )
+
+    retrying: _t.AsyncRetrying = _t.AsyncRetrying(
+        retry=_t.retry_if_exception(is_retryable),
+        wait=wait,
+        stop=stop,
+        before_sleep=before_sleep,
+        reraise=True,
+    )
+    return retrying
+
+
+def _exception(state: _t.RetryCallState) -> BaseException | None:
+    assert state.outcome is not None  # tenacity calls these hooks after an attempt
+    return state.outcome.exception()

@@ -1,0 +1,104 @@
+"""The aiohttp seam: the only module that does I/O.
+
+One `Transport.request` sends a request and returns the status, headers and
+body, or raises `APIConnectionError` / `APITimeoutError`. Statuses are not
+judged here; that is `_errors.for_status`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import aiohttp
+import attrs
+
+from ._errors import APIConnectionError, APITimeoutError
+
+
+@attrs.frozen
+class Response:
+    """What came back: the status, the headers (case-insensitive) and the raw body."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+@attrs.define
+class Transport:
+    """Sends requests through one aiohttp ``ClientSession``, created on first use.
+
+    A session passed in by the caller is used as it is and never closed here.
+    """
+
+    base_url: str
+    api_key: str = attrs.field(repr=False)
+    timeout: float | None
+    max_connections: int
+    session: aiohttp.ClientSession | None = attrs.field(default=None, repr=False)
+    _owns_session: bool = attrs.field(init=False, repr=False)
+    _get_headers: dict[str, str] = attrs.field(init=False, repr=False)
+    _post_headers: dict[str, str] = attrs.field(init=False, repr=False)
+    _timeout: aiohttp.ClientTimeout = attrs.field(init=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._owns_session = self.session is None
+        self._get_headers = {"X-BB-API-Key": self.api_key, "Accept": "application/json"}
+        self._post_headers = {**self._get_headers, "Content-Type": "application/json"}
+        self._timeout = aiohttp.ClientTimeout(total=self.timeout)
+
+    def _session(self) -> aiohttp.ClientSession:
+        if self.session is None:
+            self.session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.max_connections),
+                timeout=self._timeout,
+            )
+        return self.session
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: bytes | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> Response:
+        """Send one request and read the whole answer.
+
+        Args:
+            method: ``GET`` or ``POST``.
+            path: The path below the base URL, starting with ``/``; already safe.
+            body: A JSON body, already encoded.
+            params: Query parameters.
+
+        Raises:
+            APITimeoutError: No full answer within the timeout.
+            APIConnectionError: The connection failed or dropped.
+        """
+        headers = self._get_headers if body is None else self._post_headers
+        try:
+            async with self._session().request(
+                method,
+                self.base_url + path,
+                data=body,
+                params=params,
+                headers=headers,
+                timeout=self._timeout,
+            ) as answer:
+                return Response(answer.status, answer.headers, await answer.read())
+        except TimeoutError:
+            raise APITimeoutError(f"{method} {path}: no answer within {self.timeout} s") from None
+        except aiohttp.ClientError as exc:
+            raise APIConnectionError(
+                f"{method} {path}: {type(exc).__name__}: {exc or 'connection failed'}"
+            ) from exc
+
+    async def aclose(self) -> None:
+        """Close the ``ClientSession`` if it is ours; a caller's is left open."""
+        if self._owns_session and self.session is not None:
+            session, self.session = self.session, None
+            await session.close()
+
+    def owns_open_session(self) -> bool:
+        """Whether an aiohttp ``ClientSession`` of ours is still open."""
+        return self._owns_session and self.session is not None and not self.session.closed
