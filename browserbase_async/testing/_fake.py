@@ -1,0 +1,459 @@
+"""FakeBrowserbase: the sessions API on loopback, with faults on demand."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import math
+import random
+import re
+import secrets
+import uuid
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, Literal, TypeAlias
+
+import attrs
+from aiohttp import web
+
+DEFAULT_API_KEY: Final = "bb_fake_key"
+DEFAULT_PROJECT_ID: Final = "fake-project"
+TERMINAL: Final = frozenset({"COMPLETED", "ERROR", "TIMED_OUT"})
+STATUSES: Final = ("PENDING", "RUNNING", "ERROR", "TIMED_OUT", "COMPLETED")
+REGIONS: Final = ("us-west-2", "us-east-1", "eu-central-1", "ap-southeast-1")
+_QUERY_TERM: Final = re.compile(r"user_metadata\['([^']*)'\]\s*:\s*'([^']*)'")
+
+FaultKind: TypeAlias = Literal["status", "drop", "lose", "hang", "html", "body"]
+_Act: TypeAlias = Callable[[], Awaitable[web.Response]]
+
+
+@attrs.frozen
+class Fault:
+    """One scripted misbehaviour, for the next request that `FakeBrowserbase.inject` aims at.
+
+    Build them with the class methods: ``Fault.status(503)``, ``Fault.drop()``...
+    """
+
+    kind: FaultKind
+    status_code: int = 200
+    headers: Mapping[str, str] = attrs.field(factory=dict)
+    content: bytes = b""
+
+    @classmethod
+    def status(
+        cls, status_code: int, *, headers: Mapping[str, str] | None = None, message: str = ""
+    ) -> Fault:
+        """Answer *status_code* with a JSON error body, without touching the session."""
+        text = message or f"fake error {status_code}"
+        body = json.dumps({"statusCode": status_code, "message": text}).encode()
+        return cls("status", status_code, dict(headers or {}), body)
+
+    @classmethod
+    def drop(cls) -> Fault:
+        """Close the connection before doing anything."""
+        return cls("drop")
+
+    @classmethod
+    def lose(cls) -> Fault:
+        """Do the request, then close the connection instead of answering."""
+        return cls("lose")
+
+    @classmethod
+    def hang(cls) -> Fault:
+        """Never answer (until the fake stops)."""
+        return cls("hang")
+
+    @classmethod
+    def html(cls) -> Fault:
+        """Do the request, then answer 200 with an HTML page instead of JSON."""
+        return cls("html", 200, {"Content-Type": "text/html"}, b"<html><body>oops</body></html>")
+
+    @classmethod
+    def json(cls, payload: object, status_code: int = 200) -> Fault:
+        """Answer *payload* as JSON with *status_code*, without touching the session."""
+        return cls("body", status_code, {}, json.dumps(payload).encode())
+
+
+@attrs.frozen
+class FaultPlan:
+    """Random misbehaviour, drawn per request from a seeded generator.
+
+    Rates are probabilities in ``[0, 1]``; durations are seconds.
+
+    Args:
+        error_rate: Answer ``error_status`` (a 5xx) without doing the request.
+        error_status: The status of those errors.
+        rate_limit_rate: Answer 429 without doing the request.
+        retry_after: Seconds sent as ``Retry-After`` with those 429s (``None``: no header).
+        lost_response_rate: Do the request, then drop the connection.
+        drop_rate: Drop the connection before doing the request.
+        non_json_rate: Do the request, then answer 200 with HTML.
+        latency: Seconds before each answer.
+        max_in_flight: Requests served at once; more are answered 429 at once.
+        release_delay: Seconds between REQUEST_RELEASE and COMPLETED (``math.inf``: never).
+        seed: Seed of the generator, for a reproducible run.
+    """
+
+    error_rate: float = 0.0
+    error_status: int = 503
+    rate_limit_rate: float = 0.0
+    retry_after: float | None = None
+    lost_response_rate: float = 0.0
+    drop_rate: float = 0.0
+    non_json_rate: float = 0.0
+    latency: float = 0.0
+    max_in_flight: int | None = None
+    release_delay: float = 0.0
+    seed: int | None = 0
+
+    @classmethod
+    def realistic(cls, seed: int | None = None) -> FaultPlan:
+        """A mix seen on a busy day: a few 5xx and 429s, some lost answers."""
+        return cls(
+            error_rate=0.05,
+            rate_limit_rate=0.03,
+            retry_after=0.2,
+            lost_response_rate=0.02,
+            drop_rate=0.01,
+            latency=0.01,
+            seed=seed,
+        )
+
+
+@attrs.define
+class Received:
+    """What the fake received, for assertions.
+
+    Attributes:
+        requests: Requests per route: ``"update"``, ``"retrieve"``, ``"list"``, ``"create"``.
+        answers: Answers per status code, plus ``"dropped"``, ``"lost"`` and ``"hung"``.
+        updates: Update requests per session id.
+        bodies: The JSON body of every update request, in order.
+        peak_in_flight: The most requests served at once.
+    """
+
+    requests: collections.Counter[str] = attrs.field(factory=collections.Counter)
+    answers: collections.Counter[int | str] = attrs.field(factory=collections.Counter)
+    updates: collections.Counter[str] = attrs.field(factory=collections.Counter)
+    bodies: list[object] = attrs.field(factory=list)
+    peak_in_flight: int = 0
+
+    @property
+    def total(self) -> int:
+        """All the requests received."""
+        return sum(self.requests.values())
+
+
+class FakeBrowserbase:
+    """A fake Browserbase sessions API: a real aiohttp.web server on 127.0.0.1.
+
+    Use it as ``async with FakeBrowserbase() as fake:``, then point a client at
+    ``fake.base_url`` with ``fake.api_key``. It serves ``GET /v1/sessions``
+    (``status`` and ``q`` filters), ``GET``/``POST /v1/sessions/{id}`` and
+    ``POST /v1/sessions``, checks ``X-BB-API-Key``, and answers errors as JSON.
+
+    Args:
+        api_key: The key it accepts.
+        faults: Random faults for every request.
+        project_id: The project of the sessions it creates.
+        port: The port to listen on; 0 picks a free one.
+    """
+
+    def __init__(
+        self,
+        *,
+        api_key: str = DEFAULT_API_KEY,
+        faults: FaultPlan | None = None,
+        project_id: str = DEFAULT_PROJECT_ID,
+        port: int = 0,
+    ) -> None:
+        self.api_key: Final = api_key
+        self.project_id: Final = project_id
+        self.faults = faults if faults is not None else FaultPlan()
+        self.sessions: dict[str, dict[str, Any]] = {}
+        self.received = Received()
+        self._port = port
+        self._random = random.Random(self.faults.seed)
+        self._script: collections.deque[Fault] = collections.deque()
+        self._in_flight = 0
+        self._closing = asyncio.Event()
+        self._timers: list[asyncio.TimerHandle] = []
+        self._runner: web.AppRunner | None = None
+        self.base_url = ""
+
+    def __repr__(self) -> str:
+        return f"<FakeBrowserbase {self.base_url or 'not started'} sessions={len(self.sessions)}>"
+
+    # -- life cycle -----------------------------------------------------------
+
+    async def start(self) -> FakeBrowserbase:
+        """Start serving; ``base_url`` is set from then on."""
+        app = web.Application()
+        app.router.add_get("/v1/sessions", self._list)
+        app.router.add_post("/v1/sessions", self._create)
+        app.router.add_get("/v1/sessions/{id}", self._retrieve)
+        app.router.add_post("/v1/sessions/{id}", self._update)
+        # Handlers are cancelled when their client goes away, so a hung one ends too.
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", self._port)
+        await site.start()
+        host, port = self._runner.addresses[0][:2]
+        self.base_url = f"http://{host}:{port}"
+        return self
+
+    async def close(self) -> None:
+        """Stop serving and cancel pending timers."""
+        self._closing.set()
+        for timer in self._timers:
+            timer.cancel()
+        if self._runner is not None:
+            runner, self._runner = self._runner, None
+            await runner.cleanup()
+
+    async def __aenter__(self) -> FakeBrowserbase:
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # -- seeding and faults ---------------------------------------------------
+
+    def add_session(
+        self,
+        session_id: str | None = None,
+        *,
+        status: str = "RUNNING",
+        user_metadata: Mapping[str, Any] | None = None,
+        region: str = "us-west-2",
+        keep_alive: bool = False,
+        context_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Add one session; return its JSON form (a live dict the fake keeps)."""
+        now = datetime.now(UTC)
+        session: dict[str, Any] = {
+            "id": session_id or str(uuid.uuid4()),
+            "createdAt": _iso(now),
+            "updatedAt": _iso(now),
+            "projectId": self.project_id,
+            "startedAt": _iso(now),
+            "endedAt": _iso(now) if status in TERMINAL else None,
+            "expiresAt": _iso(now + timedelta(hours=6)),
+            "status": status,
+            "proxyBytes": 0,
+            "keepAlive": keep_alive,
+            "region": region,
+        }
+        if context_id is not None:
+            session["contextId"] = context_id
+        if user_metadata is not None:
+            session["userMetadata"] = dict(user_metadata)
+        self.sessions[session["id"]] = session
+        return session
+
+    def add_sessions(
+        self, count: int, *, status: str = "RUNNING", user_metadata: Mapping[str, Any] | None = None
+    ) -> list[str]:
+        """Add *count* sessions; return their ids, in order."""
+        return [
+            self.add_session(status=status, user_metadata=user_metadata)["id"] for _ in range(count)
+        ]
+
+    def status(self, session_id: str) -> str:
+        """The session's status now, as the fake holds it."""
+        return str(self.sessions[session_id]["status"])
+
+    def inject(self, *faults: Fault) -> None:
+        """Apply *faults* to the next requests, one each, in order, before any random fault."""
+        self._script.extend(faults)
+
+    # -- handlers -------------------------------------------------------------
+
+    async def _list(self, request: web.Request) -> web.StreamResponse:
+        async def act() -> web.Response:
+            status = request.query.get("status")
+            if status is not None and status not in STATUSES:
+                return _error(400, f"invalid status {status!r}")
+            terms: Iterable[tuple[str, str]] = ()
+            if (query := request.query.get("q")) is not None:
+                terms = _QUERY_TERM.findall(query)
+                if not terms:
+                    return _error(400, f"invalid query {query!r}")
+            found = [
+                session
+                for session in self.sessions.values()
+                if (status is None or session["status"] == status)
+                and all(
+                    str((session.get("userMetadata") or {}).get(key)) == value
+                    for key, value in terms
+                )
+            ]
+            return _json(200, found)
+
+        return await self._serve(request, "list", act)
+
+    async def _retrieve(self, request: web.Request) -> web.StreamResponse:
+        async def act() -> web.Response:
+            session = self.sessions.get(request.match_info["id"])
+            if session is None:
+                return _error(404, "Session not found")
+            return _json(200, session)
+
+        return await self._serve(request, "retrieve", act)
+
+    async def _update(self, request: web.Request) -> web.StreamResponse:
+        session_id = request.match_info["id"]
+        self.received.updates[session_id] += 1
+
+        async def act() -> web.Response:
+            try:
+                body = json.loads(await request.read())
+            except ValueError:
+                return _error(400, "body is not JSON")
+            self.received.bodies.append(body)
+            if (
+                not isinstance(body, dict)
+                or body.get("status") != "REQUEST_RELEASE"
+                or not isinstance(body.get("projectId", ""), str)
+                or set(body) - {"status", "projectId"}
+            ):
+                return _error(400, "body must be {'status': 'REQUEST_RELEASE', 'projectId'?: str}")
+            session = self.sessions.get(session_id)
+            if session is None:
+                return _error(404, "Session not found")
+            if session["status"] in TERMINAL:
+                return _error(400, f"Session {session_id} is not running")
+            self._end_later(session)
+            return _json(200, session)
+
+        return await self._serve(request, "update", act)
+
+    async def _create(self, request: web.Request) -> web.StreamResponse:
+        async def act() -> web.Response:
+            try:
+                body = json.loads(await request.read() or b"{}")
+            except ValueError:
+                return _error(400, "body is not JSON")
+            if not isinstance(body, dict):
+                return _error(400, "body must be a JSON object")
+            metadata = body.get("userMetadata")
+            session = self.add_session(
+                user_metadata=metadata if isinstance(metadata, dict) else None,
+                keep_alive=bool(body.get("keepAlive", False)),
+                region=str(body.get("region", "us-west-2")),
+            )
+            answer = dict(session)
+            answer["connectUrl"] = f"wss://connect.invalid/?sessionId={session['id']}"
+            answer["seleniumRemoteUrl"] = "http://connect.invalid/webdriver"
+            answer["signingKey"] = secrets.token_hex(8)
+            return _json(201, answer)
+
+        return await self._serve(request, "create", act)
+
+    # -- the fault machinery --------------------------------------------------
+
+    async def _serve(self, request: web.Request, route: str, act: _Act) -> web.StreamResponse:
+        self.received.requests[route] += 1
+        self._in_flight += 1
+        self.received.peak_in_flight = max(self.received.peak_in_flight, self._in_flight)
+        try:
+            answer = await self._answer(request, act)
+        finally:
+            self._in_flight -= 1
+        if answer.status != _CUT:
+            self.received.answers[answer.status] += 1
+        return answer
+
+    async def _answer(self, request: web.Request, act: _Act) -> web.StreamResponse:
+        if request.headers.get("X-BB-API-Key") != self.api_key:
+            return _error(401, "Unauthorized: missing or invalid X-BB-API-Key")
+        fault = self._script.popleft() if self._script else self._draw()
+        plan = self.faults
+        if plan.max_in_flight is not None and self._in_flight > plan.max_in_flight:
+            return _error(429, "Too many concurrent requests")
+        if fault is not None and fault.kind == "drop":
+            return self._cut(request, "dropped")
+        if fault is not None and fault.kind in ("status", "body"):
+            return web.Response(
+                status=fault.status_code,
+                body=fault.content,
+                headers={"Content-Type": "application/json", **fault.headers},
+            )
+        if fault is not None and fault.kind == "hang":
+            self.received.answers["hung"] += 1
+            await self._closing.wait()
+            return self._cut(request, "dropped")
+        if plan.latency:
+            await asyncio.sleep(plan.latency)
+        answer = await act()
+        if fault is not None and fault.kind == "lose":
+            return self._cut(request, "lost")
+        if fault is not None and fault.kind == "html" and answer.status < 300:
+            return web.Response(status=200, body=fault.content, headers=dict(fault.headers))
+        return answer
+
+    def _draw(self) -> Fault | None:
+        plan, draw = self.faults, self._random.random()
+        for rate, make in (
+            (plan.drop_rate, Fault.drop),
+            (plan.rate_limit_rate, self._rate_limited),
+            (plan.error_rate, lambda: Fault.status(plan.error_status)),
+            (plan.lost_response_rate, Fault.lose),
+            (plan.non_json_rate, Fault.html),
+        ):
+            if draw < rate:
+                return make()
+            draw -= rate
+        return None
+
+    def _rate_limited(self) -> Fault:
+        after = self.faults.retry_after
+        headers = {} if after is None else {"Retry-After": f"{after:g}"}
+        return Fault.status(429, headers=headers, message="Too many requests")
+
+    def _cut(self, request: web.Request, what: str) -> web.StreamResponse:
+        self.received.answers[what] += 1
+        if request.transport is not None:
+            request.transport.close()
+        # Nothing is written on a closed transport: the client sees the drop.
+        return web.Response(status=_CUT)
+
+    def _end_later(self, session: dict[str, Any]) -> None:
+        delay = self.faults.release_delay
+        if delay <= 0:
+            _end(session)
+        elif math.isfinite(delay):
+            loop = asyncio.get_running_loop()
+            self._timers.append(loop.call_later(delay, _end, session))
+
+
+def _end(session: dict[str, Any]) -> None:
+    if session["status"] not in TERMINAL:
+        now = _iso(datetime.now(UTC))
+        session.update(status="COMPLETED", endedAt=now, updatedAt=now)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _json(status: int, payload: object) -> web.Response:
+    return web.Response(
+        status=status, body=json.dumps(payload).encode(), content_type="application/json"
+    )
+
+
+def _error(status: int, message: str) -> web.Response:
+    return _json(
+        status, {"statusCode": status, "error": _REASONS.get(status, ""), "message": message}
+    )
+
+
+_CUT: Final = 499  # never sent: the marker of an answer replaced by a cut connection
+_REASONS: Final = {
+    400: "Bad Request",
+    401: "Unauthorized",
+    404: "Not Found",
+    429: "Too Many Requests",
+}
