@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
@@ -21,6 +22,7 @@ from ._errors import APIResponseValidationError, excerpt
 from ._models import Region, Session, SessionStatus
 
 _T = TypeVar("_T")
+_FIELD_PATH: Final = re.compile(r"\$\.(\w+)")
 _E = TypeVar("_E", bound=enum.Enum)
 
 
@@ -125,7 +127,11 @@ def _structure(data: object, kind: type[_T]) -> _T:
     try:
         return converter.structure(data, kind)
     except Exception as exc:
-        problems = cattrs.transform_error(exc, path="$")
+        # Name fields as they are in the JSON, where the reader will look.
+        problems = [
+            _FIELD_PATH.sub(lambda match: "$." + _camel(match[1]), problem)
+            for problem in cattrs.transform_error(exc, path="$")
+        ]
         raise APIResponseValidationError(
             f"the {kind.__name__} in the response is not valid: {'; '.join(problems)}",
             body=excerpt(json.dumps(data)),

@@ -124,9 +124,10 @@ class RetryBudget:
         now = self.clock()
         elapsed, self._refilled_at = now - self._refilled_at, now
         self.balance = min(self.capacity, self.balance + elapsed * self.min_per_second)
-        if self.balance < 1.0:
+        # The epsilon forgives float sums: five deposits of 0.2 make a token.
+        if self.balance < 1.0 - 1e-9:
             return False
-        self.balance -= 1.0
+        self.balance = max(self.balance - 1.0, 0.0)
         return True
 
 

@@ -1,0 +1,43 @@
+"""Shared fixtures. The FakeBrowserbase fixtures come from our own opt-in plugin (see pyproject)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+import pytest
+
+from browserbase_async import RetryPolicy, SessionsAPI
+from browserbase_async.testing import FakeBrowserbase
+
+FAST = RetryPolicy(initial_delay=0.001, max_delay=0.002)
+
+ApiFactory = Callable[..., AbstractAsyncContextManager[SessionsAPI]]
+
+
+@pytest.fixture
+def make_api(fake_browserbase: FakeBrowserbase) -> ApiFactory:
+    """Open a SessionsAPI on the fake, with millisecond backoff unless told otherwise."""
+
+    @asynccontextmanager
+    async def make(**kwargs: Any) -> AsyncIterator[SessionsAPI]:
+        kwargs.setdefault("retry", FAST)
+        kwargs.setdefault("base_url", fake_browserbase.base_url)
+        async with SessionsAPI(fake_browserbase.api_key, **kwargs) as api:
+            yield api
+
+    return make
+
+
+@pytest.fixture(autouse=True)
+def _no_ambient_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("BROWSERBASE_API_KEY", "BROWSERBASE_BASE_URL", "BROWSERBASE_PROJECT_ID"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture
+def retry_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    caplog.set_level(logging.INFO, logger="browserbase_async")
+    return caplog

@@ -1,0 +1,250 @@
+"""Every retry rule against a real aiohttp.web server on 127.0.0.1 (FakeBrowserbase)."""
+
+from __future__ import annotations
+
+import email.utils
+import time
+
+import pytest
+
+from browserbase_async import (
+    APIConnectionError,
+    APIResponseValidationError,
+    APITimeoutError,
+    AuthenticationError,
+    BadRequestError,
+    InternalServerError,
+    NotFoundError,
+    RateLimitError,
+    RetryPolicy,
+    SessionsAPI,
+    SessionStatus,
+)
+from browserbase_async.testing import FakeBrowserbase, Fault
+
+from .conftest import ApiFactory
+from .helpers import session_json
+
+pytestmark = pytest.mark.asyncio
+
+
+async def test_503_then_success(fake_browserbase: FakeBrowserbase, make_api: ApiFactory) -> None:
+    (sid,) = fake_browserbase.add_sessions(1)
+    fake_browserbase.inject(Fault.status(503))
+    async with make_api() as api:
+        session = await api.release(sid)
+    assert session.status is SessionStatus.COMPLETED
+    assert fake_browserbase.received.requests["update"] == 2
+    assert fake_browserbase.status(sid) == "COMPLETED"
+
+
+async def test_500_forever_stops_after_max_attempts(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    (sid,) = fake_browserbase.add_sessions(1)
+    fake_browserbase.inject(*[Fault.status(500, message="boom")] * 10)
+    async with make_api() as api:
+        with pytest.raises(InternalServerError, match="500 Internal Server Error: boom"):
+            await api.release(sid)
+    assert fake_browserbase.received.requests["update"] == 3
+
+
+async def test_429_with_retry_after_ms_is_honoured(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory, retry_logs: pytest.LogCaptureFixture
+) -> None:
+    (sid,) = fake_browserbase.add_sessions(1)
+    fake_browserbase.inject(Fault.status(429, headers={"retry-after-ms": "30"}))
+    async with make_api() as api:
+        await api.release(sid)
+    assert fake_browserbase.received.requests["update"] == 2
+    assert "next in 0.030 s" in retry_logs.text
+
+
+async def test_retry_after_in_seconds(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory, retry_logs: pytest.LogCaptureFixture
+) -> None:
+    (sid,) = fake_browserbase.add_sessions(1)
+    fake_browserbase.inject(Fault.status(503, headers={"Retry-After": "0.02"}))
+    async with make_api() as api:
+        await api.release(sid)
+    assert fake_browserbase.received.requests["update"] == 2
+    assert "next in 0.020 s" in retry_logs.text
+
+
+async def test_retry_after_as_an_http_date(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory, retry_logs: pytest.LogCaptureFixture
+) -> None:
+    (sid,) = fake_browserbase.add_sessions(1)
+    past = email.utils.formatdate(time.time() - 5, usegmt=True)
+    fake_browserbase.inject(Fault.status(429, headers={"Retry-After": past}))
+    async with make_api() as api:
+        await api.release(sid)
+    assert fake_browserbase.received.requests["update"] == 2
+    assert "next in 0.000 s" in retry_logs.text
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Retry-After": "120"},
+        {"retry-after-ms": "61000"},
+        {"Retry-After": email.utils.formatdate(time.time() + 3600, usegmt=True)},
+    ],
+)
+async def test_a_retry_after_over_the_cap_fails_at_once(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory, headers: dict[str, str]
+) -> None:
+    (sid,) = fake_browserbase.add_sessions(1)
+    fake_browserbase.inject(Fault.status(429, headers=headers))
+    started = time.monotonic()
+    async with make_api(retry=RetryPolicy(max_retry_after=60.0)) as api:
+        with pytest.raises(RateLimitError):
+            await api.release(sid)
+    assert fake_browserbase.received.requests["update"] == 1
+    assert time.monotonic() - started < 30  # it raised; it did not sleep
+
+
+async def test_x_should_retry_false(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    (sid,) = fake_browserbase.add_sessions(1)
+    fake_browserbase.inject(Fault.status(503, headers={"x-should-retry": "false"}))
+    async with make_api() as api:
+        with pytest.raises(InternalServerError):
+            await api.release(sid)
+    assert fake_browserbase.received.requests["update"] == 1
+
+
+async def test_a_dropped_connection_is_retried(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    (sid,) = fake_browserbase.add_sessions(1)
+    fake_browserbase.inject(Fault.drop())
+    async with make_api() as api:
+        assert (await api.release(sid)).status == "COMPLETED"
+    assert fake_browserbase.received.requests["update"] == 2
+    assert fake_browserbase.received.answers["dropped"] == 1
+
+
+async def test_dropped_every_time_is_a_connection_error(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    (sid,) = fake_browserbase.add_sessions(1)
+    fake_browserbase.inject(*[Fault.drop()] * 3)
+    async with make_api() as api:
+        with pytest.raises(APIConnectionError, match=f"POST /v1/sessions/{sid}"):
+            await api.release(sid)
+    # POST is not idempotent, so aiohttp itself never re-sends it: 3 attempts, 3 requests.
+    assert fake_browserbase.received.requests["update"] == 3
+    assert fake_browserbase.status(sid) == "RUNNING"
+
+
+async def test_a_lost_answer_is_retried_and_the_session_counts_as_released(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    (sid,) = fake_browserbase.add_sessions(1)
+    fake_browserbase.inject(Fault.lose())
+    async with make_api() as api:
+        session = await api.release(sid)
+    assert session.status == "COMPLETED"
+    # The retry is refused (already ended), then checked with a retrieve.
+    assert fake_browserbase.received.requests == {"update": 2, "retrieve": 1}
+
+
+async def test_a_hanging_server_times_out(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    fake_browserbase.inject(Fault.hang(), Fault.hang())
+    async with make_api(timeout=0.2, retry=RetryPolicy(max_attempts=2, initial_delay=0)) as api:
+        with pytest.raises(APITimeoutError, match="no answer within 0.2 s"):
+            await api.retrieve("s-1")
+    assert fake_browserbase.received.requests["retrieve"] == 2
+
+
+async def test_a_200_with_html_is_a_validation_error(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    (sid,) = fake_browserbase.add_sessions(1)
+    fake_browserbase.inject(Fault.html())
+    async with make_api() as api:
+        with pytest.raises(APIResponseValidationError, match="not JSON") as caught:
+            await api.retrieve(sid)
+    assert "<html>" in caught.value.body
+    assert fake_browserbase.received.requests["retrieve"] == 1
+
+
+async def test_a_body_missing_a_field_is_a_validation_error(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    broken = session_json()
+    del broken["createdAt"]
+    fake_browserbase.inject(Fault.json(broken))
+    async with make_api() as api:
+        with pytest.raises(APIResponseValidationError, match=r"\$\.createdAt"):
+            await api.retrieve("s-1")
+    assert fake_browserbase.received.requests["retrieve"] == 1
+
+
+async def test_not_found_is_not_retried(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    async with make_api() as api:
+        with pytest.raises(NotFoundError, match="Session not found"):
+            await api.release("no-such-session")
+    assert fake_browserbase.received.requests == {"update": 1}
+
+
+async def test_a_wrong_key(fake_browserbase: FakeBrowserbase) -> None:
+    async with SessionsAPI("wrong-key", base_url=fake_browserbase.base_url) as api:
+        with pytest.raises(AuthenticationError) as caught:
+            await api.list()
+    assert "wrong-key" not in str(caught.value)
+    assert fake_browserbase.received.requests["list"] == 1
+
+
+async def test_update_reports_the_refusal_as_it_is(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    (sid,) = fake_browserbase.add_sessions(1, status="COMPLETED")
+    async with make_api() as api:
+        with pytest.raises(BadRequestError, match="not running"):
+            await api.update(sid)
+        assert (await api.release(sid)).status == "COMPLETED"
+
+
+async def test_a_refusal_for_a_running_session_stays_an_error(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    (sid,) = fake_browserbase.add_sessions(1)
+    fake_browserbase.inject(Fault.status(400, message="nope"))
+    async with make_api() as api:
+        with pytest.raises(BadRequestError, match="nope"):
+            await api.release(sid)
+    assert fake_browserbase.received.requests == {"update": 1, "retrieve": 1}
+
+
+async def test_the_retry_budget_caps_an_outage(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    ids = fake_browserbase.add_sessions(100)
+    fake_browserbase.inject(*[Fault.status(503)] * 1000)
+    policy = RetryPolicy(initial_delay=0.0, budget_ratio=0.2, budget_min_per_second=0.0)
+    async with make_api(retry=policy) as api:
+        for sid in ids:
+            with pytest.raises(InternalServerError):
+                await api.release(sid)
+    # 100 first attempts earn 20 retries: the server sees 1.2x, not 3x.
+    assert fake_browserbase.received.requests["update"] <= 121
+
+
+async def test_a_429_costs_the_budget_nothing(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    (sid,) = fake_browserbase.add_sessions(1)
+    fake_browserbase.inject(*[Fault.status(429)] * 4)
+    policy = RetryPolicy(
+        max_attempts=5, initial_delay=0.0, budget_ratio=0.0, budget_min_per_second=0.0
+    )
+    async with make_api(retry=policy) as api:
+        await api.release(sid)
+    assert fake_browserbase.received.requests["update"] == 5
