@@ -286,7 +286,10 @@ async def run(
             source.exhausted = True
         await finished.put(None)
 
-    workers = [asyncio.create_task(worker()) for _ in range(concurrency)]
+    workers = [
+        asyncio.create_task(worker(), name=f"browserbase_async-worker-{n}")
+        for n in range(concurrency)
+    ]
     try:
         running = len(workers)
         while running:

@@ -97,9 +97,7 @@ async def test_update_refuses_an_unknown_status(api: SessionsAPI) -> None:
 async def test_retrieve_and_list(mocked: Any, api: SessionsAPI) -> None:
     mocked.get(f"{BASE}/v1/sessions/s-1", payload=session_json())
     assert (await api.retrieve("s-1")).id == "s-1"
-    mocked.get(
-        re.compile(r".*/v1/sessions\?.*"), payload=[session_json(), session_json(id="s-2")]
-    )
+    mocked.get(re.compile(r".*/v1/sessions\?.*"), payload=[session_json(), session_json(id="s-2")])
     sessions = await api.list(status=SessionStatus.RUNNING, q="user_metadata['job']:'a'")
     assert [s.id for s in sessions] == ["s-1", "s-2"]
     (url,) = [url for method, url in mocked.requests if url.query]
@@ -124,9 +122,7 @@ async def test_a_bad_id_sends_nothing(mocked: Any, api: SessionsAPI) -> None:
     assert not mocked.requests
 
 
-async def test_the_key_is_never_shown(
-    mocked: Any, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_the_key_is_never_shown(mocked: Any, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.DEBUG)
     url = f"{BASE}/v1/sessions/s-1"
     mocked.post(url, status=503, payload={"message": "busy"})

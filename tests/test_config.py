@@ -52,7 +52,9 @@ def test_plain_http_to_a_remote_host_is_refused() -> None:
     assert url == "http://api.example.com"
 
 
-@pytest.mark.parametrize("url", ["ftp://x.example", "api.browserbase.com", "https://", "https://x/?a=1"])
+@pytest.mark.parametrize(
+    "url", ["ftp://x.example", "api.browserbase.com", "https://", "https://x/?a=1"]
+)
 def test_malformed_base_urls(url: str) -> None:
     with pytest.raises(ValueError, match="base_url"):
         resolve_base_url(url, environ={})
@@ -79,7 +81,9 @@ def test_no_accepted_id_can_change_the_path(session_id: str) -> None:
         return
     base = "https://api.browserbase.com/v1/sessions/"
     assert urljoin(base, session_id) == base + session_id
-    assert set(session_id) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+    assert set(session_id) <= set(
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
+    )
     assert session_id not in (".", "..")
 
 

@@ -46,8 +46,11 @@ def test_unknown_keys_are_ignored() -> None:
 
 
 @given(
-    st.text(alphabet=st.characters(whitelist_categories=("Lu", "Nd"), max_codepoint=127) | st.just("_"),
-            min_size=1, max_size=20).filter(lambda v: v not in {s.value for s in SessionStatus})
+    st.text(
+        alphabet=st.characters(whitelist_categories=("Lu", "Nd"), max_codepoint=127) | st.just("_"),
+        min_size=1,
+        max_size=20,
+    ).filter(lambda v: v not in {s.value for s in SessionStatus})
 )
 def test_unknown_status_is_kept_raw(value: str) -> None:
     session = structure_session(session_json(status=value))

@@ -11,7 +11,8 @@ def test_all_is_complete() -> None:
     public = {
         name
         for name, value in vars(browserbase_async).items()
-        if not name.startswith("_") and getattr(value, "__module__", "").startswith("browserbase_async")
+        if not name.startswith("_")
+        and getattr(value, "__module__", "").startswith("browserbase_async")
     }
     assert public <= set(browserbase_async.__all__)
     for name in browserbase_async.__all__:

@@ -1,0 +1,315 @@
+"""Bulk release against the loopback fake: the promises of the "Bulk outcomes" contract."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import pytest
+
+from browserbase_async import (
+    InternalServerError,
+    NotFoundError,
+    ReleaseResult,
+    RetryPolicy,
+    SessionStatus,
+)
+from browserbase_async._bulk import FlowControl
+from browserbase_async._transport import Response
+from browserbase_async.testing import FakeBrowserbase, FaultPlan
+
+from .conftest import ApiFactory
+
+pytestmark = pytest.mark.asyncio
+
+WORKER = "browserbase_async-worker-"
+
+
+def our_tasks() -> list[asyncio.Task[object]]:
+    return [task for task in asyncio.all_tasks() if task.get_name().startswith(WORKER)]
+
+
+async def test_chaos_run_ends_every_session_and_reports_the_truth(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    fake_browserbase.faults = FaultPlan(
+        error_rate=0.10, rate_limit_rate=0.05, lost_response_rate=0.03, drop_rate=0.02, seed=7
+    )
+    ids = fake_browserbase.add_sessions(2000)
+    # A fault on 20 % of requests: give retries the room to get every session through.
+    policy = RetryPolicy(max_attempts=10, initial_delay=0.001, max_delay=0.005, budget_ratio=1.0)
+    async with make_api(retry=policy) as api:
+        report = await api.release_many(ids, concurrency=64)
+    assert [result.session_id for result in report.results] == ids
+    assert report.ok, [str(result.error) for result in report.failed][:5]
+    for result in report.results:
+        assert result.session is not None
+        assert result.session.id == result.session_id
+        assert result.session.is_terminal
+        assert fake_browserbase.status(result.session_id) == result.session.status
+    assert fake_browserbase.received.peak_in_flight <= 64
+    received = fake_browserbase.received
+    print(f"chaos: {received.total / len(ids):.3f} requests per session, {dict(received.answers)}")
+
+
+async def test_an_outage_is_not_amplified(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    fake_browserbase.faults = FaultPlan(error_rate=1.0)
+    ids = fake_browserbase.add_sessions(2000)
+    async with make_api() as api:
+        report = await api.release_many(ids, concurrency=64)
+    assert len(report.failed) == len(ids)
+    assert all(isinstance(result.error, InternalServerError) for result in report.failed)
+    sent = fake_browserbase.received.requests["update"]
+    print(f"outage: {sent / len(ids):.3f} requests per session")
+    # 20 % earned by first attempts, plus the per-second floor for the run's short life.
+    assert sent <= 1.25 * len(ids)
+
+
+async def test_a_concurrency_limit_below_ours_costs_few_429s(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    fake_browserbase.faults = FaultPlan(max_in_flight=8, latency=0.002)
+    ids = fake_browserbase.add_sessions(1000)
+    policy = RetryPolicy(max_attempts=10, initial_delay=0.001, max_delay=0.01)
+    async with make_api(retry=policy) as api:
+        report = await api.release_many(ids, concurrency=64)
+    assert report.ok
+    refused = fake_browserbase.received.answers[429]
+    print(f"limited server: {refused} 429s for {len(ids)} sessions")
+    assert refused < len(ids)
+
+
+async def test_20000_ids_from_an_async_generator_keep_tasks_bounded(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    count, concurrency = 20_000, 32
+    fake_browserbase.add_sessions(count)
+    ids = list(fake_browserbase.sessions)
+    pulled = 0
+
+    async def generate() -> AsyncIterator[str]:
+        nonlocal pulled
+        for session_id in ids:
+            pulled += 1
+            yield session_id
+
+    peak_tasks = peak_ahead = done = 0
+    async with make_api() as api:
+        iterator = api.release_iter(generate(), concurrency=concurrency)
+        async with contextlib.aclosing(iterator):
+            async for result in iterator:
+                assert result.ok
+                done += 1
+                peak_tasks = max(peak_tasks, len(our_tasks()))
+                peak_ahead = max(peak_ahead, pulled - done)
+    assert done == count
+    assert peak_tasks == concurrency
+    # Lazily read: never more than the workers plus the finished-queue ahead of us.
+    assert peak_ahead <= 2 * concurrency + 1
+    assert fake_browserbase.received.peak_in_flight <= concurrency
+    assert not our_tasks()
+
+
+async def test_cancelling_a_run_leaves_nothing_behind(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    fake_browserbase.faults = FaultPlan(latency=0.01)
+    ids = fake_browserbase.add_sessions(500)
+    some_done = asyncio.Event()
+    seen: list[ReleaseResult] = []
+
+    def on_result(result: ReleaseResult) -> None:
+        seen.append(result)
+        if len(seen) == 40:
+            some_done.set()
+
+    async with make_api() as api:
+        run = asyncio.create_task(api.release_many(ids, concurrency=16, on_result=on_result))
+        await some_done.wait()
+        run.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await run
+        assert not our_tasks()
+        # Still usable afterwards.
+        assert (await api.retrieve(ids[-1])).status == SessionStatus.RUNNING
+    assert 40 <= len(seen) < 500
+    released = sum(fake_browserbase.status(sid) == "COMPLETED" for sid in ids)
+    assert released >= len(seen)
+
+
+async def test_closing_the_stream_early_cancels_the_rest(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    ids = fake_browserbase.add_sessions(300)
+    async with make_api() as api:
+        iterator = api.release_iter(ids, concurrency=8)
+        async with contextlib.aclosing(iterator):
+            async for _ in iterator:
+                break
+        assert not our_tasks()
+    assert fake_browserbase.received.requests["update"] < 300
+
+
+async def test_already_ended_not_found_and_invalid(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    (ended,) = fake_browserbase.add_sessions(1, status="TIMED_OUT")
+    (running,) = fake_browserbase.add_sessions(1)
+    async with make_api() as api:
+        report = await api.release_many([ended, "missing", "bad/id", running, 42])  # type: ignore[list-item]
+    by_id = {result.session_id: result for result in report.results}
+    assert by_id[ended].ok
+    assert by_id[ended].session is not None
+    assert by_id[ended].session.status is SessionStatus.TIMED_OUT
+    assert isinstance(by_id["missing"].error, NotFoundError)
+    assert isinstance(by_id["bad/id"].error, ValueError)
+    assert by_id["bad/id"].attempts == 0
+    assert isinstance(by_id["42"].error, ValueError)
+    assert by_id[running].ok
+    assert [r.session_id for r in report.released] == [ended, running]
+    assert [r.session_id for r in report.failed] == ["missing", "bad/id", "42"]
+    assert not report.ok
+    assert fake_browserbase.received.updates.keys() == {ended, "missing", running}
+
+
+async def test_duplicates_are_released_once_and_reported_at_each_position(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    a, b = fake_browserbase.add_sessions(2)
+    async with make_api() as api:
+        report = await api.release_many([a, b, a, a])
+    assert [r.session_id for r in report.results] == [a, b, a, a]
+    assert report.results[0] is report.results[2] is report.results[3]
+    assert fake_browserbase.received.updates == {a: 1, b: 1}
+
+
+async def test_release_iter_yields_every_result(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    ids = fake_browserbase.add_sessions(50)
+    async with make_api() as api:
+        seen = [result.session_id async for result in api.release_iter(iter(ids), concurrency=4)]
+    assert sorted(seen) == sorted(ids)
+
+
+async def test_release_all_with_filters(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    mine = fake_browserbase.add_sessions(5, user_metadata={"job": "crawl"})
+    others = fake_browserbase.add_sessions(3, user_metadata={"job": "other"})
+    fake_browserbase.add_sessions(2, status="COMPLETED", user_metadata={"job": "crawl"})
+    async with make_api() as api:
+        report = await api.release_all(q="user_metadata['job']:'crawl'")
+    assert sorted(r.session_id for r in report.results) == sorted(mine)
+    assert all(fake_browserbase.status(sid) == "RUNNING" for sid in others)
+    assert report.ok
+
+
+async def test_wait_in_bulk(fake_browserbase: FakeBrowserbase, make_api: ApiFactory) -> None:
+    fake_browserbase.faults = FaultPlan(release_delay=0.01)
+    ids = fake_browserbase.add_sessions(20)
+    async with make_api() as api:
+        report = await api.release_many(ids, wait=True, concurrency=8)
+    assert report.ok
+    assert all(r.session is not None and r.session.is_terminal for r in report.results)
+
+
+async def test_bad_arguments(fake_browserbase: FakeBrowserbase, make_api: ApiFactory) -> None:
+    async with make_api() as api:
+        with pytest.raises(ValueError, match="concurrency"):
+            await api.release_many(["a"], concurrency=0)
+        with pytest.raises(TypeError, match="single str"):
+            await api.release_many("abc")
+    assert fake_browserbase.received.total == 0
+
+
+async def test_a_failing_input_is_raised_after_what_was_started(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    ids = fake_browserbase.add_sessions(3)
+
+    def broken() -> object:
+        yield from ids
+        raise OSError("disk on fire")
+
+    async with make_api() as api:
+        with pytest.raises(OSError, match="disk on fire"):
+            await api.release_many(broken())  # type: ignore[arg-type]
+        assert not our_tasks()
+    assert all(fake_browserbase.status(sid) == "COMPLETED" for sid in ids)
+
+
+# -- flow control, without a server -------------------------------------------
+
+
+def answer(status: int, **headers: str) -> Response:
+    return Response(status, headers, b"")
+
+
+async def test_flow_halves_once_per_round_and_climbs_back() -> None:
+    flow = FlowControl(concurrency=16, max_retry_after=60.0)
+    tickets = [await flow.acquire() for _ in range(16)]
+    for ticket in tickets:
+        flow.release(ticket, answer(429))
+    assert flow.limit == 8  # sixteen refusals of one round halve it once
+    ticket = await flow.acquire()
+    flow.release(ticket, answer(429))
+    assert flow.limit == 4
+    for _ in range(40):
+        flow.release(await flow.acquire(), answer(200))
+    assert 8 < flow.limit <= 16
+    for _ in range(400):
+        flow.release(await flow.acquire(), answer(200))
+    assert flow.limit == 16
+    assert flow.peak_in_flight == 16
+
+
+async def test_flow_bounds_permits_and_wakes_waiters() -> None:
+    flow = FlowControl(concurrency=2, max_retry_after=60.0)
+    first, second = await flow.acquire(), await flow.acquire()
+    third = asyncio.create_task(flow.acquire())
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert not third.done()
+    flow.release(first, None)
+    await third
+    assert flow.in_flight == 2
+    flow.release(second, None)
+    flow.release(third.result(), None)
+    assert flow.in_flight == 0
+
+
+async def test_a_server_asked_wait_closes_one_gate_for_all() -> None:
+    flow = FlowControl(concurrency=4, max_retry_after=60.0)
+    ticket = await flow.acquire()
+    flow.release(ticket, answer(503, **{"retry-after-ms": "60000"}))
+    waiting = [asyncio.create_task(flow.acquire()) for _ in range(3)]
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert not any(task.done() for task in waiting)
+    flow._open()  # as the timer would, a minute later
+    await asyncio.gather(*waiting)
+    assert flow.in_flight == 3
+    flow.close()
+
+
+async def test_a_wait_over_the_cap_does_not_close_the_gate() -> None:
+    flow = FlowControl(concurrency=4, max_retry_after=1.0)
+    flow.release(await flow.acquire(), answer(503, **{"retry-after": "30"}))
+    assert (await flow.acquire()) == 2
+    flow.close()
+
+
+async def test_a_longer_pause_extends_the_gate_a_shorter_one_does_not() -> None:
+    flow = FlowControl(concurrency=4, max_retry_after=60.0)
+    flow._pause(0.001)
+    first = flow._paused_until
+    flow._pause(30.0)
+    extended = flow._paused_until
+    assert extended > first + 20
+    flow._pause(0.5)
+    assert flow._paused_until == extended
+    flow.close()
