@@ -156,7 +156,7 @@ async def test_a_hanging_server_times_out(
 ) -> None:
     fake_browserbase.inject(Fault.hang(), Fault.hang())
     async with make_api(timeout=0.2, retry=RetryPolicy(max_attempts=2, initial_delay=0)) as api:
-        with pytest.raises(APITimeoutError, match="no answer within 0.2 s"):
+        with pytest.raises(APITimeoutError, match=r"no answer within 0\.2 s"):
             await api.retrieve("s-1")
     assert fake_browserbase.received.requests["retrieve"] == 2
 

@@ -129,12 +129,15 @@ async def test_the_key_is_never_shown(mocked: Any, caplog: pytest.LogCaptureFixt
     mocked.post(url, status=401, payload={"message": "bad key"})
     policy = RetryPolicy(initial_delay=0.0, max_attempts=2)
     async with SessionsAPI(KEY, retry=policy) as api:
-        assert KEY not in repr(api) and KEY not in str(api)
+        assert KEY not in repr(api)
+        assert KEY not in str(api)
         with pytest.raises(AuthenticationError) as caught:
             await api.release("s-1")
         assert KEY not in repr(api._transport)
-    assert KEY not in str(caught.value) and KEY not in repr(caught.value)
-    assert KEY not in repr(caught.value.headers) and KEY not in repr(caught.value.body)
+    assert KEY not in str(caught.value)
+    assert KEY not in repr(caught.value)
+    assert KEY not in repr(caught.value.headers)
+    assert KEY not in repr(caught.value.body)
     assert caplog.records, "the retry is logged"
     assert all(KEY not in record.getMessage() for record in caplog.records)
 
@@ -169,8 +172,8 @@ async def test_an_unclosed_client_warns() -> None:
     api = SessionsAPI(KEY)
     api._transport._session()  # opened, as a first call would
     session = api._transport.session
+    del api
     with pytest.warns(ResourceWarning, match="not closed"):
-        del api
         gc.collect()
     assert session is not None
     await session.close()

@@ -15,8 +15,9 @@ from collections.abc import AsyncIterator
 
 import pytest_asyncio
 
-from .._client import SessionsAPI
-from .._retry import RetryPolicy
+from browserbase_async._client import SessionsAPI
+from browserbase_async._retry import RetryPolicy
+
 from ._fake import FakeBrowserbase
 
 FAST_RETRIES = RetryPolicy(initial_delay=0.001, max_delay=0.002)
