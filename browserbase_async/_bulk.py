@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import OrderedDict
-from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable
 from typing import Final, TypeAlias
 
 import attrs
@@ -251,7 +251,7 @@ async def run(
     concurrency: int,
     max_retry_after: float,
     memo_size: int | None,
-) -> AsyncIterator[tuple[int, ReleaseResult]]:
+) -> AsyncGenerator[tuple[int, ReleaseResult], None]:
     """Release every id of *session_ids*; yield ``(position, result)`` as each finishes.
 
     Args:

@@ -14,7 +14,7 @@ import contextlib
 import json
 import logging
 import warnings
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Final
 
 import aiohttp
@@ -268,7 +268,7 @@ class SessionsAPI:
         project_id: str | None = None,
         wait: bool = False,
         wait_timeout: float = DEFAULT_WAIT_TIMEOUT,
-    ) -> AsyncIterator[ReleaseResult]:
+    ) -> AsyncGenerator[ReleaseResult, None]:
         """Release many sessions; yield a `ReleaseResult` for each, as each finishes.
 
         The input is read lazily, so it may be a generator of any length. An id

@@ -1,4 +1,4 @@
-"""Shared fixtures. The FakeBrowserbase fixtures come from our own opt-in plugin (see pyproject)."""
+"""Shared fixtures; the FakeBrowserbase ones come from our opt-in plugin, as users get them."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ import pytest
 
 from browserbase_async import RetryPolicy, SessionsAPI
 from browserbase_async.testing import FakeBrowserbase
+
+pytest_plugins = ["browserbase_async.testing.pytest_plugin"]
 
 FAST = RetryPolicy(initial_delay=0.001, max_delay=0.002)
 

@@ -179,6 +179,7 @@ class FakeBrowserbase:
         self._in_flight = 0
         self._closing = asyncio.Event()
         self._timers: list[asyncio.TimerHandle] = []
+        self._request_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._runner: web.AppRunner | None = None
         self.base_url = ""
 
@@ -263,6 +264,14 @@ class FakeBrowserbase:
     def status(self, session_id: str) -> str:
         """The session's status now, as the fake holds it."""
         return str(self.sessions[session_id]["status"])
+
+    async def wait_for_requests(self, count: int) -> None:
+        """Return once the fake has received *count* requests in all (events, not polling)."""
+        if self.received.total >= count:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._request_waiters.append((count, waiter))
+        await waiter
 
     def inject(self, *faults: Fault) -> None:
         """Apply *faults* to the next requests, one each, in order, before any random fault."""
@@ -355,6 +364,8 @@ class FakeBrowserbase:
 
     async def _serve(self, request: web.Request, route: str, act: _Act) -> web.StreamResponse:
         self.received.requests[route] += 1
+        if self._request_waiters:
+            self._wake_request_waiters()
         self._in_flight += 1
         self.received.peak_in_flight = max(self.received.peak_in_flight, self._in_flight)
         try:
@@ -406,6 +417,15 @@ class FakeBrowserbase:
                 return make()
             draw -= rate
         return None
+
+    def _wake_request_waiters(self) -> None:
+        total, still = self.received.total, []
+        for count, waiter in self._request_waiters:
+            if total >= count and not waiter.done():
+                waiter.set_result(None)
+            elif not waiter.done():
+                still.append((count, waiter))
+        self._request_waiters = still
 
     def _rate_limited(self) -> Fault:
         after = self.faults.retry_after

@@ -1,0 +1,5 @@
+"""``python -m browserbase_async``: the command line."""
+
+from .cli import main
+
+main()

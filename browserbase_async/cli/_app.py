@@ -1,0 +1,295 @@
+"""The click application: ``release``, ``list`` and ``demo``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import sys
+from collections.abc import Callable, Coroutine
+from typing import IO, Any, Final, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from .._client import SessionsAPI
+from .._config import API_KEY_ENV, BASE_URL_ENV, DEFAULT_CONCURRENCY, PROJECT_ID_ENV
+from .._converter import unstructure_session
+from .._errors import APIError
+from .._models import SessionStatus
+from .._retry import RetryPolicy
+from .._version import __version__
+from ._output import Tally
+
+PROG: Final = "browserbase-async"
+EXIT_OK: Final = 0
+EXIT_FAILED: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_INTERRUPTED: Final = 130
+DEFAULT_DEMO_SESSIONS: Final = 1000
+DEMO_RETRY: Final = RetryPolicy(max_attempts=5, initial_delay=0.05, max_delay=1.0)
+"""The demo's policy: the defaults' shape, quicker, with room for its injected faults."""
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+class ConfigError(Exception):
+    """A usage or configuration problem, said in one line, exit code 2."""
+
+
+def _fail(message: str) -> None:
+    click.echo(f"{PROG}: error: {message}", err=True)
+
+
+def _connection_options(command: _F) -> _F:
+    for option in reversed(
+        (
+            click.option(
+                "--api-key", envvar=API_KEY_ENV, show_envvar=True, help="Browserbase API key."
+            ),
+            click.option("--base-url", envvar=BASE_URL_ENV, show_envvar=True, help="API root URL."),
+            click.option(
+                "--project-id",
+                envvar=PROJECT_ID_ENV,
+                show_envvar=True,
+                help="projectId sent with each release.",
+            ),
+        )
+    ):
+        command = option(command)
+    return command
+
+
+_STATUS = click.Choice([status.value for status in SessionStatus], case_sensitive=False)
+
+
+def _release_options(command: _F) -> _F:
+    for option in reversed(
+        (
+            click.option(
+                "--concurrency",
+                type=click.IntRange(min=1),
+                default=DEFAULT_CONCURRENCY,
+                show_default=True,
+                help="Most requests in flight.",
+            ),
+            click.option("--json", "json_rows", is_flag=True, help="One JSON line per session."),
+            click.option(
+                "--failed-out",
+                type=click.Path(dir_okay=False, writable=True),
+                help="Write the ids that failed here, one a line.",
+            ),
+            click.option("--dry-run", is_flag=True, help="Print the ids; release nothing."),
+            click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
+            click.option("--wait", is_flag=True, help="Confirm each session reached its end."),
+        )
+    ):
+        command = option(command)
+    return command
+
+
+def _run(main: Callable[..., Coroutine[Any, Any, int]]) -> Callable[..., None]:
+    """Run an async command; turn config errors, API errors and Ctrl-C into exit codes."""
+
+    @functools.wraps(main)
+    def command(**kwargs: Any) -> None:
+        try:
+            code = asyncio.run(main(**kwargs))
+        except ConfigError as exc:
+            _fail(str(exc))
+            code = EXIT_USAGE
+        except ValueError as exc:  # the library's word on a bad key, URL or id
+            _fail(str(exc))
+            code = EXIT_USAGE
+        except APIError as exc:
+            _fail(str(exc))
+            code = EXIT_FAILED
+        except KeyboardInterrupt:
+            code = EXIT_INTERRUPTED
+        sys.exit(code)
+
+    return command
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name=PROG)
+def cli() -> None:
+    """Close Browserbase sessions, many at once."""
+
+
+@cli.command()
+@click.argument("ids", nargs=-1)
+@click.option(
+    "--from-file",
+    "from_file",
+    metavar="FILE",
+    help="Read ids one a line ('-': standard input); blank and '#' lines are skipped.",
+)
+@click.option("--all", "all_sessions", is_flag=True, help="Release every listed session.")
+@click.option("--status", type=_STATUS, help="With --all: this status (default RUNNING).")
+@click.option("--query", help="With --all: user_metadata['key']:'value'.")
+@_release_options
+@_connection_options
+@_run
+async def release(
+    ids: tuple[str, ...],
+    from_file: str | None,
+    all_sessions: bool,
+    status: str | None,
+    query: str | None,
+    api_key: str | None,
+    base_url: str | None,
+    project_id: str | None,
+    **options: Any,
+) -> int:
+    """Release sessions: by ID, from a file, or --all."""
+    if all_sessions and (ids or from_file):
+        raise ConfigError("--all cannot be combined with ids or --from-file")
+    if (status or query) and not all_sessions:
+        raise ConfigError("--status and --query go with --all")
+    if not (all_sessions or ids or from_file):
+        raise ConfigError("say which sessions: IDs, --from-file FILE, or --all")
+    wanted = list(ids) + (_read_ids(from_file) if from_file else [])
+    async with SessionsAPI(api_key, base_url=base_url, project_id=project_id) as api:
+        if all_sessions:
+            listed = await api.list(status=(status or SessionStatus.RUNNING).upper(), q=query)
+            wanted = [session.id for session in listed]
+        return await release_ids(api, wanted, **options)
+
+
+@cli.command(name="list")
+@click.option("--status", type=_STATUS, help="Only sessions in this status.")
+@click.option("--query", help="user_metadata['key']:'value'.")
+@click.option("--json", "json_rows", is_flag=True, help="One JSON object a line.")
+@_connection_options
+@_run
+async def list_sessions(
+    status: str | None,
+    query: str | None,
+    json_rows: bool,
+    api_key: str | None,
+    base_url: str | None,
+    project_id: str | None,
+) -> int:
+    """Print sessions: a table, or JSON lines."""
+    async with SessionsAPI(api_key, base_url=base_url, project_id=project_id) as api:
+        sessions = await api.list(status=status.upper() if status else None, q=query)
+    if json_rows:
+        for session in sessions:
+            click.echo(json.dumps(unstructure_session(session)))
+        return EXIT_OK
+    table = Table("id", "status", "region", "started", "user metadata", box=None)
+    for session in sessions:
+        table.add_row(
+            session.id,
+            str(session.status),
+            str(session.region),
+            session.started_at.isoformat(timespec="seconds"),
+            json.dumps(session.user_metadata) if session.user_metadata else "",
+        )
+    Console(soft_wrap=True).print(table)
+    click.echo(f"{len(sessions)} sessions", err=True)
+    return EXIT_OK
+
+
+@cli.command()
+@click.option(
+    "--sessions",
+    type=click.IntRange(min=0),
+    default=DEFAULT_DEMO_SESSIONS,
+    show_default=True,
+    help="Running sessions to create, then release.",
+)
+@click.option("--faults", is_flag=True, help="Inject a realistic mix of 5xx, 429s and drops.")
+@click.option("--seed", type=int, default=None, help="Seed of the fault draws.")
+@_release_options
+@_run
+async def demo(sessions: int, faults: bool, seed: int | None, **options: Any) -> int:
+    """Release N sessions of an embedded fake Browserbase: no key, no network."""
+    from ..testing import FakeBrowserbase, FaultPlan
+
+    plan = FaultPlan.realistic(seed=seed) if faults else FaultPlan(seed=seed)
+    async with FakeBrowserbase(faults=plan) as fake:
+        fake.add_sessions(sessions)
+        if not options["quiet"]:
+            mix = " with injected faults" if faults else ""
+            click.echo(
+                f"demo: a fake Browserbase on {fake.base_url}{mix}, {sessions} running sessions",
+                err=True,
+            )
+        async with SessionsAPI(fake.api_key, base_url=fake.base_url, retry=DEMO_RETRY) as api:
+            listed = await api.list(status=SessionStatus.RUNNING)
+            code = await release_ids(api, [session.id for session in listed], **options)
+        if not options["quiet"] and not options["dry_run"]:
+            left = sum(session["status"] == "RUNNING" for session in fake.sessions.values())
+            click.echo(
+                f"demo: the server received {fake.received.total} requests"
+                f" and holds {left} running sessions",
+                err=True,
+            )
+    return code
+
+
+async def release_ids(
+    api: SessionsAPI,
+    ids: list[str],
+    *,
+    concurrency: int,
+    json_rows: bool,
+    failed_out: str | None,
+    dry_run: bool,
+    quiet: bool,
+    wait: bool,
+) -> int:
+    """Release *ids* with a progress bar; return the exit code. Ctrl-C stops cleanly."""
+    if dry_run:
+        for session_id in ids:
+            click.echo(session_id)
+        if not quiet:
+            click.echo(f"dry run: would release {len(ids)} sessions", err=True)
+        return EXIT_OK
+    # Opened first: a path we cannot write is said before anything is released.
+    failed_file = _open_for_writing(failed_out) if failed_out is not None else None
+    tally = Tally(len(ids), quiet=quiet, json_rows=json_rows)
+    interrupted = False
+    with tally, failed_file or contextlib.nullcontext():
+        try:
+            results = api.release_iter(ids, concurrency=concurrency, wait=wait)
+            async with contextlib.aclosing(results):
+                async for result in results:
+                    tally.add(result)
+        except asyncio.CancelledError:
+            # Ctrl-C: what was in flight is cancelled; say what was done.
+            interrupted = True
+        if failed_file is not None:
+            failed_file.writelines(session_id + "\n" for session_id in tally.failed_ids)
+    tally.say(tally.summary(interrupted=interrupted))
+    if interrupted:
+        return EXIT_INTERRUPTED
+    return EXIT_FAILED if tally.failed else EXIT_OK
+
+
+def _read_ids(source: str) -> list[str]:
+    try:
+        if source == "-":
+            lines = sys.stdin.read().splitlines()
+        else:
+            with open(source, encoding="utf-8") as file:
+                lines = file.read().splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read ids from {source!r}: {_reason(exc)}") from None
+    stripped = (line.strip() for line in lines)
+    return [line for line in stripped if line and not line.startswith("#")]
+
+
+def _open_for_writing(path: str) -> IO[str]:
+    try:
+        return open(path, "w", encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path!r}: {_reason(exc)}") from None
+
+
+def _reason(exc: BaseException) -> str:
+    return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)

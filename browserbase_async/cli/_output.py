@@ -1,0 +1,150 @@
+"""What the command line shows: the progress bar, JSON rows, the summary line."""
+
+from __future__ import annotations
+
+import collections
+import json
+import sys
+import time
+from types import TracebackType
+from typing import IO, Final
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from .._bulk import ReleaseResult
+from .._errors import (
+    APIConnectionError,
+    APIResponseValidationError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitError,
+)
+
+_KINDS: Final[tuple[tuple[type[BaseException], str], ...]] = (
+    (ValueError, "invalid id"),
+    (NotFoundError, "not found"),
+    (AuthenticationError, "unauthorized"),
+    (PermissionDeniedError, "forbidden"),
+    (RateLimitError, "rate limited"),
+    (APITimeoutError, "timed out"),
+    (APIConnectionError, "connection failed"),
+    (APIResponseValidationError, "bad answer"),
+)
+
+
+def failure_kind(error: BaseException) -> str:
+    """A short name for why a release failed, for the summary."""
+    for kind, name in _KINDS:
+        if isinstance(error, kind):
+            return name
+    if isinstance(error, APIStatusError):
+        return "server error" if error.status_code >= 500 else f"refused ({error.status_code})"
+    return type(error).__name__
+
+
+def result_row(result: ReleaseResult) -> str:
+    """One ``--json`` line for *result*."""
+    status = None if result.session is None else str(result.session.status)
+    error = None if result.error is None else str(result.error)
+    return json.dumps(
+        {
+            "session_id": result.session_id,
+            "ok": result.ok,
+            "status": status,
+            "error": error,
+            "attempts": result.attempts,
+        }
+    )
+
+
+class Tally:
+    """Counts a run's results, draws the progress bar, and says the summary line.
+
+    The bar is drawn on standard error, only when that is a terminal and not quiet.
+    """
+
+    def __init__(
+        self, total: int | None, *, quiet: bool, json_rows: bool, stdout: IO[str] | None = None
+    ) -> None:
+        self.total = total
+        self.done = 0
+        self.failed = 0
+        self.retries = 0
+        self.kinds: collections.Counter[str] = collections.Counter()
+        self.failed_ids: list[str] = []
+        self.started = time.monotonic()
+        self._json = json_rows
+        self._stdout = stdout or sys.stdout
+        self._stderr = Console(stderr=True, highlight=False)
+        self._progress: Progress | None = None
+        self._task: TaskID | None = None
+        if not quiet and self._stderr.is_terminal:
+            self._progress = Progress(
+                TextColumn("releasing"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]:>7.1f}/s"),
+                TextColumn("[red]{task.fields[failed]} failed"),
+                TimeElapsedColumn(),
+                console=self._stderr,
+                transient=True,
+            )
+
+    def __enter__(self) -> Tally:
+        if self._progress is not None:
+            self._progress.start()
+            self._task = self._progress.add_task("release", total=self.total, failed=0, rate=0.0)
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def add(self, result: ReleaseResult) -> None:
+        """Count *result*, print its JSON row if asked, and move the bar."""
+        self.done += 1
+        self.retries += max(result.attempts - 1, 0)
+        if result.error is not None:
+            self.failed += 1
+            self.kinds[failure_kind(result.error)] += 1
+            self.failed_ids.append(result.session_id)
+        if self._json:
+            self._stdout.write(result_row(result) + "\n")
+        if self._progress is not None and self._task is not None:
+            rate = self.done / max(time.monotonic() - self.started, 1e-9)
+            self._progress.update(self._task, advance=1, failed=self.failed, rate=rate)
+
+    def summary(self, *, interrupted: bool = False) -> str:
+        """The one human line said at the end."""
+        seconds = time.monotonic() - self.started
+        total = self.total if self.total is not None else self.done
+        released = self.done - self.failed
+        line = f"released {released} of {total} sessions, {self.failed} failed"
+        if self.kinds:
+            line += " (" + ", ".join(f"{n} {kind}" for kind, n in self.kinds.most_common()) + ")"
+        line += f" in {seconds:.1f} s"
+        if self.retries:
+            line += f", {self.retries} retries"
+        if interrupted:
+            line += f"; interrupted, {total - self.done} not attempted or not confirmed"
+        return line
+
+    def say(self, line: str) -> None:
+        """Print *line* on standard error."""
+        self._stderr.print(line, markup=False, soft_wrap=True)

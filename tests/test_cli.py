@@ -1,0 +1,267 @@
+"""The command line end to end: a real subprocess against the loopback fake."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import attrs
+import pytest
+
+from browserbase_async.testing import FakeBrowserbase, FaultPlan
+
+pytestmark = pytest.mark.asyncio
+
+
+@attrs.frozen
+class Ran:
+    code: int
+    out: str
+    err: str
+
+
+async def run_cli(
+    fake: FakeBrowserbase | None,
+    *args: str,
+    stdin: str = "",
+    env: dict[str, str] | None = None,
+    program: tuple[str, ...] = (sys.executable, "-m", "browserbase_async"),
+) -> Ran:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("BROWSERBASE_")}
+    if fake is not None:
+        environ |= {"BROWSERBASE_API_KEY": fake.api_key, "BROWSERBASE_BASE_URL": fake.base_url}
+    environ |= env or {}
+    process = await asyncio.create_subprocess_exec(
+        *program,
+        *args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=environ,
+    )
+    out, err = await process.communicate(stdin.encode())
+    assert process.returncode is not None
+    return Ran(process.returncode, out.decode(), err.decode())
+
+
+def one_line(text: str) -> str:
+    lines = text.splitlines()
+    assert len(lines) == 1, text
+    return lines[0]
+
+
+async def test_release_by_ids(fake_browserbase: FakeBrowserbase) -> None:
+    ids = fake_browserbase.add_sessions(3)
+    ran = await run_cli(fake_browserbase, "release", *ids)
+    assert ran.code == 0, ran.err
+    assert ran.out == ""
+    assert one_line(ran.err).startswith("released 3 of 3 sessions, 0 failed in ")
+    assert all(fake_browserbase.status(sid) == "COMPLETED" for sid in ids)
+
+
+async def test_json_rows(fake_browserbase: FakeBrowserbase) -> None:
+    ids = fake_browserbase.add_sessions(2)
+    ran = await run_cli(fake_browserbase, "release", "--json", *ids, "no-such")
+    assert ran.code == 1
+    rows = {row["session_id"]: row for row in map(json.loads, ran.out.splitlines())}
+    assert rows[ids[0]] == {
+        "session_id": ids[0],
+        "ok": True,
+        "status": "COMPLETED",
+        "error": None,
+        "attempts": 1,
+    }
+    assert rows["no-such"]["ok"] is False
+    assert rows["no-such"]["status"] is None
+    assert "Session not found" in rows["no-such"]["error"]
+    assert "(1 not found)" in one_line(ran.err)
+
+
+async def test_from_file_and_failed_out(fake_browserbase: FakeBrowserbase, tmp_path: Path) -> None:
+    ids = fake_browserbase.add_sessions(2)
+    source = tmp_path / "ids.txt"
+    source.write_text(f"# to close\n{ids[0]}\n\n  {ids[1]}  \nmissing-1\nbad/id\n")
+    failed = tmp_path / "failed.txt"
+    ran = await run_cli(
+        fake_browserbase, "release", "--from-file", str(source), "--failed-out", str(failed)
+    )
+    assert ran.code == 1
+    assert sorted(failed.read_text().splitlines()) == ["bad/id", "missing-1"]
+    summary = one_line(ran.err)
+    assert summary.startswith("released 2 of 4 sessions, 2 failed (")
+    assert "1 not found" in summary
+    assert "1 invalid id" in summary
+    # The file is ready to be fed back.
+    again = await run_cli(fake_browserbase, "release", "--from-file", str(failed))
+    assert again.code == 1
+
+
+async def test_ids_from_standard_input(fake_browserbase: FakeBrowserbase) -> None:
+    ids = fake_browserbase.add_sessions(3)
+    ran = await run_cli(fake_browserbase, "release", "--from-file", "-", stdin="\n".join(ids))
+    assert ran.code == 0, ran.err
+    assert all(fake_browserbase.status(sid) == "COMPLETED" for sid in ids)
+
+
+async def test_release_all_with_filters(fake_browserbase: FakeBrowserbase) -> None:
+    mine = fake_browserbase.add_sessions(3, user_metadata={"job": "a"})
+    other = fake_browserbase.add_sessions(2, user_metadata={"job": "b"})
+    ran = await run_cli(
+        fake_browserbase,
+        "release",
+        "--all",
+        "--status",
+        "running",
+        "--query",
+        "user_metadata['job']:'a'",
+    )
+    assert ran.code == 0, ran.err
+    assert all(fake_browserbase.status(sid) == "COMPLETED" for sid in mine)
+    assert all(fake_browserbase.status(sid) == "RUNNING" for sid in other)
+
+
+async def test_dry_run_sends_no_update(fake_browserbase: FakeBrowserbase) -> None:
+    ids = fake_browserbase.add_sessions(3)
+    ran = await run_cli(fake_browserbase, "release", "--all", "--dry-run")
+    assert ran.code == 0
+    assert sorted(ran.out.splitlines()) == sorted(ids)
+    assert fake_browserbase.received.requests == {"list": 1}
+
+
+async def test_wait(fake_browserbase: FakeBrowserbase) -> None:
+    fake_browserbase.faults = FaultPlan(release_delay=0.05)
+    ids = fake_browserbase.add_sessions(2)
+    ran = await run_cli(fake_browserbase, "release", "--wait", "--json", *ids)
+    assert ran.code == 0, ran.err
+    assert {json.loads(row)["status"] for row in ran.out.splitlines()} == {"COMPLETED"}
+    assert fake_browserbase.received.requests["retrieve"] >= 2
+
+
+async def test_a_missing_key_is_one_line_and_exit_2() -> None:
+    ran = await run_cli(None, "release", "s-1")
+    assert ran.code == 2
+    assert "BROWSERBASE_API_KEY" in one_line(ran.err)
+    assert "Traceback" not in ran.err
+
+
+async def test_an_unreadable_file(fake_browserbase: FakeBrowserbase, tmp_path: Path) -> None:
+    ran = await run_cli(fake_browserbase, "release", "--from-file", str(tmp_path / "nope"))
+    assert ran.code == 2
+    assert "No such file" in one_line(ran.err)
+    (tmp_path / "binary").write_bytes(b"\xff\xfe\x00")
+    ran = await run_cli(fake_browserbase, "release", "--from-file", str(tmp_path / "binary"))
+    assert ran.code == 2
+    assert "cannot read ids" in one_line(ran.err)
+
+
+async def test_an_unwritable_failed_out_is_said_before_anything_is_released(
+    fake_browserbase: FakeBrowserbase, tmp_path: Path
+) -> None:
+    ids = fake_browserbase.add_sessions(1)
+    bad = tmp_path / "no-dir" / "failed.txt"
+    ran = await run_cli(fake_browserbase, "release", "--failed-out", str(bad), *ids)
+    assert ran.code == 2
+    assert "cannot write" in one_line(ran.err)
+    assert fake_browserbase.received.total == 0
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("release",),
+        ("release", "--all", "s-1"),
+        ("release", "--status", "RUNNING", "s-1"),
+        ("release", "--concurrency", "0", "s-1"),
+        ("release", "--bogus"),
+    ],
+)
+async def test_usage_errors_exit_2(
+    fake_browserbase: FakeBrowserbase, args: tuple[str, ...]
+) -> None:
+    ran = await run_cli(fake_browserbase, *args)
+    assert ran.code == 2
+    assert "Traceback" not in ran.err
+    assert fake_browserbase.received.total == 0
+
+
+async def test_an_api_failure_of_the_listing(fake_browserbase: FakeBrowserbase) -> None:
+    ran = await run_cli(fake_browserbase, "list", env={"BROWSERBASE_API_KEY": "wrong"})
+    assert ran.code == 1
+    assert "401" in one_line(ran.err)
+    assert "wrong" not in ran.err
+
+
+async def test_no_progress_bytes_on_a_pipe(fake_browserbase: FakeBrowserbase) -> None:
+    ids = fake_browserbase.add_sessions(50)
+    ran = await run_cli(fake_browserbase, "release", *ids)
+    assert "\x1b" not in ran.err
+    assert "\r" not in ran.err
+    one_line(ran.err)
+
+
+async def test_list_table_and_json(fake_browserbase: FakeBrowserbase) -> None:
+    fake_browserbase.add_session("s-a", user_metadata={"job": "x"})
+    fake_browserbase.add_session("s-b", status="COMPLETED")
+    ran = await run_cli(fake_browserbase, "list")
+    assert ran.code == 0
+    assert "s-a" in ran.out
+    assert "RUNNING" in ran.out
+    assert '{"job": "x"}' in ran.out
+    ran = await run_cli(fake_browserbase, "list", "--json", "--status", "COMPLETED")
+    (row,) = map(json.loads, ran.out.splitlines())
+    assert row["id"] == "s-b"
+    assert row["status"] == "COMPLETED"
+
+
+async def test_demo_through_the_console_script() -> None:
+    script = Path(sys.executable).with_name("browserbase-async")
+    ran = await run_cli(
+        None, "demo", "--sessions", "40", "--faults", "--seed", "3", program=(str(script),)
+    )
+    assert ran.code == 0, ran.err
+    assert "released 40 of 40 sessions, 0 failed" in ran.err
+    assert "holds 0 running sessions" in ran.err
+
+
+async def test_demo_json_quiet() -> None:
+    ran = await run_cli(None, "demo", "--sessions", "5", "--json", "--quiet")
+    assert ran.code == 0
+    assert len(ran.out.splitlines()) == 5
+    one_line(ran.err)
+
+
+async def test_ctrl_c_stops_cleanly_and_says_what_was_done(
+    fake_browserbase: FakeBrowserbase,
+) -> None:
+    fake_browserbase.faults = FaultPlan(latency=0.05)
+    ids = fake_browserbase.add_sessions(2000)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("BROWSERBASE_")}
+    environ |= {
+        "BROWSERBASE_API_KEY": fake_browserbase.api_key,
+        "BROWSERBASE_BASE_URL": fake_browserbase.base_url,
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "browserbase_async",
+        "release",
+        "--concurrency",
+        "8",
+        *ids,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=environ,
+    )
+    await fake_browserbase.wait_for_requests(40)
+    process.send_signal(signal.SIGINT)
+    _, err = await process.communicate()
+    assert process.returncode == 130, err
+    summary = one_line(err.decode())
+    assert "interrupted" in summary
+    assert "Traceback" not in err.decode()
+    released = sum(fake_browserbase.status(sid) == "COMPLETED" for sid in ids)
+    assert 0 < released < 2000

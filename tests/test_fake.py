@@ -1,0 +1,159 @@
+"""FakeBrowserbase's own behaviour, spoken to with raw aiohttp."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiohttp
+import pytest
+
+from browserbase_async.testing import FakeBrowserbase, Fault, FaultPlan
+
+pytestmark = pytest.mark.asyncio
+
+
+async def call(
+    fake: FakeBrowserbase,
+    method: str,
+    path: str,
+    *,
+    key: str | None = None,
+    body: Any = None,
+    raw: bytes | None = None,
+) -> tuple[int, Any]:
+    headers = {"X-BB-API-Key": fake.api_key if key is None else key}
+    async with aiohttp.ClientSession() as http:
+        data = raw if raw is not None else (None if body is None else aiohttp.JsonPayload(body))
+        async with http.request(method, fake.base_url + path, headers=headers, data=data) as resp:
+            if resp.content_type == "application/json":
+                return resp.status, await resp.json()
+            return resp.status, await resp.text()
+
+
+async def test_auth_is_checked(fake_browserbase: FakeBrowserbase) -> None:
+    status, body = await call(fake_browserbase, "GET", "/v1/sessions", key="nope")
+    assert status == 401
+    assert "X-BB-API-Key" in body["message"]
+
+
+async def test_create_retrieve_release(fake_browserbase: FakeBrowserbase) -> None:
+    status, created = await call(
+        fake_browserbase, "POST", "/v1/sessions", body={"userMetadata": {"job": "a"}}
+    )
+    assert status == 201
+    assert {"connectUrl", "seleniumRemoteUrl", "signingKey"} <= created.keys()
+    sid = created["id"]
+    status, got = await call(fake_browserbase, "GET", f"/v1/sessions/{sid}")
+    assert (status, got["status"], got["userMetadata"]) == (200, "RUNNING", {"job": "a"})
+    status, ended = await call(
+        fake_browserbase, "POST", f"/v1/sessions/{sid}", body={"status": "REQUEST_RELEASE"}
+    )
+    assert (status, ended["status"]) == (200, "COMPLETED")
+    assert ended["endedAt"]
+    status, again = await call(
+        fake_browserbase, "POST", f"/v1/sessions/{sid}", body={"status": "REQUEST_RELEASE"}
+    )
+    assert status == 400
+    assert "not running" in again["message"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"status": "STOP"},
+        {"status": "REQUEST_RELEASE", "projectId": 5},
+        {"status": "REQUEST_RELEASE", "extra": 1},
+        ["REQUEST_RELEASE"],
+    ],
+)
+async def test_update_bodies_are_validated(fake_browserbase: FakeBrowserbase, body: Any) -> None:
+    (sid,) = fake_browserbase.add_sessions(1)
+    status, answer = await call(fake_browserbase, "POST", f"/v1/sessions/{sid}", body=body)
+    assert status == 400
+    assert "REQUEST_RELEASE" in answer["message"]
+    assert fake_browserbase.status(sid) == "RUNNING"
+
+
+async def test_bodies_that_are_not_json(fake_browserbase: FakeBrowserbase) -> None:
+    status, _ = await call(fake_browserbase, "POST", "/v1/sessions/x", raw=b"{nope")
+    assert status == 400
+    status, _ = await call(fake_browserbase, "POST", "/v1/sessions", raw=b"{nope")
+    assert status == 400
+    status, _ = await call(fake_browserbase, "POST", "/v1/sessions", body=[1])
+    assert status == 400
+
+
+async def test_unknown_sessions(fake_browserbase: FakeBrowserbase) -> None:
+    assert (await call(fake_browserbase, "GET", "/v1/sessions/nope"))[0] == 404
+    release = {"status": "REQUEST_RELEASE"}
+    assert (await call(fake_browserbase, "POST", "/v1/sessions/nope", body=release))[0] == 404
+
+
+async def test_list_filters(fake_browserbase: FakeBrowserbase) -> None:
+    fake_browserbase.add_session("a", user_metadata={"job": "x", "n": 1})
+    fake_browserbase.add_session("b", user_metadata={"job": "y"})
+    fake_browserbase.add_session("c", status="ERROR")
+    ids = lambda body: sorted(s["id"] for s in body)  # noqa: E731
+    assert ids((await call(fake_browserbase, "GET", "/v1/sessions"))[1]) == ["a", "b", "c"]
+    _, running = await call(fake_browserbase, "GET", "/v1/sessions?status=RUNNING")
+    assert ids(running) == ["a", "b"]
+    q = "q=user_metadata['job']:'x'%20AND%20user_metadata['n']:'1'"
+    assert ids((await call(fake_browserbase, "GET", f"/v1/sessions?{q}"))[1]) == ["a"]
+    assert (await call(fake_browserbase, "GET", "/v1/sessions?status=DONE"))[0] == 400
+    assert (await call(fake_browserbase, "GET", "/v1/sessions?q=job=x"))[0] == 400
+
+
+async def test_scripted_faults_come_in_order(fake_browserbase: FakeBrowserbase) -> None:
+    fake_browserbase.inject(Fault.status(503), Fault.json({"hello": 1}, 202), Fault.html())
+    (sid,) = fake_browserbase.add_sessions(1)
+    assert (await call(fake_browserbase, "GET", "/v1/sessions"))[0] == 503
+    assert await call(fake_browserbase, "GET", "/v1/sessions") == (202, {"hello": 1})
+    status, text = await call(fake_browserbase, "GET", f"/v1/sessions/{sid}")
+    assert status == 200
+    assert "<html>" in text
+    assert fake_browserbase.received.answers == {503: 1, 202: 1, 200: 1}
+
+
+async def test_random_faults_follow_their_rates() -> None:
+    plan = FaultPlan(error_rate=0.25, rate_limit_rate=0.25, retry_after=2, seed=1)
+    async with FakeBrowserbase(faults=plan) as fake:
+        statuses = [(await call(fake, "GET", "/v1/sessions"))[0] for _ in range(200)]
+    assert 25 < statuses.count(503) < 75
+    assert 25 < statuses.count(429) < 75
+    assert statuses.count(200) > 60
+
+
+async def test_non_json_rate() -> None:
+    async with FakeBrowserbase(faults=FaultPlan(non_json_rate=1.0)) as fake:
+        status, text = await call(fake, "GET", "/v1/sessions")
+    assert status == 200
+    assert text.startswith("<html>")
+
+
+async def test_a_concurrency_limit_answers_429() -> None:
+    async with FakeBrowserbase(faults=FaultPlan(max_in_flight=2, latency=0.05)) as fake:
+        statuses = await asyncio.gather(*[call(fake, "GET", "/v1/sessions") for _ in range(6)])
+        assert sorted(status for status, _ in statuses).count(429) >= 1
+        assert fake.received.peak_in_flight >= 3
+
+
+async def test_sessions_end_after_the_release_delay() -> None:
+    async with FakeBrowserbase(faults=FaultPlan(release_delay=0.01)) as fake:
+        (sid,) = fake.add_sessions(1)
+        status, answer = await call(
+            fake, "POST", f"/v1/sessions/{sid}", body={"status": "REQUEST_RELEASE"}
+        )
+        assert (status, answer["status"]) == (200, "RUNNING")
+        # It ends later, by the fake's own timer: test_guard_and_wait waits for it.
+        assert fake.status(sid) == "RUNNING"
+
+
+async def test_realistic_plan_and_repr() -> None:
+    plan = FaultPlan.realistic(seed=1)
+    assert 0 < plan.error_rate < 0.2
+    fake = FakeBrowserbase(faults=plan)
+    assert "not started" in repr(fake)
+    async with fake:
+        assert fake.base_url in repr(fake)
+    await fake.close()

@@ -1,0 +1,163 @@
+"""Scraper ergonomics: release(wait=True) and the release guard."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+
+import pytest
+
+from browserbase_async import (
+    APITimeoutError,
+    InternalServerError,
+    RetryPolicy,
+    SessionsAPI,
+    SessionStatus,
+)
+from browserbase_async.testing import FakeBrowserbase, Fault, FaultPlan
+
+from .conftest import ApiFactory
+
+pytestmark = pytest.mark.asyncio
+
+
+async def test_wait_polls_until_the_session_ends(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    fake_browserbase.faults = FaultPlan(release_delay=0.05)
+    (sid,) = fake_browserbase.add_sessions(1)
+    async with make_api() as api:
+        assert (await api.release(sid)).status == SessionStatus.RUNNING
+        (other,) = fake_browserbase.add_sessions(1)
+        session = await api.release(other, wait=True, wait_timeout=5.0)
+    assert session.status is SessionStatus.COMPLETED
+    assert fake_browserbase.received.requests["retrieve"] >= 1
+
+
+async def test_wait_gives_up_with_a_timeout(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    fake_browserbase.faults = FaultPlan(release_delay=math.inf)
+    (sid,) = fake_browserbase.add_sessions(1)
+    async with make_api() as api:
+        with pytest.raises(APITimeoutError, match=r"terminal state within 0\.1 s"):
+            await api.release(sid, wait=True, wait_timeout=0.1)
+    assert fake_browserbase.status(sid) == "RUNNING"
+
+
+async def test_wait_returns_at_once_when_already_terminal(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    (sid,) = fake_browserbase.add_sessions(1)
+    async with make_api() as api:
+        await api.release(sid, wait=True)
+    assert fake_browserbase.received.requests == {"update": 1}
+
+
+async def test_guard_releases_after_a_clean_block(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    (sid,) = fake_browserbase.add_sessions(1)
+    async with make_api() as api, api.guard(sid):
+        assert fake_browserbase.status(sid) == "RUNNING"
+    assert fake_browserbase.status(sid) == "COMPLETED"
+
+
+async def test_guard_releases_when_the_block_raises(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    (sid,) = fake_browserbase.add_sessions(1)
+    async with make_api() as api:
+        with pytest.raises(KeyError, match="scrape failed"):
+            async with api.guard(sid):
+                raise KeyError("scrape failed")
+    assert fake_browserbase.status(sid) == "COMPLETED"
+
+
+async def test_guard_releases_when_cancelled_even_if_the_release_is_slow(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    (sid,) = fake_browserbase.add_sessions(1)
+    fake_browserbase.faults = FaultPlan(latency=0.05)
+    inside = asyncio.Event()
+
+    async def scrape(api: SessionsAPI) -> None:
+        async with api.guard(sid):
+            inside.set()
+            await asyncio.Event().wait()  # a scrape that never ends by itself
+
+    async with make_api() as api:
+        task = asyncio.create_task(scrape(api))
+        await inside.wait()
+        task.cancel()
+        await fake_browserbase.wait_for_requests(1)
+        task.cancel()  # cancelled again while the release is under way
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert fake_browserbase.status(sid) == "COMPLETED"
+
+
+async def test_a_failed_release_never_hides_the_blocks_error(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    (sid,) = fake_browserbase.add_sessions(1)
+    fake_browserbase.inject(*[Fault.status(500)] * 3)
+    async with make_api() as api:
+        with pytest.raises(KeyError) as caught:
+            async with api.guard(sid):
+                raise KeyError("scrape failed")
+    notes = getattr(caught.value, "__notes__", [])
+    assert any(f"releasing session {sid} failed" in note for note in notes)
+    assert f"could not release session {sid}" in caplog.text
+
+
+async def test_a_failed_release_after_a_clean_block_raises(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    (sid,) = fake_browserbase.add_sessions(1)
+    fake_browserbase.inject(*[Fault.status(500)] * 3)
+    async with make_api() as api:
+        with pytest.raises(InternalServerError):
+            async with api.guard(sid):
+                pass
+
+
+async def test_the_guards_release_is_bounded(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    (sid,) = fake_browserbase.add_sessions(1)
+    fake_browserbase.inject(Fault.hang())
+    async with make_api(retry=RetryPolicy(max_attempts=1)) as api:
+        with pytest.raises(APITimeoutError, match=r"took over 0\.1 s"):
+            async with api.guard(sid, release_timeout=0.1):
+                pass
+
+
+async def test_guard_checks_the_id_on_entry(make_api: ApiFactory) -> None:
+    async with make_api() as api:
+        with pytest.raises(ValueError, match="session id"):
+            async with api.guard("../x"):
+                pass
+
+
+async def test_cancelled_guard_whose_release_fails_notes_it(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    (sid,) = fake_browserbase.add_sessions(1)
+    fake_browserbase.inject(*[Fault.status(500)] * 3)
+    inside = asyncio.Event()
+
+    async def scrape(api: SessionsAPI) -> None:
+        async with api.guard(sid):
+            inside.set()
+            await asyncio.Event().wait()
+
+    async with make_api() as api:
+        task = asyncio.create_task(scrape(api))
+        await inside.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError) as caught:
+            await task
+    assert any("failed" in note for note in getattr(caught.value, "__notes__", []))

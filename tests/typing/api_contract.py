@@ -1,0 +1,45 @@
+"""The public API as a type contract: mypy --strict checks this file, nothing runs it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from datetime import datetime
+from typing import assert_type
+
+from browserbase_async import (
+    APIStatusError,
+    BulkReleaseReport,
+    Region,
+    ReleaseResult,
+    RetryPolicy,
+    Session,
+    SessionsAPI,
+    SessionStatus,
+)
+
+
+async def contract() -> None:
+    async with SessionsAPI("key", retry=RetryPolicy(max_attempts=5), timeout=None) as api:
+        session = await api.release("s-1")
+        assert_type(session, Session)
+        assert_type(await api.update("s-1", project_id="p"), Session)
+        assert_type(await api.retrieve("s-1"), Session)
+        assert_type(await api.list(status=SessionStatus.RUNNING, q=None), list[Session])
+        assert_type(await api.list(status="RUNNING"), list[Session])
+        assert_type(session.created_at, datetime)
+        assert_type(session.ended_at, datetime | None)
+        assert_type(session.status, SessionStatus | str)
+        assert_type(session.region, Region | str)
+        report = await api.release_many(["a", "b"], concurrency=8)
+        assert_type(report, BulkReleaseReport)
+        assert_type(report.failed, list[ReleaseResult])
+        assert_type(report.results[0].error, Exception | None)
+        assert_type(api.release_iter(iter(["a"])), AsyncGenerator[ReleaseResult, None])
+        assert_type(await api.release_all(q="user_metadata['a']:'b'"), BulkReleaseReport)
+        assert_type(await api.release("s-1", wait=True, wait_timeout=5.0), Session)
+        async with api.guard("s-1"):
+            pass
+    try:
+        pass
+    except APIStatusError as exc:
+        assert_type(exc.status_code, int)
