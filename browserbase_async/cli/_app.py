@@ -43,6 +43,12 @@ def _fail(message: str) -> None:
     click.echo(f"{PROG}: error: {message}", err=True)
 
 
+def _client(api_key: str | None, base_url: str | None, project_id: str | None) -> SessionsAPI:
+    if api_key is None:
+        raise ConfigError(f"no API key: pass --api-key or set {API_KEY_ENV}")
+    return SessionsAPI(api_key, base_url=base_url, project_id=project_id)
+
+
 def _connection_options(command: _F) -> _F:
     for option in reversed(
         (
@@ -152,7 +158,7 @@ async def release(
     if not (all_sessions or ids or from_file):
         raise ConfigError("say which sessions: IDs, --from-file FILE, or --all")
     wanted = list(ids) + (_read_ids(from_file) if from_file else [])
-    async with SessionsAPI(api_key, base_url=base_url, project_id=project_id) as api:
+    async with _client(api_key, base_url, project_id) as api:
         if all_sessions:
             listed = await api.list(status=(status or SessionStatus.RUNNING).upper(), q=query)
             wanted = [session.id for session in listed]
@@ -174,7 +180,7 @@ async def list_sessions(
     project_id: str | None,
 ) -> int:
     """Print sessions: a table, or JSON lines."""
-    async with SessionsAPI(api_key, base_url=base_url, project_id=project_id) as api:
+    async with _client(api_key, base_url, project_id) as api:
         sessions = await api.list(status=status.upper() if status else None, q=query)
     if json_rows:
         for session in sessions:

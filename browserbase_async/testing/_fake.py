@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import math
 import random
 import re
 import secrets
+import threading
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal, TypeAlias
 
@@ -113,7 +115,7 @@ class FaultPlan:
         return cls(
             error_rate=0.05,
             rate_limit_rate=0.03,
-            retry_after=0.2,
+            retry_after=0.05,
             lost_response_rate=0.02,
             drop_rate=0.01,
             latency=0.01,
@@ -215,6 +217,30 @@ class FakeBrowserbase:
 
     async def __aenter__(self) -> FakeBrowserbase:
         return await self.start()
+
+    @classmethod
+    @contextlib.contextmanager
+    def in_thread(cls, **kwargs: Any) -> Iterator[FakeBrowserbase]:
+        """Serve a fake from a thread of its own, for code that runs its own event loop.
+
+        For tests of synchronous code, or of code that calls ``asyncio.run``.
+        Seed it before use: its methods are not thread-safe while requests are served.
+
+        Args:
+            kwargs: As for `FakeBrowserbase`.
+        """
+        fake = cls(**kwargs)
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, name="FakeBrowserbase", daemon=True)
+        thread.start()
+        try:
+            asyncio.run_coroutine_threadsafe(fake.start(), loop).result()
+            yield fake
+        finally:
+            asyncio.run_coroutine_threadsafe(fake.close(), loop).result()
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join()
+            loop.close()
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
