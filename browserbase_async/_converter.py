@@ -39,7 +39,12 @@ def _structure_datetime(value: object, _: type) -> datetime:
     if parsed.tzinfo is None:
         # A date-time without an offset is read as UTC, as the API means it.
         return parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        # A moment in the first hours of year 1 at a positive offset is before what
+        # datetime can hold in UTC; the earliest moment it can hold is the honest stand-in.
+        return datetime.min.replace(tzinfo=UTC)
 
 
 def _unstructure_datetime(value: datetime) -> str:

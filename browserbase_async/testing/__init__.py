@@ -4,6 +4,6 @@ For pytest, opt in to the fixtures with
 ``pytest_plugins = ["browserbase_async.testing.pytest_plugin"]`` in a ``conftest.py``.
 """
 
-from ._fake import DEFAULT_API_KEY, FakeBrowserbase, Fault, FaultPlan, Received
+from ._fake import DEFAULT_API_KEY, Exchange, FakeBrowserbase, Fault, FaultPlan, Received
 
-__all__ = ["DEFAULT_API_KEY", "FakeBrowserbase", "Fault", "FaultPlan", "Received"]
+__all__ = ["DEFAULT_API_KEY", "Exchange", "FakeBrowserbase", "Fault", "FaultPlan", "Received"]

@@ -123,6 +123,19 @@ class FaultPlan:
         )
 
 
+@attrs.frozen
+class Exchange:
+    """One request and its answer, as recorded with ``record_exchanges=True``."""
+
+    route: str
+    method: str
+    path: str
+    query: Mapping[str, str]
+    request_body: bytes
+    status: int
+    response_body: bytes
+
+
 @attrs.define
 class Received:
     """What the fake received, for assertions.
@@ -133,6 +146,7 @@ class Received:
         updates: Update requests per session id.
         bodies: The JSON body of every update request, in order.
         peak_in_flight: The most requests served at once.
+        exchanges: Every request and its answer, when the fake records them.
     """
 
     requests: collections.Counter[str] = attrs.field(factory=collections.Counter)
@@ -140,6 +154,7 @@ class Received:
     updates: collections.Counter[str] = attrs.field(factory=collections.Counter)
     bodies: list[object] = attrs.field(factory=list)
     peak_in_flight: int = 0
+    exchanges: list[Exchange] = attrs.field(factory=list)
 
     @property
     def total(self) -> int:
@@ -160,6 +175,7 @@ class FakeBrowserbase:
         faults: Random faults for every request.
         project_id: The project of the sessions it creates.
         port: The port to listen on; 0 picks a free one.
+        record_exchanges: Keep every request and answer in ``received.exchanges``.
     """
 
     def __init__(
@@ -169,6 +185,7 @@ class FakeBrowserbase:
         faults: FaultPlan | None = None,
         project_id: str = DEFAULT_PROJECT_ID,
         port: int = 0,
+        record_exchanges: bool = False,
     ) -> None:
         self.api_key: Final = api_key
         self.project_id: Final = project_id
@@ -176,6 +193,7 @@ class FakeBrowserbase:
         self.sessions: dict[str, dict[str, Any]] = {}
         self.received = Received()
         self._port = port
+        self._record = record_exchanges
         self._random = random.Random(self.faults.seed)
         self._script: collections.deque[Fault] = collections.deque()
         self._in_flight = 0
@@ -265,13 +283,15 @@ class FakeBrowserbase:
             "updatedAt": _iso(now),
             "projectId": self.project_id,
             "startedAt": _iso(now),
-            "endedAt": _iso(now) if status in TERMINAL else None,
             "expiresAt": _iso(now + timedelta(hours=6)),
             "status": status,
             "proxyBytes": 0,
             "keepAlive": keep_alive,
             "region": region,
         }
+        # Absent rather than null: the API's description types these as plain strings.
+        if status in TERMINAL:
+            session["endedAt"] = session["updatedAt"]
         if context_id is not None:
             session["contextId"] = context_id
         if user_metadata is not None:
@@ -305,7 +325,7 @@ class FakeBrowserbase:
 
     # -- handlers -------------------------------------------------------------
 
-    async def _list(self, request: web.Request) -> web.StreamResponse:
+    async def _list(self, request: web.Request) -> web.Response:
         async def act() -> web.Response:
             status = request.query.get("status")
             if status is not None and status not in STATUSES:
@@ -328,7 +348,7 @@ class FakeBrowserbase:
 
         return await self._serve(request, "list", act)
 
-    async def _retrieve(self, request: web.Request) -> web.StreamResponse:
+    async def _retrieve(self, request: web.Request) -> web.Response:
         async def act() -> web.Response:
             session = self.sessions.get(request.match_info["id"])
             if session is None:
@@ -337,7 +357,7 @@ class FakeBrowserbase:
 
         return await self._serve(request, "retrieve", act)
 
-    async def _update(self, request: web.Request) -> web.StreamResponse:
+    async def _update(self, request: web.Request) -> web.Response:
         session_id = request.match_info["id"]
         self.received.updates[session_id] += 1
 
@@ -364,7 +384,7 @@ class FakeBrowserbase:
 
         return await self._serve(request, "update", act)
 
-    async def _create(self, request: web.Request) -> web.StreamResponse:
+    async def _create(self, request: web.Request) -> web.Response:
         async def act() -> web.Response:
             try:
                 body = json.loads(await request.read() or b"{}")
@@ -388,7 +408,7 @@ class FakeBrowserbase:
 
     # -- the fault machinery --------------------------------------------------
 
-    async def _serve(self, request: web.Request, route: str, act: _Act) -> web.StreamResponse:
+    async def _serve(self, request: web.Request, route: str, act: _Act) -> web.Response:
         self.received.requests[route] += 1
         if self._request_waiters:
             self._wake_request_waiters()
@@ -400,9 +420,21 @@ class FakeBrowserbase:
             self._in_flight -= 1
         if answer.status != _CUT:
             self.received.answers[answer.status] += 1
+            if self._record:
+                self.received.exchanges.append(
+                    Exchange(
+                        route,
+                        request.method,
+                        request.path,
+                        dict(request.query),
+                        await request.read(),
+                        answer.status,
+                        answer.body if isinstance(answer.body, bytes) else b"",
+                    )
+                )
         return answer
 
-    async def _answer(self, request: web.Request, act: _Act) -> web.StreamResponse:
+    async def _answer(self, request: web.Request, act: _Act) -> web.Response:
         if request.headers.get("X-BB-API-Key") != self.api_key:
             return _error(401, "Unauthorized: missing or invalid X-BB-API-Key")
         fault = self._script.popleft() if self._script else self._draw()
@@ -458,7 +490,7 @@ class FakeBrowserbase:
         headers = {} if after is None else {"Retry-After": f"{after:g}"}
         return Fault.status(429, headers=headers, message="Too many requests")
 
-    def _cut(self, request: web.Request, what: str) -> web.StreamResponse:
+    def _cut(self, request: web.Request, what: str) -> web.Response:
         self.received.answers[what] += 1
         if request.transport is not None:
             request.transport.close()

@@ -1,0 +1,353 @@
+"""Benchmark: browserbase_async against a bare aiohttp loop and the official SDK.
+
+    python bench/bench.py                  # the full run (pip install -e '.[bench]' first)
+    python bench/bench.py --quick          # a tiny run that only checks everything works
+
+Each contender runs in a fresh process of its own, against one server in another process on
+127.0.0.1, for the same ids at the same concurrency; the contenders alternate, round after
+round, and the table gives the median of the rounds. CPU time is the client process's own
+(getrusage), measured around the releases only; peak RSS is the process's high-water mark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+CONTENDERS = ("ours_many", "ours_release", "aiohttp", "sdk")
+LABELS = {
+    "ours_many": "ours: release_many",
+    "ours_release": "ours: release() + semaphore",
+    "aiohttp": "bare aiohttp loop",
+    "sdk": "official SDK (browserbase)",
+}
+
+
+# -- the contenders, each run in its own process --------------------------------------------
+
+
+async def ours_many(url: str, ids: list[str], concurrency: int) -> int:
+    from browserbase_async import SessionsAPI
+
+    async with SessionsAPI("bench-key", base_url=url) as api:
+        report = await api.release_many(ids, concurrency=concurrency)
+    return len(report.released)
+
+
+async def ours_release(url: str, ids: list[str], concurrency: int) -> int:
+    from browserbase_async import SessionsAPI
+
+    gate = asyncio.Semaphore(concurrency)
+    async with SessionsAPI("bench-key", base_url=url) as api:
+
+        async def one(session_id: str) -> bool:
+            async with gate:
+                return (await api.release(session_id)).is_terminal
+
+        return sum(await asyncio.gather(*(one(i) for i in ids)))
+
+
+async def bare_aiohttp(url: str, ids: list[str], concurrency: int) -> int:
+    import aiohttp
+
+    gate = asyncio.Semaphore(concurrency)
+    headers = {"X-BB-API-Key": "bench-key"}
+    body = {"status": "REQUEST_RELEASE"}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100)) as http:
+
+        async def one(session_id: str) -> bool:
+            async with (
+                gate,
+                http.post(f"{url}/v1/sessions/{session_id}", json=body, headers=headers) as r,
+            ):
+                return (await r.json())["status"] == "COMPLETED"
+
+        return sum(await asyncio.gather(*(one(i) for i in ids)))
+
+
+async def official_sdk(url: str, ids: list[str], concurrency: int) -> int:
+    from browserbase import AsyncBrowserbase
+
+    gate = asyncio.Semaphore(concurrency)
+    client = AsyncBrowserbase(api_key="bench-key", base_url=url)
+    try:
+
+        async def one(session_id: str) -> bool:
+            async with gate:
+                session = await client.sessions.update(session_id, status="REQUEST_RELEASE")
+                return session.status == "COMPLETED"
+
+        return sum(await asyncio.gather(*(one(i) for i in ids)))
+    finally:
+        await client.close()
+
+
+async def ours_stream(url: str, count: int, concurrency: int) -> int:
+    from browserbase_async import SessionsAPI
+
+    async def generate() -> AsyncIterator[str]:
+        for n in range(count):
+            yield f"s-{n}"
+
+    done = 0
+    async with SessionsAPI("bench-key", base_url=url) as api:
+        results = api.release_iter(generate(), concurrency=concurrency)
+        async with contextlib.aclosing(results):
+            async for result in results:
+                done += result.ok
+    return done
+
+
+RUNNERS: dict[str, Callable[[str, list[str], int], Coroutine[Any, Any, int]]] = {
+    "ours_many": ours_many,
+    "ours_release": ours_release,
+    "aiohttp": bare_aiohttp,
+    "sdk": official_sdk,
+}
+
+
+def run_contender(name: str, url: str, n: int, concurrency: int) -> dict[str, Any]:
+    """Run one contender in this process; return its measures."""
+    loop = asyncio.new_event_loop()
+    if name == "stream":
+        coroutine = ours_stream(url, n, concurrency)
+    else:
+        ids = [f"s-{i}" for i in range(n)]
+        coroutine = RUNNERS[name](url, ids, concurrency)
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    started = time.perf_counter()
+    ok = loop.run_until_complete(coroutine)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    loop.close()
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return {"name": name, "n": n, "ok": ok, "cpu": cpu, "wall": wall, "rss_kb": after.ru_maxrss}
+
+
+# -- servers --------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def python_server(latency: float = 0.0) -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, str(HERE / "server.py"), str(port), str(latency)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        if process.stdout.readline().strip() != "ready":
+            raise RuntimeError("the bench server did not start")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def nginx_server() -> Iterator[str]:
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    port = free_port()
+    body = (HERE / "session.json").read_text().strip()
+    with tempfile.TemporaryDirectory() as prefix:
+        conf = Path(prefix) / "nginx.conf"
+        conf.write_text(
+            f"""
+worker_processes 1;
+daemon off;
+pid {prefix}/nginx.pid;
+error_log stderr error;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path {prefix};
+    server {{
+        listen 127.0.0.1:{port} backlog=1024;
+        location /v1/sessions/ {{
+            default_type application/json;
+            return 200 '{body}';
+        }}
+    }}
+}}
+"""
+        )
+        process = subprocess.Popen([nginx, "-p", prefix, "-c", str(conf)])
+        try:
+            for _ in range(100):
+                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port)):
+                    break
+                time.sleep(0.05)
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            process.terminate()
+            process.wait(timeout=10)
+
+
+def has_nginx() -> bool:
+    return shutil.which("nginx") is not None or Path("/usr/sbin/nginx").exists()
+
+
+# -- the orchestration ----------------------------------------------------------------------
+
+
+def spawn(name: str, url: str, n: int, concurrency: int) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, __file__, "contender", name, url, str(n), str(concurrency)],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONHASHSEED": "0"},
+    )
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    if result["ok"] != n:
+        raise RuntimeError(f"{name}: {result['ok']} of {n} releases succeeded")
+    return result
+
+
+def median_of(rows: list[dict[str, Any]], key: str) -> float:
+    return statistics.median(row[key] for row in rows)
+
+
+def throughput(
+    url: str, contenders: list[str], n: int, concurrency: int, runs: int
+) -> dict[str, Any]:
+    rows: dict[str, list[dict[str, Any]]] = {name: [] for name in contenders}
+    for round_ in range(runs):
+        order = contenders[round_ % len(contenders) :] + contenders[: round_ % len(contenders)]
+        for name in order:
+            rows[name].append(spawn(name, url, n, concurrency))
+    table = {}
+    for name, measured in rows.items():
+        cpu = median_of(measured, "cpu")
+        wall = median_of(measured, "wall")
+        table[name] = {
+            "cpu_us_per_release": cpu / n * 1e6,
+            "wall_s": wall,
+            "releases_per_s": n / wall,
+            "peak_rss_mib": median_of(measured, "rss_kb") / 1024,
+            "runs": measured,
+        }
+    return table
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=5000, help="releases per contender run")
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--runs", type=int, default=5, help="alternating rounds (median)")
+    parser.add_argument("--server", choices=("auto", "nginx", "python"), default="auto")
+    parser.add_argument("--stream", default="10000,100000", help="ids for the RSS check")
+    parser.add_argument("--latency-n", type=int, default=2000)
+    parser.add_argument("--quick", action="store_true", help="tiny N, one round: a smoke run")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "latest.json")
+    args = parser.parse_args()
+    if args.quick:
+        args.n, args.runs, args.stream, args.latency_n = 200, 1, "200,400", 200
+    contenders = [name for name in CONTENDERS if name != "sdk" or _importable("browserbase")]
+    use_nginx = args.server == "nginx" or (args.server == "auto" and has_nginx())
+    server = nginx_server if use_nginx else python_server
+    report: dict[str, Any] = {
+        "n": args.n,
+        "concurrency": args.concurrency,
+        "runs": args.runs,
+        "server": "nginx" if use_nginx else "python",
+        "python": sys.version.split()[0],
+        "cpus": os.cpu_count(),
+    }
+    with server() as url:
+        report["throughput"] = throughput(url, contenders, args.n, args.concurrency, args.runs)
+        small, large = (int(x) for x in args.stream.split(","))
+        stream = {size: spawn("stream", url, size, args.concurrency) for size in (small, large)}
+        report["stream"] = {
+            "small": small,
+            "large": large,
+            "rss_small_mib": stream[small]["rss_kb"] / 1024,
+            "rss_large_mib": stream[large]["rss_kb"] / 1024,
+        }
+    with python_server(latency=0.05) as url:
+        latency_run = spawn("ours_many", url, args.latency_n, 100)
+        ideal = args.latency_n / 100 * 0.05
+        report["latency"] = {"n": args.latency_n, "wall_s": latency_run["wall"], "ideal_s": ideal}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2))
+    print(render(report))
+
+
+def render(report: dict[str, Any]) -> str:
+    table = report["throughput"]
+    lines = [
+        f"{report['n']} releases, concurrency {report['concurrency']}, "
+        f"median of {report['runs']} alternating rounds, {report['server']} server, "
+        f"Python {report['python']}, {report['cpus']} CPUs",
+        "",
+        "| contender | CPU µs / release | wall s | releases / s | peak RSS MiB |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, row in table.items():
+        lines.append(
+            f"| {LABELS[name]} | {row['cpu_us_per_release']:.0f} | {row['wall_s']:.2f} "
+            f"| {row['releases_per_s']:.0f} | {row['peak_rss_mib']:.1f} |"
+        )
+    cpu = {name: row["cpu_us_per_release"] for name, row in table.items()}
+    lines += ["", "| ratio | value | target |", "|---|---:|---:|"]
+    lines.append(
+        f"| ours (release_many) / bare aiohttp, CPU | {cpu['ours_many'] / cpu['aiohttp']:.2f} | <= 1.2 |"
+    )
+    lines.append(
+        f"| ours (release()) / bare aiohttp, CPU | {cpu['ours_release'] / cpu['aiohttp']:.2f} | <= 1.2 |"
+    )
+    if "sdk" in cpu:
+        lines.append(
+            f"| official SDK / ours (release_many), CPU | {cpu['sdk'] / cpu['ours_many']:.1f} | >= 10 |"
+        )
+    stream = report["stream"]
+    lines.append(
+        f"| RSS({stream['large']:,} streamed) / RSS({stream['small']:,} streamed) "
+        f"| {stream['rss_large_mib'] / stream['rss_small_mib']:.2f} | <= 1.1 |"
+    )
+    latency = report["latency"]
+    lines.append(
+        f"| latency-bound run ({latency['n']:,} ids, 50 ms, concurrency 100) / ideal "
+        f"| {latency['wall_s'] / latency['ideal_s']:.2f} | <= 1.25 |"
+    )
+    return "\n".join(lines)
+
+
+def _importable(module: str) -> bool:
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "contender":
+        _, _, name, url, n, concurrency = sys.argv
+        print(json.dumps(run_contender(name, url, int(n), int(concurrency))))
+    else:
+        main()

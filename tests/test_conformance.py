@@ -1,0 +1,147 @@
+"""The client and the fake, held to the vendor's OpenAPI description (tests/spec/)."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import jsonschema
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis_jsonschema import from_schema
+
+from browserbase_async import RetryPolicy, SessionsAPI, SessionStatus
+from browserbase_async._converter import structure_session, structure_sessions
+from browserbase_async.testing import FakeBrowserbase, Fault
+
+SPEC: dict[str, Any] = json.loads(
+    (Path(__file__).parent / "spec" / "browserbase-openapi.json").read_text()
+)
+
+
+def resolved(node: Any) -> Any:
+    """The schema with every local ``$ref`` replaced by what it points to."""
+    if isinstance(node, dict):
+        if "$ref" in node:
+            target: Any = SPEC
+            for part in node["$ref"].removeprefix("#/").split("/"):
+                target = target[part]
+            return resolved(target)
+        return {key: resolved(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [resolved(item) for item in node]
+    return node
+
+
+@cache
+def operation(path: str, method: str) -> dict[str, Any]:
+    return resolved(SPEC["paths"][path][method])  # type: ignore[no-any-return]
+
+
+SESSION = resolved(SPEC["components"]["schemas"]["Session"])
+CHECKER = jsonschema.Draft7Validator.FORMAT_CHECKER
+
+
+def validate(instance: object, schema: dict[str, Any]) -> None:
+    jsonschema.Draft7Validator(schema, format_checker=CHECKER).validate(instance)
+
+
+# -- spec-generated data ------------------------------------------------------
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(from_schema(SESSION))
+def test_every_session_the_spec_allows_is_structured(data: dict[str, Any]) -> None:
+    session = structure_session(data)
+    assert session.id == data["id"]
+    assert session.created_at.tzinfo is not None
+    assert session.status in set(SessionStatus)
+    assert session.proxy_bytes == data["proxyBytes"]
+    assert (session.ended_at is None) == ("endedAt" not in data)
+    assert session.user_metadata == data.get("userMetadata")
+
+
+@settings(max_examples=50, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    from_schema(
+        operation("/v1/sessions", "get")["responses"]["200"]["content"]["application/json"][
+            "schema"
+        ]
+    )
+)
+def test_every_list_the_spec_allows_is_structured(data: list[dict[str, Any]]) -> None:
+    assert [session.id for session in structure_sessions(data)] == [item["id"] for item in data]
+
+
+# -- the fake obeys the spec --------------------------------------------------
+
+ROUTES = {
+    "list": ("/v1/sessions", "get"),
+    "create": ("/v1/sessions", "post"),
+    "retrieve": ("/v1/sessions/{id}", "get"),
+    "update": ("/v1/sessions/{id}", "post"),
+}
+
+
+def check_exchange(
+    route: str, query: dict[str, str], request: bytes, status: int, body: bytes
+) -> None:
+    spec = operation(*ROUTES[route])
+    for parameter in spec.get("parameters", []):
+        if parameter["in"] == "query" and parameter["name"] in query:
+            validate(query[parameter["name"]], parameter["schema"])
+    if "requestBody" in spec:
+        validate(
+            json.loads(request or b"{}"),
+            spec["requestBody"]["content"]["application/json"]["schema"],
+        )
+    if str(status) in spec["responses"]:
+        schema = spec["responses"][str(status)]["content"]["application/json"]["schema"]
+        validate(json.loads(body), schema)
+    else:
+        assert status >= 400, f"{route} answered {status}, which the spec does not describe"
+        assert "message" in json.loads(body)
+
+
+@pytest.mark.asyncio
+async def test_the_fake_and_the_client_speak_the_spec() -> None:
+    async with FakeBrowserbase(record_exchanges=True) as fake:
+        fake.add_sessions(5, user_metadata={"job": "a"})
+        fake.add_session("ended", status="COMPLETED", context_id="ctx-1")
+        fake.add_session("failed", status="ERROR")
+        async with aiohttp.ClientSession() as http:
+            created = await http.post(
+                f"{fake.base_url}/v1/sessions",
+                json={"projectId": "p", "keepAlive": True, "userMetadata": {"job": "b"}},
+                headers={"X-BB-API-Key": fake.api_key},
+            )
+            assert created.status == 201
+            created.release()
+        async with SessionsAPI(
+            fake.api_key,
+            base_url=fake.base_url,
+            project_id="proj",
+            retry=RetryPolicy(initial_delay=0),
+        ) as api:
+            await api.list()
+            for status in SessionStatus:
+                await api.list(status=status)
+            await api.list(q="user_metadata['job']:'a'")
+            await api.retrieve("ended")
+            fake.inject(Fault.lose())
+            await api.release_all(q="user_metadata['job']:'a'")
+            await api.release("ended")
+            await api.release("failed", wait=True)
+            await api.release_many(["ended", "missing"])
+    assert len(fake.received.exchanges) > 20
+    for exchange in fake.received.exchanges:
+        check_exchange(
+            exchange.route,
+            exchange.query,
+            exchange.request_body,
+            exchange.status,
+            exchange.response_body,
+        )
