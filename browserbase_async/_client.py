@@ -34,7 +34,7 @@ from ._config import (
 from ._converter import structure_session, structure_sessions
 from ._errors import APIError, APIResponseValidationError, APITimeoutError, excerpt, for_status
 from ._models import Session, SessionStatus
-from ._retry import DEFAULT_RETRY_POLICY, RetryBudget, RetryPolicy, build_retrying
+from ._retry import DEFAULT_RETRY_POLICY, RetryBudget, RetryPolicy, build_retrying, is_retryable
 from ._transport import Transport
 
 if TYPE_CHECKING:
@@ -63,6 +63,8 @@ class _Call:
     params: Mapping[str, str] | None = None
     flow: FlowControl | None = None
     attempts: int = 0
+    replay: APIError | None = None
+    """A failure of the first attempt, handed to the retry loop to judge."""
 
 
 class SessionsAPI:
@@ -440,9 +442,20 @@ class SessionsAPI:
     async def _call(self, call: _Call) -> object:
         self._check_open()
         self._budget.deposit()
+        # The first attempt runs bare: the retry machinery costs only calls that fail.
+        try:
+            return await self._attempt(call)
+        except APIError as exc:
+            if not is_retryable(exc):
+                raise
+            call.replay = exc
         return await self._retrying(self._attempt, call)
 
     async def _attempt(self, call: _Call) -> object:
+        if call.replay is not None:
+            # The retry loop's first turn: the failure already seen, judged like any other.
+            failure, call.replay = call.replay, None
+            raise failure
         call.attempts += 1
         flow = call.flow
         request = self._transport.request

@@ -184,6 +184,10 @@ class CallState(Protocol):
         """The session the call is about, for the log."""
 
     @property
+    def attempts(self) -> int:
+        """Attempts made so far, the one that just failed included."""
+
+    @property
     def flow(self) -> object | None:
         """A bulk run's flow control; it serves server-asked waits with its pause gate."""
 
@@ -195,7 +199,9 @@ def build_retrying(
 
     The returned coroutine function runs ``attempt(call)`` until it succeeds,
     fails for good, or the policy or the budget says stop; then the last
-    exception is raised as it is.
+    exception is raised as it is. The hooks count attempts with
+    ``call.attempts``, not tenacity's own counter, so that a caller may make
+    the first attempt itself and enter the loop only when it failed.
 
     One object serves concurrent calls safely: each call gets its own
     ``RetryCallState``, and as every hook below is synchronous, tenacity's
@@ -210,9 +216,9 @@ def build_retrying(
 
     def wait(state: _t.RetryCallState) -> float:
         asked = asked_wait(state)
-        if asked is None:
-            return policy.backoff(state.attempt_number)
         call: CallState = state.args[0]
+        if asked is None:
+            return policy.backoff(call.attempts)
         # In a bulk run the pause gate holds every worker until then.
         if call.flow is not None:
             return 0.0
@@ -221,7 +227,7 @@ def build_retrying(
     def stop(state: _t.RetryCallState) -> bool:
         call: CallState = state.args[0]
         exc = _exception(state)
-        if state.attempt_number >= policy.max_attempts:
+        if call.attempts >= policy.max_attempts:
             return True
         asked = asked_wait(state)
         if asked is not None and asked > policy.max_retry_after:
@@ -242,7 +248,7 @@ def build_retrying(
         logger.info(
             "retrying session %s: attempt %d failed with %s; next in %.3f s",
             call.session_id,
-            state.attempt_number,
+            call.attempts,
             _exception(state),
             state.upcoming_sleep,
         )
