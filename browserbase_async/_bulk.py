@@ -34,6 +34,8 @@ ReleaseOne: TypeAlias = Callable[[object, "FlowControl"], Awaitable["ReleaseResu
 
 STREAM_MEMO_SIZE: Final = 4096
 """Finished ids that `release_iter` remembers, to report a repeat without a new request."""
+WORKER_NAME: Final = "browserbase_async-worker-"
+"""Prefix of the names of a run's worker tasks."""
 ALREADY_ENDED_STATUSES: Final = frozenset({400, 409, 410, 422})
 """Refusals of a release that are checked with ``retrieve``: the session may have ended."""
 MAX_RESUME_JITTER: Final = 1.0
@@ -114,6 +116,12 @@ class FlowControl:
         self.limit = float(self.concurrency)
         self._gate.set()
 
+    def try_acquire(self) -> int | None:
+        """Take a permit if one is free at once; return its ticket, else ``None``."""
+        if self.in_flight < int(self.limit) and self._gate.is_set() and not self._waiters:
+            return self._take()
+        return None
+
     async def acquire(self) -> int:
         """Wait for a permit; return its ticket, to hand back to `release`."""
         while True:
@@ -130,6 +138,9 @@ class FlowControl:
             finally:
                 if waiter in self._waiters:
                     self._waiters.remove(waiter)
+        return self._take()
+
+    def _take(self) -> int:
         self.in_flight += 1
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         self._tickets += 1
@@ -147,9 +158,10 @@ class FlowControl:
                     self._last_decrease = self._tickets
             elif response.status < 300:
                 self.limit = min(float(self.concurrency), self.limit + 1.0 / self.limit)
-            asked = retry_after(response.headers)
-            if asked is not None and 0 < asked <= self.max_retry_after:
-                self._pause(asked)
+            if response.status >= 400:
+                asked = retry_after(response.headers)
+                if asked is not None and 0 < asked <= self.max_retry_after:
+                    self._pause(asked)
         self._wake()
 
     def _pause(self, seconds: float) -> None:
@@ -244,20 +256,25 @@ class _Memo:
             future.set_result(result)
 
 
-async def run(
+Emit: TypeAlias = Callable[[int, ReleaseResult], Awaitable[None]]
+
+
+async def drive(
     release_one: ReleaseOne,
     session_ids: SessionIds,
+    emit: Emit,
     *,
     concurrency: int,
     max_retry_after: float,
     memo_size: int | None,
-) -> AsyncGenerator[tuple[int, ReleaseResult], None]:
-    """Release every id of *session_ids*; yield ``(position, result)`` as each finishes.
+) -> None:
+    """Release every id of *session_ids*, handing each ``(position, result)`` to *emit*.
 
     Args:
         release_one: Releases one id through a flow; never raises but for
             cancellation.
         session_ids: The ids, read lazily.
+        emit: Receives each result as it finishes; awaited by the worker.
         concurrency: Workers, and the most requests in flight.
         max_retry_after: The longest server-asked pause honoured, in seconds.
         memo_size: Finished ids remembered to answer repeats; ``None``: all.
@@ -265,46 +282,78 @@ async def run(
     Raises:
         ValueError: *concurrency* is below 1.
         TypeError: *session_ids* is a single string.
+        Exception: Whatever the input itself raised, once the started releases are done.
     """
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency!r}")
     source = _Source(session_ids)
     flow = FlowControl(concurrency, max_retry_after)
     memo = _Memo(memo_size)
-    # Bounded, so that a slow consumer slows the workers instead of piling up results.
-    finished: asyncio.Queue[tuple[int, ReleaseResult] | None] = asyncio.Queue(concurrency)
     errors: list[BaseException] = []
 
     async def worker() -> None:
         try:
             while (item := await _next_or_record(source, errors)) is not None:
                 position, session_id = item
-                result = await _release_once(release_one, session_id, flow, memo)
-                await finished.put((position, result))
-        except Exception as exc:  # a bug of ours: surface it, never hang the run
+                await emit(position, await _release_once(release_one, session_id, flow, memo))
+        except Exception as exc:  # the consumer's or ours: surface it, never hang the run
             errors.append(exc)
             source.exhausted = True
-        await finished.put(None)
 
-    workers = [
-        asyncio.create_task(worker(), name=f"browserbase_async-worker-{n}")
-        for n in range(concurrency)
-    ]
+    workers = [asyncio.create_task(worker(), name=f"{WORKER_NAME}{n}") for n in range(concurrency)]
     try:
-        running = len(workers)
-        while running:
-            item = await finished.get()
-            if item is None:
-                running -= 1
-                continue
-            yield item
-        if errors:
-            raise errors[0]
+        await asyncio.gather(*workers)
     finally:
         for task in workers:
             task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
         flow.close()
+    if errors:
+        raise errors[0]
+
+
+async def stream(
+    release_one: ReleaseOne,
+    session_ids: SessionIds,
+    *,
+    concurrency: int,
+    max_retry_after: float,
+    memo_size: int | None,
+) -> AsyncGenerator[tuple[int, ReleaseResult], None]:
+    """`drive`, as an async generator of ``(position, result)`` in completion order.
+
+    Closing the generator cancels the run.
+    """
+    # Bounded, so that a slow consumer slows the workers instead of piling up results.
+    finished: asyncio.Queue[tuple[int, ReleaseResult] | None] = asyncio.Queue(max(concurrency, 1))
+    failure: list[Exception] = []
+
+    async def emit(position: int, result: ReleaseResult) -> None:
+        await finished.put((position, result))
+
+    async def run_then_end() -> None:
+        try:
+            await drive(
+                release_one,
+                session_ids,
+                emit,
+                concurrency=concurrency,
+                max_retry_after=max_retry_after,
+                memo_size=memo_size,
+            )
+        except Exception as exc:
+            failure.append(exc)
+        await finished.put(None)
+
+    runner = asyncio.create_task(run_then_end(), name="browserbase_async-run")
+    try:
+        while (item := await finished.get()) is not None:
+            yield item
+        if failure:
+            raise failure[0]
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
 
 
 async def _next_or_record(

@@ -292,7 +292,7 @@ class SessionsAPI:
                 never raised: it is in its result.
         """
         release_one = self._bulk_release_one(project_id, wait, wait_timeout)
-        run = _bulk.run(
+        run = _bulk.stream(
             release_one,
             session_ids,
             concurrency=concurrency,
@@ -333,21 +333,22 @@ class SessionsAPI:
             ValueError: *concurrency* is below 1.
         """
         results: list[ReleaseResult | None] = []
-        release_one = self._bulk_release_one(project_id, wait, wait_timeout)
-        run = _bulk.run(
-            release_one,
+
+        async def keep(position: int, result: ReleaseResult) -> None:
+            if position >= len(results):
+                results.extend([None] * (position + 1 - len(results)))
+            results[position] = result
+            if on_result is not None:
+                on_result(result)
+
+        await _bulk.drive(
+            self._bulk_release_one(project_id, wait, wait_timeout),
             session_ids,
+            keep,
             concurrency=concurrency,
             max_retry_after=self.retry.max_retry_after,
             memo_size=None,
         )
-        async with contextlib.aclosing(run):
-            async for position, result in run:
-                if position >= len(results):
-                    results.extend([None] * (position + 1 - len(results)))
-                results[position] = result
-                if on_result is not None:
-                    on_result(result)
         return BulkReleaseReport([result for result in results if result is not None])
 
     async def release_all(
@@ -462,7 +463,9 @@ class SessionsAPI:
         if flow is None:
             response = await request(call.method, call.path, body=call.body, params=call.params)
         else:
-            ticket = await flow.acquire()
+            ticket = flow.try_acquire()
+            if ticket is None:
+                ticket = await flow.acquire()
             try:
                 response = await request(call.method, call.path, body=call.body, params=call.params)
             except BaseException:
