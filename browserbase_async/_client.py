@@ -34,7 +34,14 @@ from ._config import (
 from ._converter import structure_session, structure_sessions
 from ._errors import APIError, APIResponseValidationError, APITimeoutError, excerpt, for_status
 from ._models import Session, SessionStatus
-from ._retry import DEFAULT_RETRY_POLICY, RetryBudget, RetryPolicy, build_retrying, is_retryable
+from ._retry import (
+    DEFAULT_RETRY_POLICY,
+    RetryBudget,
+    RetryPolicy,
+    build_retrying,
+    is_retryable,
+    poll_until,
+)
 from ._transport import Transport
 
 if TYPE_CHECKING:
@@ -549,15 +556,13 @@ class SessionsAPI:
         Raises:
             APITimeoutError: Not terminal within *wait_timeout* seconds.
         """
-        poll = 0
+
+        async def fetch() -> Session:
+            return await self._retrieve(session_id, flow)
+
         try:
             async with asyncio.timeout(wait_timeout):
-                while True:
-                    poll += 1
-                    await asyncio.sleep(self.retry.backoff(poll))
-                    session = await self._retrieve(session_id, flow)
-                    if session.is_terminal:
-                        return session
+                return await poll_until(fetch, lambda session: session.is_terminal, self.retry)
         except TimeoutError:
             raise APITimeoutError(
                 f"session {session_id} did not reach a terminal state within {wait_timeout} s"

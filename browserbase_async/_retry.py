@@ -263,6 +263,24 @@ def build_retrying(
     return retrying
 
 
+async def poll_until(
+    fetch: Callable[[], Awaitable[_R]], done: Callable[[_R], bool], policy: RetryPolicy
+) -> _R:
+    """Call *fetch* until *done* holds for its result, with the policy's backoff between.
+
+    It polls forever: bound it with a timeout. An exception of *fetch* (which
+    retries on its own) ends the polling at once. *fetch* must be a coroutine
+    function, as tenacity tells them apart by their kind.
+    """
+    polling: _t.AsyncRetrying = _t.AsyncRetrying(
+        retry=_t.retry_if_result(lambda result: not done(result)),
+        wait=lambda state: policy.backoff(state.attempt_number),
+        stop=_t.stop_never,
+    )
+    result: _R = await polling(fetch)
+    return result
+
+
 def _exception(state: _t.RetryCallState) -> BaseException | None:
     assert state.outcome is not None  # tenacity calls these hooks after an attempt
     return state.outcome.exception()
