@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import pty
 import signal
 import sys
 from pathlib import Path
@@ -265,3 +267,39 @@ async def test_ctrl_c_stops_cleanly_and_says_what_was_done(
     assert "Traceback" not in err.decode()
     released = sum(fake_browserbase.status(sid) == "COMPLETED" for sid in ids)
     assert 0 < released < 2000
+
+
+async def test_the_progress_bar_is_drawn_on_a_terminal(fake_browserbase: FakeBrowserbase) -> None:
+    fake_browserbase.faults = FaultPlan(latency=0.01)
+    ids = fake_browserbase.add_sessions(200)
+    main, terminal = pty.openpty()
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("BROWSERBASE_")}
+    environ |= {
+        "BROWSERBASE_API_KEY": fake_browserbase.api_key,
+        "BROWSERBASE_BASE_URL": fake_browserbase.base_url,
+        "TERM": "xterm",
+        "COLUMNS": "100",
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "browserbase_async",
+        "release",
+        "--concurrency",
+        "4",
+        *ids,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=terminal,
+        env=environ,
+    )
+    os.close(terminal)
+    out, _ = await process.communicate()
+    drawn = b""
+    with contextlib.suppress(OSError):  # EIO once the child's end is closed
+        while chunk := os.read(main, 65536):
+            drawn += chunk
+    os.close(main)
+    assert process.returncode == 0
+    assert out == b""
+    assert b"releasing" in drawn
+    assert b"released 200 of 200 sessions" in drawn
