@@ -70,6 +70,7 @@ class _Call:
     params: Mapping[str, str] | None = None
     flow: FlowControl | None = None
     attempts: int = 0
+    rate_limited: int = 0
     replay: APIError | None = None
     """A failure of the first attempt, handed to the retry loop to judge."""
 
@@ -481,6 +482,8 @@ class SessionsAPI:
             flow.release(ticket, response)
         error = for_status(response.status, response.headers, response.body)
         if error is not None:
+            if flow is not None and response.status == 429:
+                call.rate_limited += 1
             raise error
         try:
             return json.loads(response.body)

@@ -24,6 +24,8 @@ from ._errors import APIConnectionError, APIStatusError, RateLimitError
 logger: Final = logging.getLogger("browserbase_async")
 
 RETRY_STATUSES: Final = frozenset({408, 409, 429, 500, 502, 503, 504})
+BULK_RATE_LIMIT_RETRIES: Final = 10
+"""429s per session that a bulk run retries without using up one of ``max_attempts``."""
 BUDGET_WINDOW: Final = 10.0
 """Seconds of ``budget_min_per_second`` the retry budget can save up."""
 
@@ -188,6 +190,10 @@ class CallState(Protocol):
         """Attempts made so far, the one that just failed included."""
 
     @property
+    def rate_limited(self) -> int:
+        """Attempts of a bulk run refused with 429: flow control, not failures."""
+
+    @property
     def flow(self) -> object | None:
         """A bulk run's flow control; it serves server-asked waits with its pause gate."""
 
@@ -227,7 +233,10 @@ def build_retrying(
     def stop(state: _t.RetryCallState) -> bool:
         call: CallState = state.args[0]
         exc = _exception(state)
-        if call.attempts >= policy.max_attempts:
+        # In a bulk run a 429 shrinks the run's window; it does not use up an attempt.
+        if call.attempts - call.rate_limited >= policy.max_attempts:
+            return True
+        if call.rate_limited > BULK_RATE_LIMIT_RETRIES:
             return True
         asked = asked_wait(state)
         if asked is not None and asked > policy.max_retry_after:

@@ -11,11 +11,13 @@ import pytest
 from browserbase_async import (
     InternalServerError,
     NotFoundError,
+    RateLimitError,
     ReleaseResult,
     RetryPolicy,
     SessionStatus,
 )
 from browserbase_async._bulk import FlowControl
+from browserbase_async._retry import BULK_RATE_LIMIT_RETRIES
 from browserbase_async._transport import Response
 from browserbase_async.testing import FakeBrowserbase, FaultPlan
 
@@ -73,8 +75,8 @@ async def test_a_concurrency_limit_below_ours_costs_few_429s(
 ) -> None:
     fake_browserbase.faults = FaultPlan(max_in_flight=8, latency=0.002)
     ids = fake_browserbase.add_sessions(1000)
-    policy = RetryPolicy(max_attempts=10, initial_delay=0.001, max_delay=0.01)
-    async with make_api(retry=policy) as api:
+    # The default policy's shape (3 attempts): in a bulk run, 429s do not use them up.
+    async with make_api() as api:
         report = await api.release_many(ids, concurrency=64)
     assert report.ok
     refused = fake_browserbase.received.answers[429]
@@ -326,3 +328,16 @@ async def test_a_slow_server_is_kept_full(
         report = await api.release_many(ids, concurrency=100)
     assert report.ok
     assert fake_browserbase.received.peak_in_flight == 100
+
+
+async def test_a_server_that_always_refuses_ends_the_run_anyway(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    fake_browserbase.faults = FaultPlan(rate_limit_rate=1.0)
+    ids = fake_browserbase.add_sessions(5)
+    async with make_api() as api:
+        report = await api.release_many(ids, concurrency=2)
+    assert all(isinstance(result.error, RateLimitError) for result in report.results)
+    # 429s use up no attempt in a bulk run, but only so many are retried.
+    assert {result.attempts for result in report.results} == {BULK_RATE_LIMIT_RETRIES + 1}
+    assert fake_browserbase.received.requests["update"] == 5 * (BULK_RATE_LIMIT_RETRIES + 1)
