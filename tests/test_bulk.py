@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -60,14 +61,17 @@ async def test_an_outage_is_not_amplified(
 ) -> None:
     fake_browserbase.faults = FaultPlan(error_rate=1.0)
     ids = fake_browserbase.add_sessions(2000)
+    started = time.monotonic()
     async with make_api() as api:
         report = await api.release_many(ids, concurrency=64)
+    elapsed = time.monotonic() - started
     assert len(report.failed) == len(ids)
     assert all(isinstance(result.error, InternalServerError) for result in report.failed)
     sent = fake_browserbase.received.requests["update"]
-    print(f"outage: {sent / len(ids):.3f} requests per session")
-    # 20 % earned by first attempts, plus the per-second floor for the run's short life.
-    assert sent <= 1.25 * len(ids)
+    print(f"outage: {sent / len(ids):.3f} requests per session in {elapsed:.1f} s")
+    # The budget's own arithmetic: 0.2 retries per first attempt, plus the 10 a second
+    # it starts with and earns with time (the bound, not a timing target).
+    assert sent <= 1.2 * len(ids) + 10 * (1 + elapsed) + 1
 
 
 async def test_a_concurrency_limit_below_ours_costs_few_429s(
