@@ -255,6 +255,17 @@ class _Memo:
         if future is not None and not future.done():
             future.set_result(result)
 
+    def abandon(self, session_id: str, exc: BaseException) -> None:
+        """Forget *session_id*, passing *exc* on to any repeat waiting for it."""
+        future = self._futures.pop(session_id, None)
+        if future is None or future.done():
+            return
+        if isinstance(exc, asyncio.CancelledError):
+            future.cancel()
+        else:
+            future.set_exception(exc)
+            future.exception()  # marked as retrieved: the worker that raised reports it
+
 
 Emit: TypeAlias = Callable[[int, ReleaseResult], Awaitable[None]]
 
@@ -378,7 +389,12 @@ async def _release_once(
     known = memo.claim(session_id)
     if known is not None:
         return await asyncio.shield(known)
-    result = await release_one(session_id, flow)
+    try:
+        result = await release_one(session_id, flow)
+    except BaseException as exc:
+        # Never leave a repeat of this id waiting for a result that will not come.
+        memo.abandon(session_id, exc)
+        raise
     memo.settle(session_id, result)
     return result
 

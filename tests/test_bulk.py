@@ -17,7 +17,7 @@ from browserbase_async import (
     RetryPolicy,
     SessionStatus,
 )
-from browserbase_async._bulk import FlowControl
+from browserbase_async._bulk import FlowControl, drive
 from browserbase_async._retry import BULK_RATE_LIMIT_RETRIES
 from browserbase_async._transport import Response
 from browserbase_async.testing import FakeBrowserbase, FaultPlan
@@ -345,3 +345,30 @@ async def test_a_server_that_always_refuses_ends_the_run_anyway(
     # 429s use up no attempt in a bulk run, but only so many are retried.
     assert {result.attempts for result in report.results} == {BULK_RATE_LIMIT_RETRIES + 1}
     assert fake_browserbase.received.requests["update"] == 5 * (BULK_RATE_LIMIT_RETRIES + 1)
+
+
+async def test_a_bug_in_a_release_ends_the_run_instead_of_hanging_it() -> None:
+    started = asyncio.Event()
+
+    async def release_one(session_id: object, flow: FlowControl) -> ReleaseResult:
+        if session_id == "boom":
+            await started.wait()
+            raise RuntimeError("a bug")
+        started.set()
+        return ReleaseResult(str(session_id), None, None, 1)
+
+    seen: list[int] = []
+
+    async def emit(position: int, result: ReleaseResult) -> None:
+        seen.append(position)
+
+    with pytest.raises(RuntimeError, match="a bug"):
+        await drive(
+            release_one,
+            ["boom", "ok", "boom", "ok-2"],
+            emit,
+            concurrency=4,
+            max_retry_after=1.0,
+            memo_size=None,
+        )
+    assert not our_tasks()
