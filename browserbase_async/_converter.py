@@ -87,8 +87,10 @@ def _build() -> cattrs.Converter:
     converter.register_structure_hook(
         Session, make_dict_structure_fn(Session, converter, **renames)
     )
+    # Absent rather than null, as the API sends them: its description types them as strings.
     converter.register_unstructure_hook(
-        Session, make_dict_unstructure_fn(Session, converter, **renames)
+        Session,
+        make_dict_unstructure_fn(Session, converter, _cattrs_omit_if_default=True, **renames),
     )
     return converter
 

@@ -254,7 +254,8 @@ async def release_ids(
         for session_id in ids:
             click.echo(session_id)
         if not quiet:
-            click.echo(f"dry run: would release {len(ids)} sessions", err=True)
+            noun = "session" if len(ids) == 1 else "sessions"
+            click.echo(f"dry run: would release {len(ids)} {noun}", err=True)
         return EXIT_OK
     # Opened first: a path we cannot write is said before anything is released.
     failed_file = _open_for_writing(failed_out) if failed_out is not None else None
