@@ -34,8 +34,13 @@ def _camel(name: str) -> str:
 def _structure_datetime(value: object, _: type) -> datetime:
     if not isinstance(value, str):
         raise TypeError(f"expected an ISO 8601 string, got {type(value).__name__}")
-    # RFC 3339 allows a lower-case "t" and "z"; fromisoformat does not.
-    parsed = datetime.fromisoformat(value.upper())
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        # RFC 3339 allows a lower-case "t" and "z"; fromisoformat does not.
+        parsed = datetime.fromisoformat(value.upper())
+    if parsed.tzinfo is UTC:
+        return parsed
     if parsed.tzinfo is None:
         # A date-time without an offset is read as UTC, as the API means it.
         return parsed.replace(tzinfo=UTC)
@@ -61,6 +66,13 @@ def _strict(kind: type[_T]) -> Callable[[object, type], _T]:
     return structure
 
 
+def _optional(structure: Callable[[object, type], _T]) -> Callable[[object, type], _T | None]:
+    def structure_optional(value: object, kind: type) -> _T | None:
+        return None if value is None else structure(value, kind)
+
+    return structure_optional
+
+
 def _tolerant_enum(enum_type: type[_E]) -> Callable[[object, type], _E | str]:
     members: dict[object, _E] = {member.value: member for member in enum_type}
 
@@ -76,6 +88,9 @@ def _tolerant_enum(enum_type: type[_E]) -> Callable[[object, type], _E | str]:
 def _build() -> cattrs.Converter:
     converter = cattrs.Converter()
     converter.register_structure_hook(datetime, _structure_datetime)
+    # The optional fields, directly: cattrs' general Optional path costs more than the parse.
+    converter.register_structure_hook(datetime | None, _optional(_structure_datetime))
+    converter.register_structure_hook(str | None, _optional(_strict(str)))
     converter.register_unstructure_hook(datetime, _unstructure_datetime)
     for kind in (str, int, bool):
         converter.register_structure_hook(kind, _strict(kind))
