@@ -232,39 +232,54 @@ _END: Final = object()
 
 
 class _Memo:
-    """Ids being released or released already, so a repeat is not sent twice."""
+    """Ids being released or released already, so that a repeat is not sent twice.
+
+    An id maps to its result once done; while in flight, to `_IN_FLIGHT`, or to
+    a future made only when a repeat comes to wait for it (repeats are rare,
+    futures are not free).
+    """
 
     def __init__(self, size: int | None) -> None:
         self._size = size
-        self._futures: OrderedDict[str, asyncio.Future[ReleaseResult]] = OrderedDict()
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
 
-    def claim(self, session_id: str) -> asyncio.Future[ReleaseResult] | None:
-        """Return the pending or done result of *session_id*, or claim it (``None``)."""
-        known = self._futures.get(session_id)
-        if known is not None:
-            return known
-        self._futures[session_id] = asyncio.get_running_loop().create_future()
-        if self._size is not None and len(self._futures) > self._size:
-            oldest_id, oldest = next(iter(self._futures.items()))
-            if oldest.done():
-                del self._futures[oldest_id]
-        return None
+    def lookup(self, session_id: str) -> ReleaseResult | asyncio.Future[ReleaseResult] | None:
+        """A repeat's result, or a future of it; ``None`` (and the id claimed) when it is new."""
+        entry = self._entries.get(session_id)
+        if entry is None:
+            self._entries[session_id] = _IN_FLIGHT
+            if self._size is not None and len(self._entries) > self._size:
+                oldest_id, oldest = next(iter(self._entries.items()))
+                if isinstance(oldest, ReleaseResult):
+                    del self._entries[oldest_id]
+            return None
+        if isinstance(entry, ReleaseResult):
+            return entry
+        if entry is _IN_FLIGHT:
+            entry = self._entries[session_id] = asyncio.get_running_loop().create_future()
+        assert isinstance(entry, asyncio.Future)
+        return entry
 
     def settle(self, session_id: str, result: ReleaseResult) -> None:
-        future = self._futures.get(session_id)
-        if future is not None and not future.done():
-            future.set_result(result)
+        entry = self._entries.get(session_id)
+        self._entries[session_id] = result
+        if isinstance(entry, asyncio.Future) and not entry.done():
+            entry.set_result(result)
 
     def abandon(self, session_id: str, exc: BaseException) -> None:
         """Forget *session_id*, passing *exc* on to any repeat waiting for it."""
-        future = self._futures.pop(session_id, None)
-        if future is None or future.done():
+        entry = self._entries.pop(session_id, None)
+        if not isinstance(entry, asyncio.Future) or entry.done():
             return
         if isinstance(exc, asyncio.CancelledError):
-            future.cancel()
+            entry.cancel()
         else:
-            future.set_exception(exc)
-            future.exception()  # marked as retrieved: the worker that raised reports it
+            entry.set_exception(exc)
+            entry.exception()  # marked as retrieved: the worker that raised reports it
+
+
+_IN_FLIGHT: Final = object()
+_Entry: TypeAlias = "ReleaseResult | asyncio.Future[ReleaseResult] | object"
 
 
 Emit: TypeAlias = Callable[[int, ReleaseResult], Awaitable[None]]
@@ -386,7 +401,9 @@ async def _release_once(
 ) -> ReleaseResult:
     if not isinstance(session_id, str):
         return await release_one(session_id, flow)
-    known = memo.claim(session_id)
+    known = memo.lookup(session_id)
+    if isinstance(known, ReleaseResult):
+        return known
     if known is not None:
         return await asyncio.shield(known)
     try:
