@@ -6,7 +6,8 @@
 Each contender runs in a fresh process of its own, against one server in another process on
 127.0.0.1, for the same ids at the same concurrency; the contenders alternate, round after
 round, and the table gives the median of the rounds. CPU time is the client process's own
-(getrusage), measured around the releases only; peak RSS is the process's high-water mark.
+(getrusage), measured around the releases only, after an untimed warm-up round of 500; peak RSS
+is the process's high-water mark.
 """
 
 from __future__ import annotations
@@ -41,11 +42,12 @@ def _pin_server() -> None:
         os.sched_setaffinity(0, {SERVER_CPU})
 
 
-CONTENDERS = ("ours_many", "ours_release", "aiohttp", "sdk")
+CONTENDERS = ("ours_many", "ours_release", "aiohttp", "aiohttp_pool", "sdk")
 LABELS = {
     "ours_many": "ours: release_many",
     "ours_release": "ours: release() + semaphore",
     "aiohttp": "bare aiohttp loop",
+    "aiohttp_pool": "bare aiohttp worker pool",
     "sdk": "official SDK (browserbase)",
 }
 
@@ -92,6 +94,27 @@ async def bare_aiohttp(url: str, ids: list[str], concurrency: int) -> int:
         return sum(await asyncio.gather(*(one(i) for i in ids)))
 
 
+async def bare_aiohttp_pool(url: str, ids: list[str], concurrency: int) -> int:
+    """The bare loop as a worker pool, the shape of release_many: the floor for that shape."""
+    import aiohttp
+
+    headers = {"X-BB-API-Key": "bench-key"}
+    body = {"status": "REQUEST_RELEASE"}
+    pending = iter(ids)
+    done = 0
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100)) as http:
+
+        async def worker() -> None:
+            nonlocal done
+            for session_id in pending:
+                endpoint = f"{url}/v1/sessions/{session_id}"
+                async with http.post(endpoint, json=body, headers=headers) as answer:
+                    done += (await answer.json())["status"] == "COMPLETED"
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return done
+
+
 async def official_sdk(url: str, ids: list[str], concurrency: int) -> int:
     from browserbase import AsyncBrowserbase
 
@@ -129,11 +152,13 @@ RUNNERS: dict[str, Callable[[str, list[str], int], Coroutine[Any, Any, int]]] = 
     "ours_many": ours_many,
     "ours_release": ours_release,
     "aiohttp": bare_aiohttp,
+    "aiohttp_pool": bare_aiohttp_pool,
     "sdk": official_sdk,
 }
 
 
-IMPORTS = {"sdk": "browserbase", "aiohttp": "aiohttp"}
+IMPORTS = {"sdk": "browserbase", "aiohttp": "aiohttp", "aiohttp_pool": "aiohttp"}
+WARM_UP = 500
 
 
 def run_contender(name: str, url: str, n: int, concurrency: int) -> dict[str, Any]:
@@ -146,6 +171,10 @@ def run_contender(name: str, url: str, n: int, concurrency: int) -> dict[str, An
     if name == "stream":
         coroutine = ours_stream(url, n, concurrency)
     else:
+        # A warm-up round, untimed and alike for all: the measure is of the steady state,
+        # not of a new process's first connections and first-time code paths.
+        warm = [f"w-{i}" for i in range(WARM_UP)]
+        loop.run_until_complete(RUNNERS[name](url, warm, concurrency))
         ids = [f"s-{i}" for i in range(n)]
         coroutine = RUNNERS[name](url, ids, concurrency)
     before = resource.getrusage(resource.RUSAGE_SELF)
@@ -154,8 +183,18 @@ def run_contender(name: str, url: str, n: int, concurrency: int) -> dict[str, An
     wall = time.perf_counter() - started
     after = resource.getrusage(resource.RUSAGE_SELF)
     loop.close()
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"name": name, "n": n, "ok": ok, "cpu": cpu, "wall": wall, "rss_kb": after.ru_maxrss}
+    user = after.ru_utime - before.ru_utime
+    system = after.ru_stime - before.ru_stime
+    return {
+        "name": name,
+        "n": n,
+        "ok": ok,
+        "cpu": user + system,
+        "sys": system,
+        "page_faults": after.ru_minflt - before.ru_minflt,
+        "wall": wall,
+        "rss_kb": after.ru_maxrss,
+    }
 
 
 # -- servers --------------------------------------------------------------------------------
@@ -275,6 +314,8 @@ def throughput(
         wall = median_of(measured, "wall")
         table[name] = {
             "cpu_us_per_release": cpu / n * 1e6,
+            "sys_us_per_release": median_of(measured, "sys") / n * 1e6,
+            "page_faults_per_release": median_of(measured, "page_faults") / n,
             "wall_s": wall,
             "releases_per_s": n / wall,
             "peak_rss_mib": median_of(measured, "rss_kb") / 1024,
@@ -286,6 +327,7 @@ def throughput(
 PAIRS = (
     ("ours (release_many) / bare aiohttp, CPU", "ours_many", "aiohttp", "<= 1.2"),
     ("ours (release()) / bare aiohttp, CPU", "ours_release", "aiohttp", "<= 1.2"),
+    ("ours (release_many) / bare aiohttp worker pool, CPU", "ours_many", "aiohttp_pool", ""),
     ("official SDK / ours (release_many), CPU", "sdk", "ours_many", ">= 10"),
 )
 
@@ -354,12 +396,14 @@ def render(report: dict[str, Any]) -> str:
         f"Python {report['python']}, {report['cpus']} CPUs"
         + (", client and server pinned to a core each" if PINNED else ""),
         "",
-        "| contender | CPU µs / release | wall s | releases / s | peak RSS MiB |",
-        "|---|---:|---:|---:|---:|",
+        "| contender | CPU µs / release | of which system | page faults / release "
+        "| wall s | releases / s | peak RSS MiB |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for name, row in table.items():
         lines.append(
-            f"| {LABELS[name]} | {row['cpu_us_per_release']:.0f} | {row['wall_s']:.2f} "
+            f"| {LABELS[name]} | {row['cpu_us_per_release']:.0f} | {row['sys_us_per_release']:.0f} "
+            f"| {row['page_faults_per_release']:.1f} | {row['wall_s']:.2f} "
             f"| {row['releases_per_s']:.0f} | {row['peak_rss_mib']:.1f} |"
         )
     ratios = paired_ratios(table)
