@@ -26,17 +26,25 @@ class Ran:
     err: str
 
 
+CLI = (sys.executable, "-m", "browserbase_async")
+
+
+def cli_environ(fake: FakeBrowserbase | None, **extra: str) -> dict[str, str]:
+    """This process's environment, minus any ambient Browserbase settings, plus the fake's."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("BROWSERBASE_")}
+    if fake is not None:
+        environ |= {"BROWSERBASE_API_KEY": fake.api_key, "BROWSERBASE_BASE_URL": fake.base_url}
+    return environ | extra
+
+
 async def run_cli(
     fake: FakeBrowserbase | None,
     *args: str,
     stdin: str = "",
     env: dict[str, str] | None = None,
-    program: tuple[str, ...] = (sys.executable, "-m", "browserbase_async"),
+    program: tuple[str, ...] = CLI,
 ) -> Ran:
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("BROWSERBASE_")}
-    if fake is not None:
-        environ |= {"BROWSERBASE_API_KEY": fake.api_key, "BROWSERBASE_BASE_URL": fake.base_url}
-    environ |= env or {}
+    environ = cli_environ(fake, **(env or {}))
     process = await asyncio.create_subprocess_exec(
         *program,
         *args,
@@ -241,22 +249,15 @@ async def test_ctrl_c_stops_cleanly_and_says_what_was_done(
 ) -> None:
     fake_browserbase.faults = FaultPlan(latency=0.05)
     ids = fake_browserbase.add_sessions(2000)
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("BROWSERBASE_")}
-    environ |= {
-        "BROWSERBASE_API_KEY": fake_browserbase.api_key,
-        "BROWSERBASE_BASE_URL": fake_browserbase.base_url,
-    }
     process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "browserbase_async",
+        *CLI,
         "release",
         "--concurrency",
         "8",
         *ids,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env=environ,
+        env=cli_environ(fake_browserbase),
     )
     await fake_browserbase.wait_for_requests(40)
     process.send_signal(signal.SIGINT)
@@ -273,24 +274,15 @@ async def test_the_progress_bar_is_drawn_on_a_terminal(fake_browserbase: FakeBro
     fake_browserbase.faults = FaultPlan(latency=0.01)
     ids = fake_browserbase.add_sessions(200)
     main, terminal = pty.openpty()
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("BROWSERBASE_")}
-    environ |= {
-        "BROWSERBASE_API_KEY": fake_browserbase.api_key,
-        "BROWSERBASE_BASE_URL": fake_browserbase.base_url,
-        "TERM": "xterm",
-        "COLUMNS": "100",
-    }
     process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "browserbase_async",
+        *CLI,
         "release",
         "--concurrency",
         "4",
         *ids,
         stdout=asyncio.subprocess.PIPE,
         stderr=terminal,
-        env=environ,
+        env=cli_environ(fake_browserbase, TERM="xterm", COLUMNS="100"),
     )
     os.close(terminal)
     out, _ = await process.communicate()
