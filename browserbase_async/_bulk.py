@@ -36,8 +36,6 @@ STREAM_MEMO_SIZE: Final = 4096
 """Finished ids that `release_iter` remembers, to report a repeat without a new request."""
 WORKER_NAME: Final = "browserbase_async-worker-"
 """Prefix of the names of a run's worker tasks."""
-ALREADY_ENDED_STATUSES: Final = frozenset({400, 409, 410, 422})
-"""Refusals of a release that are checked with ``retrieve``: the session may have ended."""
 MAX_RESUME_JITTER: Final = 1.0
 """Seconds, at most, over which workers held at the pause gate are spread on resuming."""
 
@@ -414,8 +412,3 @@ async def _release_once(
         raise
     memo.settle(session_id, result)
     return result
-
-
-def is_already_ended_refusal(exc: BaseException) -> bool:
-    """Tell whether a refused release may mean that the session had ended already."""
-    return getattr(exc, "status_code", None) in ALREADY_ENDED_STATUSES

@@ -32,7 +32,14 @@ from ._config import (
     resolve_base_url,
 )
 from ._converter import structure_session, structure_sessions
-from ._errors import APIError, APIResponseValidationError, APITimeoutError, excerpt, for_status
+from ._errors import (
+    APIError,
+    APIResponseValidationError,
+    APIStatusError,
+    APITimeoutError,
+    excerpt,
+    for_status,
+)
 from ._models import Session, SessionStatus
 from ._retry import (
     DEFAULT_RETRY_POLICY,
@@ -56,6 +63,8 @@ DEFAULT_GUARD_TIMEOUT: Final = 30.0
 """Seconds that a guard's release on exit may take, retries included."""
 
 _UPDATE_STATUSES: Final = frozenset({REQUEST_RELEASE})
+ALREADY_ENDED_STATUSES: Final = frozenset({400, 409, 410, 422})
+"""Refusals of a release that are checked with ``retrieve``: the session may have ended."""
 _RELEASE_BODY: Final = json.dumps({"status": REQUEST_RELEASE}).encode()
 
 
@@ -523,8 +532,8 @@ class SessionsAPI:
         try:
             try:
                 session = structure_session(await self._call(call))
-            except APIError as exc:
-                if not _bulk.is_already_ended_refusal(exc):
+            except APIStatusError as exc:
+                if exc.status_code not in ALREADY_ENDED_STATUSES:
                     raise
                 session = await self._retrieve(session_id, flow)
                 if not session.is_terminal:
