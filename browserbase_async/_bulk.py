@@ -20,7 +20,15 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, AsyncIterable, Awaitable, Callable, Iterable
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+)
 from typing import Final, TypeAlias
 
 import attrs
@@ -194,31 +202,42 @@ class FlowControl:
 
 
 class _Source:
-    """Hands out ``(position, id)`` pairs from the input, one at a time, lazily."""
+    """Hands out ``(position, id)`` pairs from the input, one at a time, lazily.
+
+    A plain iterable is read with `take`, at no cost of a coroutine; an async
+    one with `next`.
+    """
 
     def __init__(self, session_ids: SessionIds) -> None:
         self._position = 0
         self._lock = asyncio.Lock()
-        self._sync = None
-        self._async = None
+        self._async: AsyncIterator[object] | None = None
+        self._sync: Iterator[object] = iter(())
         if isinstance(session_ids, AsyncIterable):
             self._async = aiter(session_ids)
         elif isinstance(session_ids, str | bytes):
             raise TypeError("session_ids must be an iterable of ids, not a single str")
         else:
             self._sync = iter(session_ids)
+        self.is_async = self._async is not None
         self.exhausted = False
 
-    async def next(self) -> tuple[int, object] | None:
+    def take(self) -> tuple[int, object] | None:
+        """The next pair of a plain iterable; ``None`` at its end."""
         if self.exhausted:
             return None
-        if self._sync is not None:
-            item: object = next(self._sync, _END)
-        else:
-            assert self._async is not None
-            # An async generator may not be entered by two workers at once.
-            async with self._lock:
-                item = await anext(self._async, _END)
+        return self._number(next(self._sync, _END))
+
+    async def next(self) -> tuple[int, object] | None:
+        """The next pair of an async iterable; ``None`` at its end."""
+        if self.exhausted:
+            return None
+        assert self._async is not None
+        # An async generator may not be entered by two workers at once.
+        async with self._lock:
+            return self._number(await anext(self._async, _END))
+
+    def _number(self, item: object) -> tuple[int, object] | None:
         if item is _END:
             self.exhausted = True
             return None
@@ -280,7 +299,8 @@ _IN_FLIGHT: Final = object()
 _Entry: TypeAlias = "ReleaseResult | asyncio.Future[ReleaseResult] | object"
 
 
-Emit: TypeAlias = Callable[[int, ReleaseResult], Awaitable[None]]
+Emit: TypeAlias = Callable[[int, ReleaseResult], Awaitable[None] | None]
+"""Receives a result; what it returns, if anything, is awaited before the worker goes on."""
 
 
 async def drive(
@@ -298,7 +318,7 @@ async def drive(
         release_one: Releases one id through a flow; never raises but for
             cancellation.
         session_ids: The ids, read lazily.
-        emit: Receives each result as it finishes; awaited by the worker.
+        emit: Receives each result as it finishes.
         concurrency: Workers, and the most requests in flight.
         max_retry_after: The longest server-asked pause honoured, in seconds.
         memo_size: Finished ids remembered to answer repeats; ``None``: all.
@@ -317,10 +337,17 @@ async def drive(
 
     async def worker() -> None:
         try:
-            while (item := await _next_or_record(source, errors)) is not None:
+            while not errors:
+                # A failure of the input itself lands below too: the releases in flight
+                # finish, then it is raised.
+                item = await source.next() if source.is_async else source.take()
+                if item is None:
+                    return
                 position, session_id = item
-                await emit(position, await _release_once(release_one, session_id, flow, memo))
-        except Exception as exc:  # the consumer's or ours: surface it, never hang the run
+                done = await _release_once(release_one, session_id, flow, memo)
+                if (waiting := emit(position, done)) is not None:
+                    await waiting
+        except Exception as exc:  # the input's, the consumer's or ours: never hang the run
             errors.append(exc)
             source.exhausted = True
 
@@ -352,8 +379,8 @@ async def stream(
     finished: asyncio.Queue[tuple[int, ReleaseResult] | None] = asyncio.Queue(max(concurrency, 1))
     failure: list[Exception] = []
 
-    async def emit(position: int, result: ReleaseResult) -> None:
-        await finished.put((position, result))
+    def emit(position: int, result: ReleaseResult) -> Awaitable[None]:
+        return finished.put((position, result))
 
     async def run_then_end() -> None:
         try:
@@ -378,20 +405,6 @@ async def stream(
     finally:
         runner.cancel()
         await asyncio.gather(runner, return_exceptions=True)
-
-
-async def _next_or_record(
-    source: _Source, errors: list[BaseException]
-) -> tuple[int, object] | None:
-    if errors:
-        return None
-    try:
-        return await source.next()
-    except Exception as exc:
-        # The input itself failed: finish what is in flight, then raise it.
-        errors.append(exc)
-        source.exhausted = True
-        return None
 
 
 async def _release_once(

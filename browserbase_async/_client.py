@@ -14,7 +14,7 @@ import contextlib
 import json
 import logging
 import warnings
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Final
 
 import aiohttp
@@ -351,7 +351,7 @@ class SessionsAPI:
         """
         results: list[ReleaseResult | None] = []
 
-        async def keep(position: int, result: ReleaseResult) -> None:
+        def keep(position: int, result: ReleaseResult) -> None:
             if position >= len(results):
                 results.extend([None] * (position + 1 - len(results)))
             results[position] = result
@@ -549,12 +549,13 @@ class SessionsAPI:
     ) -> _bulk.ReleaseOne:
         self._check_open()
 
-        async def release_one(session_id: object, flow: FlowControl) -> ReleaseResult:
+        def release_one(session_id: object, flow: FlowControl) -> Awaitable[ReleaseResult]:
+            # A plain function handing back the coroutine: one frame less per release.
             try:
                 valid = check_session_id(session_id)
             except ValueError as exc:
-                return ReleaseResult(str(session_id), None, exc, 0)
-            return await self._release_result(
+                return _finished(ReleaseResult(str(session_id), None, exc, 0))
+            return self._release_result(
                 valid, project_id=project_id, wait=wait, wait_timeout=wait_timeout, flow=flow
             )
 
@@ -607,3 +608,7 @@ class SessionsAPI:
         if cancelled:
             raise asyncio.CancelledError
         return result.error if isinstance(result.error, APIError) else None
+
+
+async def _finished(result: ReleaseResult) -> ReleaseResult:
+    return result
