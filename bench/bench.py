@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import resource
 import shutil
 import signal
@@ -302,9 +303,11 @@ def has_nginx() -> bool:
 # -- the orchestration ----------------------------------------------------------------------
 
 
-def spawn(name: str, url: str, n: int, concurrency: int) -> dict[str, Any]:
+def spawn(
+    name: str, url: str, n: int, concurrency: int, wrapper: tuple[str, ...] = ()
+) -> dict[str, Any]:
     out = subprocess.run(
-        [sys.executable, __file__, "contender", name, url, str(n), str(concurrency)],
+        [*wrapper, sys.executable, __file__, "contender", name, url, str(n), str(concurrency)],
         check=True,
         capture_output=True,
         text=True,
@@ -313,7 +316,30 @@ def spawn(name: str, url: str, n: int, concurrency: int) -> dict[str, Any]:
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     if result["ok"] != n:
         raise RuntimeError(f"{name}: {result['ok']} of {n} releases succeeded")
+    if wrapper:
+        result["stderr"] = out.stderr
     return result
+
+
+CACHEGRIND = ("valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null")
+
+
+def instructions(url: str, contenders: list[str], n: int, concurrency: int) -> dict[str, float]:
+    """User-space instructions per release of each contender, counted by cachegrind.
+
+    A count, not a time: the same whatever else the machine does, so it shows a change of
+    a few per cent that the noise of a shared machine hides. Each contender runs twice,
+    with *n* releases and with none, and the difference is divided by *n*: start-up,
+    imports and the warm-up cancel out. The kernel's work (system time) is not counted.
+    """
+    counts = {}
+    for name in contenders:
+        refs = [
+            int(re.search(r"I\s+refs:\s+([\d,]+)", run["stderr"])[1].replace(",", ""))  # type: ignore[index]
+            for run in (spawn(name, url, size, concurrency, CACHEGRIND) for size in (0, n))
+        ]
+        counts[name] = (refs[1] - refs[0]) / n
+    return counts
 
 
 def median_of(rows: list[dict[str, Any]], key: str) -> float:
@@ -377,6 +403,13 @@ def main() -> None:
         "--contenders", default=",".join(CONTENDERS), help="which contenders, comma-separated"
     )
     parser.add_argument("--skip-extras", action="store_true", help="no RSS or latency run")
+    parser.add_argument(
+        "--instructions",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also count instructions per release under valgrind, over N releases",
+    )
     parser.add_argument("--out", type=Path, default=HERE / "results" / "latest.json")
     args = parser.parse_args()
     if args.quick:
@@ -399,6 +432,16 @@ def main() -> None:
     }
     with server() as url:
         report["throughput"] = throughput(url, contenders, args.n, args.concurrency, args.runs)
+        if args.instructions:
+            if shutil.which("valgrind") is None:
+                print("no valgrind: instruction counts skipped", file=sys.stderr)
+            else:
+                report["instructions"] = {
+                    "n": args.instructions,
+                    "per_release": instructions(
+                        url, contenders, args.instructions, args.concurrency
+                    ),
+                }
         if args.skip_extras:
             _finish(report, args.out)
             return
@@ -445,8 +488,35 @@ def render(report: dict[str, Any]) -> str:
     ratios = paired_ratios(table)
     lines += ["", "| ratio | value | target |", "|---|---:|---:|"]
     lines += [f"| {label} | {value:.2f} | {target} |" for label, value, target in ratios]
-    if "stream" not in report:
-        return "\n".join(lines)
+    if "stream" in report:
+        lines += _extras(report)
+    if "instructions" in report:
+        lines += _instruction_table(report["instructions"])
+    return "\n".join(lines)
+
+
+def _instruction_table(counted: dict[str, Any]) -> list[str]:
+    per = counted["per_release"]
+    lines = [
+        "",
+        f"Instructions per release, user space, counted by cachegrind over {counted['n']:,}",
+        "releases (deterministic: a check on the timed ratios, which a shared machine blurs):",
+        "",
+        "| contender | instructions / release |",
+        "|---|---:|",
+    ]
+    lines += [f"| {LABELS[name]} | {count:,.0f} |" for name, count in per.items()]
+    lines += ["", "| ratio of instructions | value |", "|---|---:|"]
+    lines += [
+        f"| {label.removesuffix(', CPU')} | {per[top] / per[bottom]:.2f} |"
+        for label, top, bottom, _ in PAIRS
+        if top in per and bottom in per
+    ]
+    return lines
+
+
+def _extras(report: dict[str, Any]) -> list[str]:
+    lines = []
     stream = report["stream"]
     lines.append(
         f"| RSS({stream['large']:,} streamed) / RSS({stream['small']:,} streamed) "
@@ -457,7 +527,7 @@ def render(report: dict[str, Any]) -> str:
         f"| latency-bound run ({latency['n']:,} ids, 50 ms, concurrency 100) / ideal "
         f"| {latency['wall_s'] / latency['ideal_s']:.2f} | <= 1.25 |"
     )
-    return "\n".join(lines)
+    return lines
 
 
 def _importable(module: str) -> bool:
