@@ -162,30 +162,10 @@ IMPORTS = {"sdk": "browserbase", "aiohttp": "aiohttp", "aiohttp_pool": "aiohttp"
 WARM_UP = 500
 
 
-def settle_allocator() -> None:
-    """Put glibc's malloc in the state a process reaches after its first empty read.
-
-    asyncio reads a socket with ``recv(256 KiB)`` and shrinks the bytes to what came. Until
-    the process once frees such a buffer whole (an EAGAIN, an EOF: a closed connection),
-    glibc serves each one with mmap, mremap and munmap, and every read costs two page faults;
-    after it, they come from the heap, for free. Which state a new process is in during a
-    short run is luck (a spurious wake-up), and the luck is worth 10 % of CPU, for any
-    contender; so every contender starts in the settled state, the one a long-running
-    process is in.
-    """
-    reader, writer = socket.socketpair()
-    with reader, writer:
-        reader.setblocking(False)
-        with contextlib.suppress(BlockingIOError):
-            reader.recv(256 * 1024)
-
-
 def run_contender(name: str, url: str, n: int, concurrency: int) -> dict[str, Any]:
     """Run one contender in this process; return its measures."""
     if PINNED:
         os.sched_setaffinity(0, {CLIENT_CPU})
-    if os.environ.get("BENCH_UNSETTLED") != "1":
-        settle_allocator()
     # Imported before the clock starts: the measure is of releases, not of imports.
     __import__(IMPORTS.get(name, "browserbase_async"))
     loop = asyncio.new_event_loop()
@@ -303,15 +283,29 @@ def has_nginx() -> bool:
 # -- the orchestration ----------------------------------------------------------------------
 
 
+# asyncio reads a socket with recv(256 KiB) and shrinks the bytes to what came. glibc serves
+# that buffer from the heap if its top has room, and else, below its mmap threshold, grows the
+# heap; above it, it maps fresh memory: mmap, mremap, munmap and two page faults for every
+# read, about 10 % of a release's CPU. The threshold starts at 128 KiB and rises for good the
+# first time the process frees a mapped buffer whole (an EAGAIN, an EOF); so in a short run,
+# which mode a contender runs in is luck of its heap's layout, for any contender. Fixed
+# thresholds put every contender in the mode a long-running process settles in;
+# BENCH_UNSETTLED=1 leaves glibc's defaults.
+SETTLED_MALLOC = "glibc.malloc.mmap_threshold=524288:glibc.malloc.trim_threshold=1048576"
+
+
 def spawn(
     name: str, url: str, n: int, concurrency: int, wrapper: tuple[str, ...] = ()
 ) -> dict[str, Any]:
+    env = {**os.environ, "PYTHONHASHSEED": "0"}
+    if os.environ.get("BENCH_UNSETTLED") != "1":
+        env["GLIBC_TUNABLES"] = SETTLED_MALLOC
     out = subprocess.run(
         [*wrapper, sys.executable, __file__, "contender", name, url, str(n), str(concurrency)],
         check=True,
         capture_output=True,
         text=True,
-        env={**os.environ, "PYTHONHASHSEED": "0"},
+        env=env,
     )
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     if result["ok"] != n:
@@ -442,6 +436,7 @@ def main() -> None:
         "server": "nginx" if use_nginx else "python",
         "python": sys.version.split()[0],
         "cpus": os.cpu_count(),
+        "malloc": "glibc defaults" if os.environ.get("BENCH_UNSETTLED") == "1" else "settled",
     }
     with server() as url:
         report["throughput"] = throughput(
@@ -489,7 +484,8 @@ def render(report: dict[str, Any]) -> str:
         f"median of {report['runs']} alternating rounds (the SDK in {report['sdk_runs']}), "
         f"{report['server']} server, "
         f"Python {report['python']}, {report['cpus']} CPUs"
-        + (", client and server pinned to a core each" if PINNED else ""),
+        + (", client and server pinned to a core each" if PINNED else "")
+        + f", malloc {report['malloc']}",
         "",
         "| contender | CPU µs / release | of which system | page faults / release "
         "| wall s | releases / s | peak RSS MiB |",
