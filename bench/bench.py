@@ -1,13 +1,15 @@
 """Benchmark: browserbase_async against a bare aiohttp loop and the official SDK.
 
-    python bench/bench.py                  # the full run (pip install -e '.[bench]' first)
-    python bench/bench.py --quick          # a tiny run that only checks everything works
+    python bench/bench.py                    # the full run (pip install -e '.[bench]' first)
+    python bench/bench.py --instructions 2000   # and instruction counts (needs valgrind)
+    python bench/bench.py --quick            # a tiny run that only checks everything works
 
 Each contender runs in a fresh process of its own, against one server in another process on
 127.0.0.1, for the same ids at the same concurrency; the contenders alternate, round after
-round, and the table gives the median of the rounds. CPU time is the client process's own
-(getrusage), measured around the releases only, after an untimed warm-up round of 500; peak RSS
-is the process's high-water mark.
+round, and the table gives the median of the rounds, each ratio the median of its per-round
+ratios. CPU time is the client process's own (getrusage), measured around the releases only,
+after an untimed warm-up round of 500; peak RSS is the process's high-water mark. Every
+contender runs with the same fixed glibc malloc thresholds (see SETTLED_MALLOC).
 """
 
 from __future__ import annotations
