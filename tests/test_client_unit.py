@@ -18,6 +18,7 @@ from yarl import URL
 
 from browserbase_async import (
     APIConnectionError,
+    APIResponseValidationError,
     AuthenticationError,
     RetryPolicy,
     Session,
@@ -145,6 +146,13 @@ async def test_connection_errors_are_wrapped(mocked: Any, api: SessionsAPI) -> N
     mocked.post(f"{BASE}/v1/sessions/s-1", exception=aiohttp.ClientOSError(111, "refused"))
     with pytest.raises(APIConnectionError, match="refused"):
         await api.release("s-1")
+
+
+async def test_an_answer_that_is_not_utf8_is_not_json(mocked: Any, api: SessionsAPI) -> None:
+    mocked.get(f"{BASE}/v1/sessions/s-1", body=b'{"id": "\xff"}')
+    with pytest.raises(APIResponseValidationError, match="not JSON") as caught:
+        await api.retrieve("s-1")
+    assert '{"id": "\ufffd"}' in str(caught.value.body)
 
 
 async def test_a_closed_client_refuses_calls() -> None:
