@@ -49,26 +49,28 @@ async def test_500_forever_stops_after_max_attempts(
     assert fake_browserbase.received.requests["update"] == 3
 
 
-async def test_429_with_retry_after_ms_is_honoured(
-    fake_browserbase: FakeBrowserbase, make_api: ApiFactory, retry_logs: pytest.LogCaptureFixture
+@pytest.mark.parametrize(
+    ("status", "header", "value", "logged"),
+    [
+        pytest.param(429, "retry-after-ms", "30", "next in 0.030 s", id="429-retry-after-ms"),
+        pytest.param(503, "Retry-After", "0.02", "next in 0.020 s", id="503-retry-after-seconds"),
+    ],
+)
+async def test_retry_after_is_honoured(
+    fake_browserbase: FakeBrowserbase,
+    make_api: ApiFactory,
+    retry_logs: pytest.LogCaptureFixture,
+    status: int,
+    header: str,
+    value: str,
+    logged: str,
 ) -> None:
     (sid,) = fake_browserbase.add_sessions(1)
-    fake_browserbase.inject(Fault.status(429, headers={"retry-after-ms": "30"}))
+    fake_browserbase.inject(Fault.status(status, headers={header: value}))
     async with make_api() as api:
         await api.release(sid)
     assert fake_browserbase.received.requests["update"] == 2
-    assert "next in 0.030 s" in retry_logs.text
-
-
-async def test_retry_after_in_seconds(
-    fake_browserbase: FakeBrowserbase, make_api: ApiFactory, retry_logs: pytest.LogCaptureFixture
-) -> None:
-    (sid,) = fake_browserbase.add_sessions(1)
-    fake_browserbase.inject(Fault.status(503, headers={"Retry-After": "0.02"}))
-    async with make_api() as api:
-        await api.release(sid)
-    assert fake_browserbase.received.requests["update"] == 2
-    assert "next in 0.020 s" in retry_logs.text
+    assert logged in retry_logs.text
 
 
 async def test_retry_after_as_an_http_date(
