@@ -18,6 +18,7 @@ from ._errors import (
     RateLimitError,
     UnprocessableEntityError,
 )
+from ._flow import FlowStats
 from ._models import Region, Session, SessionStatus
 from ._retry import RetryPolicy
 from ._version import __version__
@@ -33,6 +34,7 @@ __all__ = [
     "BrowserbaseError",
     "BulkReleaseReport",
     "ConflictError",
+    "FlowStats",
     "InternalServerError",
     "NotFoundError",
     "PermissionDeniedError",

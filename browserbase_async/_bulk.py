@@ -1,24 +1,15 @@
-"""Releasing many sessions at once: a fixed pool of workers, flow control, honest results.
+"""Releasing many sessions at once: a fixed pool of workers, honest results.
 
 The pool pulls ids lazily from any iterable or async iterable, so a million
-ids cost the memory of a few. Every request of a run, first attempts,
-retries and ``retrieve`` checks alike, first takes a permit from the run's
-`FlowControl`:
-
-- at most ``limit`` permits are out, and ``limit`` never exceeds the
-  run's ``concurrency``;
-- a 429 halves ``limit`` (once per round trip, not once per refused
-  request), each success adds ``1 / limit`` to it (additive increase,
-  multiplicative decrease, as TCP does);
-- an answer that asks for a wait (``Retry-After``, ``retry-after-ms``)
-  closes one gate for the whole run until then; the workers held at the gate
-  then resume with a little jitter, so they do not all arrive at once.
+ids cost the memory of a few. Its ``concurrency`` workers each send one
+request at a time, so a run never has more in flight; every request also
+takes its permit from the client's flow control (`_flow`), like any other
+call of the client.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
 from collections import OrderedDict
 from collections.abc import (
     AsyncGenerator,
@@ -33,19 +24,16 @@ from typing import Final, TypeAlias
 
 import attrs
 
+from ._flow import FlowStats
 from ._models import Session
-from ._retry import retry_after
-from ._transport import Response
 
 SessionIds: TypeAlias = Iterable[str] | AsyncIterable[str]
-ReleaseOne: TypeAlias = Callable[[object, "FlowControl"], Awaitable["ReleaseResult"]]
+ReleaseOne: TypeAlias = Callable[[object], Awaitable["ReleaseResult"]]
 
 STREAM_MEMO_SIZE: Final = 4096
 """Finished ids that `release_iter` remembers, to report a repeat without a new request."""
 WORKER_NAME: Final = "browserbase_async-worker-"
 """Prefix of the names of a run's worker tasks."""
-MAX_RESUME_JITTER: Final = 1.0
-"""Seconds, at most, over which workers held at the pause gate are spread on resuming."""
 
 
 @attrs.frozen
@@ -76,9 +64,16 @@ class BulkReleaseReport:
     """The outcome of `SessionsAPI.release_many`: one result per input id, in input order.
 
     A repeated id is released once, and its result stands at each of its positions.
+
+    Attributes:
+        results: One `ReleaseResult` per input id, in input order.
+        stats: The client's flow figures over the run (requests, 429s,
+            pauses, the window at its end) and its ``elapsed`` seconds; other
+            calls made through the same client meanwhile count in them too.
     """
 
     results: list[ReleaseResult]
+    stats: FlowStats | None = None
 
     @property
     def released(self) -> list[ReleaseResult]:
@@ -94,111 +89,6 @@ class BulkReleaseReport:
     def ok(self) -> bool:
         """Whether every session was released."""
         return all(result.ok for result in self.results)
-
-
-@attrs.define
-class FlowControl:
-    """The permits of one bulk run: an AIMD window and a pause gate.
-
-    Args:
-        concurrency: The most requests in flight, ever.
-        max_retry_after: The longest server-asked pause honoured, in seconds.
-    """
-
-    concurrency: int
-    max_retry_after: float
-    limit: float = attrs.field(init=False)
-    in_flight: int = attrs.field(default=0, init=False)
-    peak_in_flight: int = attrs.field(default=0, init=False)
-    _tickets: int = attrs.field(default=0, init=False)
-    _last_decrease: int = attrs.field(default=0, init=False)
-    _waiters: list[asyncio.Future[None]] = attrs.field(factory=list, init=False)
-    _gate: asyncio.Event = attrs.field(factory=asyncio.Event, init=False)
-    _reopen: asyncio.TimerHandle | None = attrs.field(default=None, init=False)
-    _paused_until: float = attrs.field(default=0.0, init=False)
-    _jitter: float = attrs.field(default=0.0, init=False)
-
-    def __attrs_post_init__(self) -> None:
-        self.limit = float(self.concurrency)
-        self._gate.set()
-
-    def try_acquire(self) -> int | None:
-        """Take a permit if one is free at once; return its ticket, else ``None``."""
-        if self.in_flight < int(self.limit) and self._gate.is_set() and not self._waiters:
-            return self._take()
-        return None
-
-    async def acquire(self) -> int:
-        """Wait for a permit; return its ticket, to hand back to `release`."""
-        while True:
-            if not self._gate.is_set():
-                await self._gate.wait()
-                await asyncio.sleep(random.uniform(0.0, self._jitter))
-                continue
-            if self.in_flight < int(self.limit):
-                break
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            try:
-                await waiter
-            finally:
-                if waiter in self._waiters:
-                    self._waiters.remove(waiter)
-        return self._take()
-
-    def _take(self) -> int:
-        self.in_flight += 1
-        self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
-        self._tickets += 1
-        return self._tickets
-
-    def release(self, ticket: int, response: Response | None) -> None:
-        """Hand back a permit, learning from the answer (``None``: no answer came)."""
-        self.in_flight -= 1
-        if response is not None:
-            if response.status == 429:
-                # Only requests sent after the last decrease may decrease
-                # again: one refused round trip halves the window once.
-                if ticket > self._last_decrease:
-                    self.limit = max(1.0, self.limit / 2)
-                    self._last_decrease = self._tickets
-            elif response.status < 300:
-                self.limit = min(float(self.concurrency), self.limit + 1.0 / self.limit)
-            if response.status >= 400:
-                asked = retry_after(response.headers)
-                if asked is not None and 0 < asked <= self.max_retry_after:
-                    self._pause(asked)
-        self._wake()
-
-    def _pause(self, seconds: float) -> None:
-        loop = asyncio.get_running_loop()
-        until = loop.time() + seconds
-        if until <= self._paused_until:
-            return
-        self._paused_until = until
-        self._jitter = min(MAX_RESUME_JITTER, seconds / 4)
-        self._gate.clear()
-        if self._reopen is not None:
-            self._reopen.cancel()
-        self._reopen = loop.call_at(until, self._open)
-
-    def _open(self) -> None:
-        self._reopen = None
-        self._gate.set()
-
-    def _wake(self) -> None:
-        free = int(self.limit) - self.in_flight
-        while free > 0 and self._waiters:
-            waiter = self._waiters.pop(0)
-            if not waiter.done():
-                waiter.set_result(None)
-                free -= 1
-
-    def close(self) -> None:
-        """Drop the pending reopen timer, if any."""
-        if self._reopen is not None:
-            self._reopen.cancel()
-            self._reopen = None
 
 
 class _Source:
@@ -309,18 +199,16 @@ async def drive(
     emit: Emit,
     *,
     concurrency: int,
-    max_retry_after: float,
     memo_size: int | None,
 ) -> None:
     """Release every id of *session_ids*, handing each ``(position, result)`` to *emit*.
 
     Args:
-        release_one: Releases one id through a flow; never raises but for
-            cancellation.
+        release_one: Releases one id; never raises but for cancellation
+            or a closed client.
         session_ids: The ids, read lazily.
         emit: Receives each result as it finishes.
         concurrency: Workers, and the most requests in flight.
-        max_retry_after: The longest server-asked pause honoured, in seconds.
         memo_size: Finished ids remembered to answer repeats; ``None``: all.
 
     Raises:
@@ -331,7 +219,6 @@ async def drive(
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency!r}")
     source = _Source(session_ids)
-    flow = FlowControl(concurrency, max_retry_after)
     memo = _Memo(memo_size)
     errors: list[BaseException] = []
 
@@ -344,7 +231,7 @@ async def drive(
                 if item is None:
                     return
                 position, session_id = item
-                done = await _release_once(release_one, session_id, flow, memo)
+                done = await _release_once(release_one, session_id, memo)
                 if (waiting := emit(position, done)) is not None:
                     await waiting
         except Exception as exc:  # the input's, the consumer's or ours: never hang the run
@@ -358,7 +245,6 @@ async def drive(
         for task in workers:
             task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
-        flow.close()
     if errors:
         raise errors[0]
 
@@ -368,7 +254,6 @@ async def stream(
     session_ids: SessionIds,
     *,
     concurrency: int,
-    max_retry_after: float,
     memo_size: int | None,
 ) -> AsyncGenerator[tuple[int, ReleaseResult], None]:
     """`drive`, as an async generator of ``(position, result)`` in completion order.
@@ -389,7 +274,6 @@ async def stream(
                 session_ids,
                 emit,
                 concurrency=concurrency,
-                max_retry_after=max_retry_after,
                 memo_size=memo_size,
             )
         except Exception as exc:
@@ -407,18 +291,16 @@ async def stream(
         await asyncio.gather(runner, return_exceptions=True)
 
 
-async def _release_once(
-    release_one: ReleaseOne, session_id: object, flow: FlowControl, memo: _Memo
-) -> ReleaseResult:
+async def _release_once(release_one: ReleaseOne, session_id: object, memo: _Memo) -> ReleaseResult:
     if not isinstance(session_id, str):
-        return await release_one(session_id, flow)
+        return await release_one(session_id)
     known = memo.lookup(session_id)
     if isinstance(known, ReleaseResult):
         return known
     if known is not None:
         return await asyncio.shield(known)
     try:
-        result = await release_one(session_id, flow)
+        result = await release_one(session_id)
     except BaseException as exc:
         # Never leave a repeat of this id waiting for a result that will not come.
         memo.abandon(session_id, exc)

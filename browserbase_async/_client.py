@@ -1,10 +1,10 @@
 """SessionsAPI: the client, and the one path every request takes.
 
 ``update``/``release``/``retrieve``/``list`` build a `_Call`; `_call` runs it
-through the client's retry loop, whose every attempt goes through the
-transport and `for_status`; the JSON is then structured by the converter.
-Bulk runs (see `_bulk`) use the same path, adding a flow-control permit
-around each attempt.
+through the client's retry loop, whose every attempt takes a permit from the
+client's flow control (`_flow`), goes through the transport and `for_status`,
+and hands the permit back with what it learned; the JSON is then structured
+by the converter. Bulk runs (see `_bulk`) are workers on this same path.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 import warnings
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Final
@@ -21,7 +22,7 @@ import aiohttp
 import attrs
 
 from . import _bulk
-from ._bulk import BulkReleaseReport, FlowControl, ReleaseResult, SessionIds
+from ._bulk import BulkReleaseReport, ReleaseResult, SessionIds
 from ._config import (
     DEFAULT_CONCURRENCY,
     DEFAULT_MAX_CONNECTIONS,
@@ -37,9 +38,11 @@ from ._errors import (
     APIResponseValidationError,
     APIStatusError,
     APITimeoutError,
+    client_closed,
     excerpt,
     for_status,
 )
+from ._flow import FlowControl, FlowStats
 from ._models import Session, SessionStatus
 from ._retry import (
     DEFAULT_RETRY_POLICY,
@@ -77,7 +80,6 @@ class _Call:
     session_id: str | None
     body: bytes | None = None
     params: Mapping[str, str] | None = None
-    flow: FlowControl | None = None
     attempts: int = 0
     rate_limited: int = 0
     replay: APIError | None = None
@@ -88,8 +90,9 @@ class SessionsAPI:
     """An async client for the Browserbase sessions API.
 
     Use it as an ``async with`` block, or call `aclose` when done. One client
-    may serve many concurrent calls; they share its connections and its retry
-    budget.
+    may serve many concurrent calls; they share its connections, its retry
+    budget and its flow control: one adaptive window of requests in flight
+    and one pause gate, whatever the calls (see `flow_stats`).
 
     Args:
         api_key: The key sent as ``X-BB-API-Key``; else ``BROWSERBASE_API_KEY``.
@@ -97,8 +100,9 @@ class SessionsAPI:
         project_id: The ``projectId`` sent with updates when a call gives none.
         timeout: Seconds allowed for one attempt; ``None`` for no limit.
         retry: The retry policy; ``None`` for `RetryPolicy` defaults.
-        max_connections: The size of the connection pool of the client's own
-            ``aiohttp.ClientSession``.
+        max_connections: The most requests in flight, from all calls together:
+            the flow control's largest window, and the size of the connection
+            pool of the client's own ``aiohttp.ClientSession``.
         http_session: An ``aiohttp.ClientSession`` to use instead of our own;
             it is never closed by the client.
         allow_insecure_http: Accept an ``http://`` base URL to a host that is
@@ -130,7 +134,8 @@ class SessionsAPI:
         self.timeout: Final = timeout
         self.retry: Final = retry if retry is not None else DEFAULT_RETRY_POLICY
         self._budget = RetryBudget.for_policy(self.retry)
-        self._retrying = build_retrying(self.retry, self._budget)
+        self._retrying = build_retrying(self.retry, self._budget, self._is_closed)
+        self._flow = FlowControl(max_connections, self.retry.max_retry_after, self.retry.backoff)
         self._transport = Transport(url, key, timeout, max_connections, http_session)
         self._closed = False
 
@@ -153,10 +158,23 @@ class SessionsAPI:
     async def aclose(self) -> None:
         """Close the client's own connections; a caller's ``http_session`` stays open.
 
-        Calling it again does nothing. A closed client refuses further calls.
+        Calls still waiting for a place in the window end with `RuntimeError`,
+        those on the wire with `APIConnectionError`. Calling it again does
+        nothing. A closed client refuses further calls.
         """
         self._closed = True
+        self._flow.close()
         await self._transport.aclose()
+
+    def flow_stats(self) -> FlowStats:
+        """A snapshot of the client's flow control: its window, and what it has seen.
+
+        Returns:
+            The window and the requests in flight now; the requests sent,
+            429s received, and server-asked pauses (with their seconds) since
+            the client was made.
+        """
+        return self._flow.stats()
 
     def __del__(self) -> None:
         transport = getattr(self, "_transport", None)
@@ -248,7 +266,7 @@ class SessionsAPI:
             APIConnectionError: No answer, after the retries.
             APIResponseValidationError: The answer is not a Session.
         """
-        return await self._retrieve(check_session_id(session_id), None)
+        return await self._retrieve(check_session_id(session_id))
 
     async def list(
         self, *, status: SessionStatus | str | None = None, q: str | None = None
@@ -313,7 +331,6 @@ class SessionsAPI:
             release_one,
             session_ids,
             concurrency=concurrency,
-            max_retry_after=self.retry.max_retry_after,
             memo_size=_bulk.STREAM_MEMO_SIZE,
         )
         # Closed here, not by the GC, so that closing us cancels the workers at once.
@@ -344,12 +361,14 @@ class SessionsAPI:
             on_result: Called with each result as it finishes (for progress).
 
         Returns:
-            The report; it never raises for a per-session failure.
+            The report, with the run's flow figures in ``stats``; it never
+            raises for a per-session failure.
 
         Raises:
             ValueError: *concurrency* is below 1.
         """
         results: list[ReleaseResult | None] = []
+        before, started = self._flow.stats(), time.monotonic()
 
         def keep(position: int, result: ReleaseResult) -> None:
             if position >= len(results):
@@ -363,10 +382,10 @@ class SessionsAPI:
             session_ids,
             keep,
             concurrency=concurrency,
-            max_retry_after=self.retry.max_retry_after,
             memo_size=None,
         )
-        return BulkReleaseReport([result for result in results if result is not None])
+        stats = self._flow.stats().since(before, elapsed=time.monotonic() - started)
+        return BulkReleaseReport([result for result in results if result is not None], stats)
 
     async def release_all(
         self,
@@ -455,7 +474,10 @@ class SessionsAPI:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise RuntimeError("this SessionsAPI is closed; create a new one")
+            raise client_closed()
+
+    def _is_closed(self) -> bool:
+        return self._closed
 
     async def _call(self, call: _Call) -> object:
         self._check_open()
@@ -474,24 +496,20 @@ class SessionsAPI:
             # The retry loop's first turn: the failure already seen, judged like any other.
             failure, call.replay = call.replay, None
             raise failure
+        flow = self._flow
+        permit = flow.try_acquire() or await flow.acquire()
         call.attempts += 1
-        flow = call.flow
-        request = self._transport.request
-        if flow is None:
-            response = await request(call.method, call.path, body=call.body, params=call.params)
-        else:
-            ticket = flow.try_acquire()
-            if ticket is None:
-                ticket = await flow.acquire()
-            try:
-                response = await request(call.method, call.path, body=call.body, params=call.params)
-            except BaseException:
-                flow.release(ticket, None)
-                raise
-            flow.release(ticket, response)
+        try:
+            response = await self._transport.request(
+                call.method, call.path, body=call.body, params=call.params
+            )
+        except BaseException:
+            flow.release(permit, None)
+            raise
+        flow.release(permit, response)
         error = for_status(response.status, response.headers, response.body)
         if error is not None:
-            if flow is not None and response.status == 429:
+            if response.status == 429:
                 call.rate_limited += 1
             raise error
         try:
@@ -515,8 +533,8 @@ class SessionsAPI:
             body = json.dumps(fields).encode()
         return _Call("POST", f"/v1/sessions/{session_id}", session_id, body=body)
 
-    async def _retrieve(self, session_id: str, flow: FlowControl | None) -> Session:
-        call = _Call("GET", f"/v1/sessions/{session_id}", session_id, flow=flow)
+    async def _retrieve(self, session_id: str) -> Session:
+        call = _Call("GET", f"/v1/sessions/{session_id}", session_id)
         return structure_session(await self._call(call))
 
     async def _release_result(
@@ -526,22 +544,20 @@ class SessionsAPI:
         project_id: str | None,
         wait: bool,
         wait_timeout: float,
-        flow: FlowControl | None = None,
     ) -> ReleaseResult:
         """Release one valid id; the outcome, good or bad, is in the result."""
         call = self._update_call(session_id, project_id)
-        call.flow = flow
         try:
             try:
                 session = structure_session(await self._call(call))
             except APIStatusError as exc:
                 if exc.status_code not in ALREADY_ENDED_STATUSES:
                     raise
-                session = await self._retrieve(session_id, flow)
+                session = await self._retrieve(session_id)
                 if not session.is_terminal:
                     raise exc from None
             if wait and not session.is_terminal:
-                session = await self._wait_terminal(session_id, wait_timeout, flow)
+                session = await self._wait_terminal(session_id, wait_timeout)
         except APIError as exc:
             return ReleaseResult(session_id, None, exc, call.attempts)
         return ReleaseResult(session_id, session, None, call.attempts)
@@ -551,21 +567,19 @@ class SessionsAPI:
     ) -> _bulk.ReleaseOne:
         self._check_open()
 
-        def release_one(session_id: object, flow: FlowControl) -> Awaitable[ReleaseResult]:
+        def release_one(session_id: object) -> Awaitable[ReleaseResult]:
             # A plain function handing back the coroutine: one frame less per release.
             try:
                 valid = check_session_id(session_id)
             except ValueError as exc:
                 return _finished(ReleaseResult(str(session_id), None, exc, 0))
             return self._release_result(
-                valid, project_id=project_id, wait=wait, wait_timeout=wait_timeout, flow=flow
+                valid, project_id=project_id, wait=wait, wait_timeout=wait_timeout
             )
 
         return release_one
 
-    async def _wait_terminal(
-        self, session_id: str, wait_timeout: float, flow: FlowControl | None
-    ) -> Session:
+    async def _wait_terminal(self, session_id: str, wait_timeout: float) -> Session:
         """Poll `retrieve` with backoff until the session is terminal.
 
         Raises:
@@ -573,7 +587,7 @@ class SessionsAPI:
         """
 
         async def fetch() -> Session:
-            return await self._retrieve(session_id, flow)
+            return await self._retrieve(session_id)
 
         try:
             async with asyncio.timeout(wait_timeout):

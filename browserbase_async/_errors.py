@@ -182,3 +182,8 @@ def excerpt(text: str) -> str:
     if len(flat) <= EXCERPT_CHARS:
         return flat
     return flat[: EXCERPT_CHARS - 1] + "…"
+
+
+def client_closed() -> RuntimeError:
+    """The error of a call made to, or still waiting in, a closed `SessionsAPI`."""
+    return RuntimeError("this SessionsAPI is closed; create a new one")

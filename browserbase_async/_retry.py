@@ -24,8 +24,6 @@ from ._errors import APIConnectionError, APIStatusError, RateLimitError
 logger: Final = logging.getLogger("browserbase_async")
 
 RETRY_STATUSES: Final = frozenset({408, 409, 429, 500, 502, 503, 504})
-BULK_RATE_LIMIT_RETRIES: Final = 10
-"""429s per session that a bulk run retries without using up one of ``max_attempts``."""
 BUDGET_WINDOW: Final = 10.0
 """Seconds of ``budget_min_per_second`` the retry budget can save up."""
 
@@ -35,6 +33,7 @@ DEFAULT_MAX_DELAY: Final = 8.0
 DEFAULT_MAX_RETRY_AFTER: Final = 60.0
 DEFAULT_BUDGET_RATIO: Final = 0.2
 DEFAULT_BUDGET_MIN_PER_SECOND: Final = 10.0
+DEFAULT_MAX_RATE_LIMITED: Final = 10
 
 _R = TypeVar("_R")
 
@@ -65,6 +64,9 @@ class RetryPolicy:
             one client (0.2: one retry per five calls).
         budget_min_per_second: Retries always allowed per second, whatever the
             ratio, so that a quiet client can still retry.
+        max_rate_limited: 429s a call may receive without using up an attempt
+            (each shrinks the client's window, and the call waits for a place in
+            it); one more raises `RateLimitError`. 0 raises on the first 429.
     """
 
     max_attempts: int = attrs.field(default=DEFAULT_MAX_ATTEMPTS, validator=_at_least_one)
@@ -74,6 +76,9 @@ class RetryPolicy:
     budget_ratio: float = attrs.field(default=DEFAULT_BUDGET_RATIO, validator=_non_negative)
     budget_min_per_second: float = attrs.field(
         default=DEFAULT_BUDGET_MIN_PER_SECOND, validator=_non_negative
+    )
+    max_rate_limited: int = attrs.field(
+        default=DEFAULT_MAX_RATE_LIMITED, validator=attrs.validators.ge(0)
     )
 
     def backoff(self, attempt: int) -> float:
@@ -191,21 +196,18 @@ class CallState(Protocol):
 
     @property
     def rate_limited(self) -> int:
-        """Attempts of a bulk run refused with 429: flow control, not failures."""
-
-    @property
-    def flow(self) -> object | None:
-        """A bulk run's flow control; it serves server-asked waits with its pause gate."""
+        """Attempts refused with 429: flow control, not failures."""
 
 
 def build_retrying(
-    policy: RetryPolicy, budget: RetryBudget
+    policy: RetryPolicy, budget: RetryBudget, halted: Callable[[], bool]
 ) -> Callable[[Callable[[Any], Awaitable[_R]], CallState], Awaitable[_R]]:
     """Return the retry loop of one client, built once.
 
     The returned coroutine function runs ``attempt(call)`` until it succeeds,
     fails for good, or the policy or the budget says stop; then the last
-    exception is raised as it is. The hooks count attempts with
+    exception is raised as it is; nothing is retried once *halted* (the client
+    closed) says so. The hooks count attempts with
     ``call.attempts``, not tenacity's own counter, so that a caller may make
     the first attempt itself and enter the loop only when it failed.
 
@@ -221,22 +223,22 @@ def build_retrying(
         return None
 
     def wait(state: _t.RetryCallState) -> float:
-        asked = asked_wait(state)
-        call: CallState = state.args[0]
-        if asked is None:
-            return policy.backoff(call.attempts)
-        # In a bulk run the pause gate holds every worker until then.
-        if call.flow is not None:
+        # A server-asked wait is served by the client's pause gate, for every call at once;
+        # a 429 by the window, which it shrank: the call then waits for a place in it.
+        if asked_wait(state) is not None or isinstance(_exception(state), RateLimitError):
             return 0.0
-        return asked
+        call: CallState = state.args[0]
+        return policy.backoff(call.attempts - call.rate_limited)
 
     def stop(state: _t.RetryCallState) -> bool:
         call: CallState = state.args[0]
         exc = _exception(state)
-        # In a bulk run a 429 shrinks the run's window; it does not use up an attempt.
+        if halted():
+            return True
+        # A 429 shrinks the client's window; it does not use up an attempt.
         if call.attempts - call.rate_limited >= policy.max_attempts:
             return True
-        if call.rate_limited > BULK_RATE_LIMIT_RETRIES:
+        if call.rate_limited > policy.max_rate_limited:
             return True
         asked = asked_wait(state)
         if asked is not None and asked > policy.max_retry_after:
@@ -254,12 +256,19 @@ def build_retrying(
 
     def before_sleep(state: _t.RetryCallState) -> None:
         call: CallState = state.args[0]
+        asked = asked_wait(state)
+        if asked is not None:
+            then = f"the client pauses {asked:.3f} s, as asked"
+        elif isinstance(_exception(state), RateLimitError):
+            then = "next when the client's smaller window has room"
+        else:
+            then = f"next in {state.upcoming_sleep:.3f} s"
         logger.info(
-            "retrying session %s: attempt %d failed with %s; next in %.3f s",
+            "retrying session %s: attempt %d failed with %s; %s",
             call.session_id,
             call.attempts,
             _exception(state),
-            state.upcoming_sleep,
+            then,
         )
 
     retrying: _t.AsyncRetrying = _t.AsyncRetrying(

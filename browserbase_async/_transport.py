@@ -7,13 +7,14 @@ judged here; that is `_errors.for_status`.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import NamedTuple
 
 import aiohttp
 import attrs
 
-from ._errors import APIConnectionError, APITimeoutError
+from ._errors import APIConnectionError, APITimeoutError, client_closed
 
 
 class Response(NamedTuple):
@@ -40,6 +41,7 @@ class Transport:
     timeout: float | None
     max_connections: int
     session: aiohttp.ClientSession | None = attrs.field(default=None, repr=False)
+    closed: bool = attrs.field(default=False, init=False)
     _owns_session: bool = attrs.field(init=False, repr=False)
     _get_headers: dict[str, str] = attrs.field(init=False, repr=False)
     _post_headers: dict[str, str] = attrs.field(init=False, repr=False)
@@ -53,6 +55,9 @@ class Transport:
 
     def _session(self) -> aiohttp.ClientSession:
         if self.session is None:
+            if self.closed:
+                # A call that wakes after the close must not open a session nobody closes.
+                raise client_closed()
             self.session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self.max_connections),
                 timeout=self._timeout,
@@ -77,7 +82,9 @@ class Transport:
 
         Raises:
             APITimeoutError: No full answer within the timeout.
-            APIConnectionError: The connection failed or dropped.
+            APIConnectionError: The connection failed or dropped, or the client
+                closed under the request.
+            RuntimeError: The client is closed.
         """
         headers = self._get_headers if body is None else self._post_headers
         try:
@@ -96,9 +103,20 @@ class Transport:
             raise APIConnectionError(
                 f"{method} {path}: {type(exc).__name__}: {exc or 'connection failed'}"
             ) from exc
+        except asyncio.CancelledError:
+            # Closing the pool cancels the futures of requests waiting in it: that is not a
+            # cancellation of the caller's task, and must not look like one to its TaskGroup.
+            task = asyncio.current_task()
+            if self.closed and task is not None and not task.cancelling():
+                raise APIConnectionError(f"{method} {path}: the client was closed") from None
+            raise
 
     async def aclose(self) -> None:
-        """Close the ``ClientSession`` if it is ours; a caller's is left open."""
+        """Close the ``ClientSession`` if it is ours; a caller's is left open.
+
+        No request is sent after this, through either.
+        """
+        self.closed = True
         if self._owns_session and self.session is not None:
             session, self.session = self.session, None
             await session.close()

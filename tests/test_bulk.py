@@ -17,9 +17,7 @@ from browserbase_async import (
     RetryPolicy,
     SessionStatus,
 )
-from browserbase_async._bulk import FlowControl, drive
-from browserbase_async._retry import BULK_RATE_LIMIT_RETRIES
-from browserbase_async._transport import Response
+from browserbase_async._bulk import drive
 from browserbase_async.testing import FakeBrowserbase, FaultPlan
 
 from .conftest import ApiFactory
@@ -248,89 +246,22 @@ async def test_a_failing_input_is_raised_after_what_was_started(
     assert all(fake_browserbase.status(sid) == "COMPLETED" for sid in ids)
 
 
-# -- flow control, without a server -------------------------------------------
-
-
-def answer(status: int, **headers: str) -> Response:
-    return Response(status, headers, b"")
-
-
-async def test_flow_halves_once_per_round_and_climbs_back() -> None:
-    flow = FlowControl(concurrency=16, max_retry_after=60.0)
-    tickets = [await flow.acquire() for _ in range(16)]
-    for ticket in tickets:
-        flow.release(ticket, answer(429))
-    assert flow.limit == 8  # sixteen refusals of one round halve it once
-    ticket = await flow.acquire()
-    flow.release(ticket, answer(429))
-    assert flow.limit == 4
-    for _ in range(40):
-        flow.release(await flow.acquire(), answer(200))
-    assert 8 < flow.limit <= 16
-    for _ in range(400):
-        flow.release(await flow.acquire(), answer(200))
-    assert flow.limit == 16
-    assert flow.peak_in_flight == 16
-
-
-async def test_flow_bounds_permits_and_wakes_waiters() -> None:
-    flow = FlowControl(concurrency=2, max_retry_after=60.0)
-    first, second = await flow.acquire(), await flow.acquire()
-    third = asyncio.create_task(flow.acquire())
-    for _ in range(3):
-        await asyncio.sleep(0)
-    assert not third.done()
-    flow.release(first, None)
-    await third
-    assert flow.in_flight == 2
-    flow.release(second, None)
-    flow.release(third.result(), None)
-    assert flow.in_flight == 0
-
-
-async def test_a_server_asked_wait_closes_one_gate_for_all() -> None:
-    flow = FlowControl(concurrency=4, max_retry_after=60.0)
-    ticket = await flow.acquire()
-    flow.release(ticket, answer(503, **{"retry-after-ms": "60000"}))
-    waiting = [asyncio.create_task(flow.acquire()) for _ in range(3)]
-    for _ in range(3):
-        await asyncio.sleep(0)
-    assert not any(task.done() for task in waiting)
-    flow._open()  # as the timer would, a minute later
-    await asyncio.gather(*waiting)
-    assert flow.in_flight == 3
-    flow.close()
-
-
-async def test_a_wait_over_the_cap_does_not_close_the_gate() -> None:
-    flow = FlowControl(concurrency=4, max_retry_after=1.0)
-    flow.release(await flow.acquire(), answer(503, **{"retry-after": "30"}))
-    assert (await flow.acquire()) == 2
-    flow.close()
-
-
-async def test_a_longer_pause_extends_the_gate_a_shorter_one_does_not() -> None:
-    flow = FlowControl(concurrency=4, max_retry_after=60.0)
-    flow._pause(0.001)
-    first = flow._paused_until
-    flow._pause(30.0)
-    extended = flow._paused_until
-    assert extended > first + 20
-    flow._pause(0.5)
-    assert flow._paused_until == extended
-    flow.close()
-
-
 async def test_a_slow_server_is_kept_full(
     fake_browserbase: FakeBrowserbase, make_api: ApiFactory
 ) -> None:
     # The timing target (2,000 ids at 50 ms near 1 s) is the benchmark's; here, its cause:
-    # every one of the `concurrency` slots is in use at once.
-    fake_browserbase.faults = FaultPlan(latency=0.02)
-    ids = fake_browserbase.add_sessions(1000)
+    # once the window is open, every one of the `concurrency` slots is in use at once.
     async with make_api() as api:
-        report = await api.release_many(ids, concurrency=100)
+        await api.release_many(fake_browserbase.add_sessions(400), concurrency=100)
+        assert api.flow_stats().window == 100  # slow start, never refused: fully open
+        ids = fake_browserbase.add_sessions(1000)
+        fake_browserbase.hold()
+        run = asyncio.create_task(api.release_many(ids, concurrency=100))
+        await fake_browserbase.wait_for_in_flight(100)
+        fake_browserbase.let_go()
+        report = await run
     assert report.ok
+    assert all(fake_browserbase.status(session_id) == "COMPLETED" for session_id in ids)
     assert fake_browserbase.received.peak_in_flight == 100
 
 
@@ -342,15 +273,16 @@ async def test_a_server_that_always_refuses_ends_the_run_anyway(
     async with make_api() as api:
         report = await api.release_many(ids, concurrency=2)
     assert all(isinstance(result.error, RateLimitError) for result in report.results)
-    # 429s use up no attempt in a bulk run, but only so many are retried.
-    assert {result.attempts for result in report.results} == {BULK_RATE_LIMIT_RETRIES + 1}
-    assert fake_browserbase.received.requests["update"] == 5 * (BULK_RATE_LIMIT_RETRIES + 1)
+    # 429s use up no attempt, but only so many are retried.
+    retried = RetryPolicy().max_rate_limited
+    assert {result.attempts for result in report.results} == {retried + 1}
+    assert fake_browserbase.received.requests["update"] == 5 * (retried + 1)
 
 
 async def test_a_bug_in_a_release_ends_the_run_instead_of_hanging_it() -> None:
     started = asyncio.Event()
 
-    async def release_one(session_id: object, flow: FlowControl) -> ReleaseResult:
+    async def release_one(session_id: object) -> ReleaseResult:
         if session_id == "boom":
             await started.wait()
             raise RuntimeError("a bug")
@@ -368,7 +300,6 @@ async def test_a_bug_in_a_release_ends_the_run_instead_of_hanging_it() -> None:
             ["boom", "ok", "boom", "ok-2"],
             emit,
             concurrency=4,
-            max_retry_after=1.0,
             memo_size=None,
         )
     assert not our_tasks()

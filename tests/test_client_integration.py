@@ -22,7 +22,7 @@ from browserbase_async import (
 )
 from browserbase_async.testing import FakeBrowserbase, Fault
 
-from .conftest import ApiFactory
+from .conftest import FAST, ApiFactory
 from .helpers import session_json
 
 pytestmark = pytest.mark.asyncio
@@ -50,27 +50,32 @@ async def test_500_forever_stops_after_max_attempts(
 
 
 @pytest.mark.parametrize(
-    ("status", "header", "value", "logged"),
+    ("status", "header", "value", "asked"),
     [
-        pytest.param(429, "retry-after-ms", "30", "next in 0.030 s", id="429-retry-after-ms"),
-        pytest.param(503, "Retry-After", "0.02", "next in 0.020 s", id="503-retry-after-seconds"),
+        pytest.param(429, "retry-after-ms", "30", 0.030, id="429-retry-after-ms"),
+        pytest.param(503, "Retry-After", "0.02", 0.020, id="503-retry-after-seconds"),
     ],
 )
 async def test_retry_after_is_honoured(
-    fake_browserbase: FakeBrowserbase,
-    make_api: ApiFactory,
     retry_logs: pytest.LogCaptureFixture,
     status: int,
     header: str,
     value: str,
-    logged: str,
+    asked: float,
 ) -> None:
-    (sid,) = fake_browserbase.add_sessions(1)
-    fake_browserbase.inject(Fault.status(status, headers={header: value}))
-    async with make_api() as api:
-        await api.release(sid)
-    assert fake_browserbase.received.requests["update"] == 2
-    assert logged in retry_logs.text
+    async with FakeBrowserbase(record_exchanges=True) as fake:
+        (sid,) = fake.add_sessions(1)
+        fake.inject(Fault.status(status, headers={header: value}))
+        async with SessionsAPI(fake.api_key, base_url=fake.base_url, retry=FAST) as api:
+            await api.release(sid)
+            stats = api.flow_stats()
+    first, second = fake.received.exchanges
+    assert (first.status, second.status) == (status, 200)
+    # The server's own clock: the retry came no sooner than asked.
+    assert second.arrived - first.arrived >= asked
+    assert (stats.pauses, stats.requests) == (1, 2)
+    assert stats.paused_seconds == pytest.approx(asked, abs=0.005)
+    assert f"the client pauses {asked:.3f} s, as asked" in retry_logs.text
 
 
 async def test_retry_after_as_an_http_date(
@@ -81,8 +86,9 @@ async def test_retry_after_as_an_http_date(
     fake_browserbase.inject(Fault.status(429, headers={"Retry-After": past}))
     async with make_api() as api:
         await api.release(sid)
+        assert api.flow_stats().pauses == 0
     assert fake_browserbase.received.requests["update"] == 2
-    assert "next in 0.000 s" in retry_logs.text
+    assert "the client pauses 0.000 s, as asked" in retry_logs.text
 
 
 @pytest.mark.parametrize(

@@ -63,12 +63,19 @@ def test_policy_defaults_match_the_contract() -> None:
         "max_retry_after": 60.0,
         "budget_ratio": 0.2,
         "budget_min_per_second": 10.0,
+        "max_rate_limited": 10,
     }
 
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"max_attempts": 0}, {"initial_delay": -1.0}, {"max_delay": -0.1}, {"budget_ratio": -1.0}],
+    [
+        {"max_attempts": 0},
+        {"initial_delay": -1.0},
+        {"max_delay": -0.1},
+        {"budget_ratio": -1.0},
+        {"max_rate_limited": -1},
+    ],
 )
 def test_policy_refuses_nonsense(kwargs: dict[str, float]) -> None:
     with pytest.raises(ValueError, match=next(iter(kwargs))):

@@ -93,6 +93,10 @@ class FaultPlan:
         non_json_rate: Do the request, then answer 200 with HTML.
         latency: Seconds before each answer.
         max_in_flight: Requests served at once; more are answered 429 at once.
+        max_per_second: Requests served per second, from a token bucket that
+            holds `rate_burst` of them; more are answered 429 at once.
+        rate_burst: The bucket's size, in requests; ``None``: a tenth of a
+            second's worth (at least one).
         release_delay: Seconds between REQUEST_RELEASE and COMPLETED (``math.inf``: never).
         seed: Seed of the generator, for a reproducible run.
     """
@@ -106,6 +110,8 @@ class FaultPlan:
     non_json_rate: float = 0.0
     latency: float = 0.0
     max_in_flight: int | None = None
+    max_per_second: float | None = None
+    rate_burst: float | None = None
     release_delay: float = 0.0
     seed: int | None = 0
 
@@ -125,7 +131,10 @@ class FaultPlan:
 
 @attrs.frozen
 class Exchange:
-    """One request and its answer, as recorded with ``record_exchanges=True``."""
+    """One request and its answer, as recorded with ``record_exchanges=True``.
+
+    ``arrived`` is the event loop's time (seconds) when the request arrived.
+    """
 
     route: str
     method: str
@@ -134,6 +143,7 @@ class Exchange:
     request_body: bytes
     status: int
     response_body: bytes
+    arrived: float = 0.0
 
 
 @attrs.define
@@ -197,9 +207,13 @@ class FakeBrowserbase:
         self._random = random.Random(self.faults.seed)
         self._script: collections.deque[Fault] = collections.deque()
         self._in_flight = 0
+        self._tokens: float | None = None
+        self._tokens_at = 0.0
         self._closing = asyncio.Event()
         self._timers: list[asyncio.TimerHandle] = []
         self._request_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._in_flight_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._holding: asyncio.Event | None = None
         self._runner: web.AppRunner | None = None
         self.base_url = ""
 
@@ -227,6 +241,7 @@ class FakeBrowserbase:
     async def close(self) -> None:
         """Stop serving and cancel pending timers."""
         self._closing.set()
+        self.let_go()
         for timer in self._timers:
             timer.cancel()
         if self._runner is not None:
@@ -319,6 +334,28 @@ class FakeBrowserbase:
         self._request_waiters.append((count, waiter))
         await waiter
 
+    def hold(self) -> None:
+        """Hold every request from now on, before it is answered, until `let_go`.
+
+        With `wait_for_in_flight`, a test makes requests overlap by construction.
+        """
+        if self._holding is None:
+            self._holding = asyncio.Event()
+
+    def let_go(self) -> None:
+        """Answer the requests held by `hold`, and stop holding."""
+        if self._holding is not None:
+            holding, self._holding = self._holding, None
+            holding.set()
+
+    async def wait_for_in_flight(self, count: int) -> None:
+        """Return once *count* requests are being served at once (events, not polling)."""
+        if self._in_flight >= count:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._in_flight_waiters.append((count, waiter))
+        await waiter
+
     def inject(self, *faults: Fault) -> None:
         """Apply *faults* to the next requests, one each, in order, before any random fault."""
         self._script.extend(faults)
@@ -409,12 +446,17 @@ class FakeBrowserbase:
     # -- the fault machinery --------------------------------------------------
 
     async def _serve(self, request: web.Request, route: str, act: _Act) -> web.Response:
+        arrived = asyncio.get_running_loop().time()
         self.received.requests[route] += 1
         if self._request_waiters:
-            self._wake_request_waiters()
+            self._request_waiters = _wake(self._request_waiters, self.received.total)
         self._in_flight += 1
         self.received.peak_in_flight = max(self.received.peak_in_flight, self._in_flight)
+        if self._in_flight_waiters:
+            self._in_flight_waiters = _wake(self._in_flight_waiters, self._in_flight)
         try:
+            if self._holding is not None:
+                await self._holding.wait()
             answer = await self._answer(request, act)
         finally:
             self._in_flight -= 1
@@ -430,6 +472,7 @@ class FakeBrowserbase:
                         await request.read(),
                         answer.status,
                         answer.body if isinstance(answer.body, bytes) else b"",
+                        arrived,
                     )
                 )
         return answer
@@ -441,6 +484,8 @@ class FakeBrowserbase:
         plan = self.faults
         if plan.max_in_flight is not None and self._in_flight > plan.max_in_flight:
             return _error(429, "Too many concurrent requests")
+        if plan.max_per_second is not None and not self._take_token(plan.max_per_second):
+            return _error(429, "Too many requests per second")
         if fault is not None and fault.kind == "drop":
             return self._cut(request, "dropped")
         if fault is not None and fault.kind in ("status", "body"):
@@ -476,14 +521,18 @@ class FakeBrowserbase:
             draw -= rate
         return None
 
-    def _wake_request_waiters(self) -> None:
-        total, still = self.received.total, []
-        for count, waiter in self._request_waiters:
-            if total >= count and not waiter.done():
-                waiter.set_result(None)
-            elif not waiter.done():
-                still.append((count, waiter))
-        self._request_waiters = still
+    def _take_token(self, rate: float) -> bool:
+        burst = self.faults.rate_burst or max(1.0, rate / 10)
+        now = asyncio.get_running_loop().time()
+        if self._tokens is None:
+            self._tokens = burst
+        else:
+            self._tokens = min(burst, self._tokens + (now - self._tokens_at) * rate)
+        self._tokens_at = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
 
     def _rate_limited(self) -> Fault:
         after = self.faults.retry_after
@@ -504,6 +553,19 @@ class FakeBrowserbase:
         elif math.isfinite(delay):
             loop = asyncio.get_running_loop()
             self._timers.append(loop.call_later(delay, _end, session))
+
+
+def _wake(
+    waiters: list[tuple[int, asyncio.Future[None]]], reached: int
+) -> list[tuple[int, asyncio.Future[None]]]:
+    """Wake the waiters whose count is *reached*; return the others, still waiting."""
+    still = []
+    for count, waiter in waiters:
+        if reached >= count and not waiter.done():
+            waiter.set_result(None)
+        elif not waiter.done():
+            still.append((count, waiter))
+    return still
 
 
 def _end(session: dict[str, Any]) -> None:

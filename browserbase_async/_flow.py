@@ -1,0 +1,322 @@
+"""The client-wide flow control: one window of requests in flight, one pause gate, the figures.
+
+Every attempt of every call of a `SessionsAPI` takes a permit here first:
+single calls, ``release``'s checks and polls, each guard's release, every
+bulk worker. So a scraper's own ``gather`` of ``release()`` gets the same
+protection as ``release_many``.
+
+The window ("learn the ceiling", after TCP's slow start and CUBIC's memory of
+the last maximum):
+
+- It starts at `INITIAL_WINDOW` and, until the first 429, grows by one per
+  success sent with at least half of it in flight (it doubles each round
+  trip while in use), up to ``max_window``.
+- A 429 tells where the server's limit is: the request was refused with
+  ``load`` requests in flight (itself included), so the window becomes at most
+  ``load - 1``. Each refused request of a full window takes one place off;
+  the burst of refusals of one round trip leaves the window at what the
+  server accepted, whether its limit is on requests in flight or per second.
+  Once per round trip (only a request sent after the last cut cuts again),
+  the window is also multiplied by `DECREASE`, so that clients sharing a
+  limit drift towards equal shares, as TCP flows do.
+- The load of that refusal is remembered as the *ceiling*. Below it, the
+  window climbs back halving the gap each round trip; just under it, it
+  probes one place higher only every `PROBE_ROUNDS` round trips, so that a
+  steady limit costs few refusals; a probe that holds at the ceiling forgets
+  it, and the window climbs past it with a step that doubles each round trip,
+  following a limit that rose.
+- Successes grow the window only while it is in use (sent with `IN_USE` of
+  it, or all of it but one place, in flight), so that a quiet client does not
+  inflate it.
+- At a window of one, a 429 closes the gate for a backoff: a window below one.
+
+An answer that asks for a wait (``Retry-After``, ``retry-after-ms``, up to
+``max_retry_after``) closes the gate for the whole client; the calls held
+there resume spread by a little jitter. Waiting calls queue in one FIFO, so a
+bulk run of 10,000 cannot starve a guard's release.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import math
+import random
+import time
+from collections.abc import Callable
+from typing import Final, TypeAlias
+
+import attrs
+
+from ._errors import client_closed
+from ._retry import retry_after
+from ._transport import Response
+
+INITIAL_WINDOW: Final = 10.0
+"""Requests in flight allowed before the client has learned anything (TCP's IW10)."""
+DECREASE: Final = 0.9
+"""The multiplicative cut of the window, once per refused round trip."""
+PROBE_ROUNDS: Final = 8
+"""Round trips the window waits just under its ceiling before it probes one place higher."""
+IN_USE: Final = 0.9
+"""A success grows the window only if sent with this share of it in flight (or all but one)."""
+MAX_RESUME_JITTER: Final = 1.0
+"""Seconds, at most, over which calls held at the pause gate are spread on resuming."""
+
+Permit: TypeAlias = tuple[int, int]
+"""A permit: its ticket (the order it was taken in) and the load it was sent with."""
+
+
+@attrs.frozen
+class FlowStats:
+    """A snapshot of a client's flow control, or its figures over one bulk run.
+
+    Attributes:
+        window: The requests in flight the client allows itself now.
+        in_flight: The requests in flight now.
+        requests: Requests sent (every attempt, retries and checks included).
+        rate_limited: Answers 429 received.
+        pauses: Times a server-asked wait (or a backoff at a window of one)
+            closed the client's gate.
+        paused_seconds: Seconds the gate was asked to stay closed, in all.
+        elapsed: Seconds the run took (in a `BulkReleaseReport`); ``None`` in a snapshot.
+    """
+
+    window: float
+    in_flight: int
+    requests: int
+    rate_limited: int
+    pauses: int
+    paused_seconds: float
+    elapsed: float | None = None
+
+    def since(self, earlier: FlowStats, *, elapsed: float | None = None) -> FlowStats:
+        """The counts between *earlier* and this snapshot; window and in-flight as now."""
+        return FlowStats(
+            window=self.window,
+            in_flight=self.in_flight,
+            requests=self.requests - earlier.requests,
+            rate_limited=self.rate_limited - earlier.rate_limited,
+            pauses=self.pauses - earlier.pauses,
+            paused_seconds=self.paused_seconds - earlier.paused_seconds,
+            elapsed=elapsed,
+        )
+
+
+@attrs.define
+class FlowControl:
+    """The permits of one client: an adaptive window and a pause gate.
+
+    Args:
+        max_window: The most requests in flight, ever (the connection pool's size).
+        max_retry_after: The longest server-asked pause honoured, in seconds.
+        backoff: The pause, in seconds, after the *n*-th 429 in a row at a window of one.
+        clock: The monotonic clock of the statistics, in seconds.
+    """
+
+    max_window: int
+    max_retry_after: float
+    backoff: Callable[[int], float]
+    clock: Callable[[], float] = time.monotonic
+    window: float = attrs.field(init=False)
+    in_flight: int = attrs.field(default=0, init=False)
+    requests: int = attrs.field(default=0, init=False)
+    rate_limited: int = attrs.field(default=0, init=False)
+    pauses: int = attrs.field(default=0, init=False)
+    paused_seconds: float = attrs.field(default=0.0, init=False)
+    closed: bool = attrs.field(default=False, init=False)
+    _cap: int = attrs.field(init=False)
+    _ceiling: float = attrs.field(default=math.inf, init=False)
+    _base: float = attrs.field(default=0.0, init=False)
+    _learning: bool = attrs.field(default=True, init=False)
+    _tickets: int = attrs.field(default=0, init=False)
+    _last_cut: int = attrs.field(default=0, init=False)
+    _floor_refusals: int = attrs.field(default=0, init=False)
+    _waiters: collections.deque[asyncio.Future[tuple[Permit, float]]] = attrs.field(
+        factory=collections.deque, init=False
+    )
+    _reopen: asyncio.TimerHandle | None = attrs.field(default=None, init=False)
+    _paused_until: float = attrs.field(default=0.0, init=False)
+    _jitter: float = attrs.field(default=0.0, init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self.window = min(INITIAL_WINDOW, float(self.max_window))
+        self._cap = int(self.window)
+
+    def stats(self) -> FlowStats:
+        """A snapshot of the window and the counts so far."""
+        return FlowStats(
+            window=self.window,
+            in_flight=self.in_flight,
+            requests=self.requests,
+            rate_limited=self.rate_limited,
+            pauses=self.pauses,
+            paused_seconds=self.paused_seconds,
+        )
+
+    # -- permits --------------------------------------------------------------
+
+    def try_acquire(self) -> Permit | None:
+        """Take a permit if one is free at once, with nobody ahead; else ``None``."""
+        if self.in_flight < self._cap and not self._waiters and self._reopen is None:
+            return self._take()
+        return None
+
+    async def acquire(self) -> Permit:
+        """Wait for a permit, in turn; return it, to hand back to `release`.
+
+        Raises:
+            RuntimeError: The client is closed, or closes while this waits.
+        """
+        self._check_open()
+        if self.in_flight < self._cap and not self._waiters and self._reopen is None:
+            return self._take()
+        waiter: asyncio.Future[tuple[Permit, float]] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            permit, jitter = await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                # Granted, then cancelled before it could use it: pass it on.
+                self._give_back()
+            raise
+        finally:
+            if not waiter.done() or waiter.cancelled():
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+        if jitter:
+            try:
+                await asyncio.sleep(random.uniform(0.0, jitter))
+            except asyncio.CancelledError:
+                self._give_back()
+                raise
+            if self.closed:
+                self._give_back()
+            self._check_open()
+        return permit
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise client_closed()
+
+    def _take(self) -> Permit:
+        self.in_flight += 1
+        self.requests += 1
+        self._tickets += 1
+        return (self._tickets, self.in_flight)
+
+    def _give_back(self) -> None:
+        """Return a permit that was granted but never used."""
+        self.in_flight -= 1
+        self.requests -= 1
+        self._wake()
+
+    def release(self, permit: Permit, response: Response | None) -> None:
+        """Hand back a permit, learning from the answer (``None``: no answer came)."""
+        self.in_flight -= 1
+        if response is not None:
+            if response.status < 300:
+                self._grow(permit[1])
+            elif response.status >= 400:
+                self._refused(permit, response)
+        if self._waiters:
+            self._wake()
+
+    def _refused(self, permit: Permit, response: Response) -> None:
+        asked = retry_after(response.headers)
+        # A wait over the cap is not honoured: that call fails instead (see `_retry`).
+        hinted = asked is not None and asked <= self.max_retry_after
+        if response.status == 429:
+            self.rate_limited += 1
+            self._shrink(permit, hinted=hinted)
+        if hinted and asked:
+            self.pause(asked)
+
+    # -- the window -----------------------------------------------------------
+
+    def _grow(self, load: int) -> None:
+        self._floor_refusals = 0
+        window = self.window
+        if self._learning:
+            # Slow start: the window doubles each round trip while it is half in use.
+            if load >= window / 2 and window < self.max_window:
+                self._set_window(window + 1.0)
+            return
+        # Only a window in use learns that it could be larger (as Palantir's dialogue does).
+        if load < min(IN_USE * window, window - 1.0) or window >= self.max_window:
+            return
+        if self._ceiling == math.inf:
+            # Past a ceiling that proved stale: the step doubles each round trip.
+            window += (window - self._base + 1.0) / window
+        elif window < self._ceiling - 1.0:
+            # Back towards the ceiling by halving the gap each round trip (BIC's search).
+            window += max(1.0, (self._ceiling - 1.0 - window) / 2) / window
+        elif window < self._ceiling:
+            window += 1.0 / (window * PROBE_ROUNDS)
+        else:
+            # The probe held at the ceiling: the limit rose; climb, ever faster, to follow it.
+            self._ceiling, self._base = math.inf, window
+            window += 1.0 / window
+        self._set_window(window)
+
+    def _shrink(self, permit: Permit, *, hinted: bool) -> None:
+        ticket, load = permit
+        self._learning = False
+        window = min(self.window, load - 1.0)
+        if ticket > self._last_cut:
+            # The first refusal of a round trip: the others of the same round add no cut.
+            self._ceiling = float(load)
+            window *= DECREASE
+            self._last_cut = self._tickets
+        if window < 1.0 and load <= 1 and not hinted:
+            # At a window of one, the only smaller step is to wait (unless told how long).
+            self._floor_refusals += 1
+            self.pause(self.backoff(self._floor_refusals))
+        self._set_window(max(1.0, window))
+
+    def _set_window(self, window: float) -> None:
+        self.window = min(window, float(self.max_window))
+        self._cap = int(self.window)
+
+    # -- the gate -------------------------------------------------------------
+
+    def pause(self, seconds: float) -> None:
+        """Hold every new request for *seconds*, unless a longer pause is already on."""
+        if seconds <= 0 or self.closed:
+            return
+        loop = asyncio.get_running_loop()
+        until = loop.time() + seconds
+        if until <= self._paused_until:
+            return
+        self.pauses += 1
+        self.paused_seconds += until - max(self._paused_until, loop.time())
+        self._paused_until = until
+        self._jitter = min(MAX_RESUME_JITTER, seconds / 4)
+        if self._reopen is not None:
+            self._reopen.cancel()
+        self._reopen = loop.call_at(until, self._open)
+
+    def _open(self) -> None:
+        self._reopen = None
+        self._wake(self._jitter)
+
+    def _wake(self, jitter: float = 0.0) -> None:
+        if self._reopen is not None:
+            return
+        while self._waiters and self.in_flight < self._cap:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                # Handed over, not merely woken: no newcomer can take it meanwhile.
+                waiter.set_result((self._take(), jitter))
+
+    def close(self) -> None:
+        """Refuse every waiting and future call, and drop the pending reopen timer."""
+        self.closed = True
+        if self._reopen is not None:
+            self._reopen.cancel()
+            self._reopen = None
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(client_closed())
