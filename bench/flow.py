@@ -245,23 +245,41 @@ def step_delay(run: dict[str, Any], new_limit: int) -> float | None:
 
 
 def plot(results: list[dict[str, Any]], path: str) -> None:
+    """Requests in flight at the server in the step scenario, one panel per client version."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    shown = [run for run in results if run["scenario"] == "step" and run["way"] == "many"]
-    figure, axes = plt.subplots(len(shown), 1, figsize=(9, 2.6 * len(shown)), sharex=True)
-    for axis, run in zip([axes] if len(shown) == 1 else axes, shown, strict=True):
+    shown = {}
+    for run in results:
+        if run["scenario"] == "step" and run["way"].startswith("many"):
+            shown.setdefault(run["label"], run)  # the first round of each
+    figure, axes = plt.subplots(len(shown), 1, figsize=(9, 2.8 * len(shown)), sharex=True)
+    axes = [axes] if len(shown) == 1 else list(axes)
+    names = {"new": "the client-wide window", "old": "the old halving window (per run)"}
+    for axis, (label, run) in zip(axes, shown.items(), strict=True):
         moments = [point[0] for point in run["series"]]
-        axis.plot(moments, [point[1] for point in run["series"]], lw=0.8, label="in flight")
+        counts = [point[1] for point in run["series"]]
+        # The server sees answers leave in waves; the mean over one latency shows the level.
+        span = max(1, round(SCENARIOS["step"]["latency"] / SAMPLE_EVERY))
+        smooth = [
+            sum(counts[max(0, i - span + 1) : i + 1]) / min(i + 1, span) for i in range(len(counts))
+        ]
+        axis.plot(moments, counts, lw=0.5, alpha=0.35, color="tab:blue")
+        axis.plot(moments, smooth, lw=1.4, color="tab:blue", label="in flight (mean over 50 ms)")
         axis.plot(moments, [point[2] for point in run["series"]], "k--", lw=1, label="limit")
-        axis.set_title(f"release_many, {run['label']}: {run['wall']:.2f} s", fontsize=10)
+        axis.set_title(
+            f"release_many(concurrency=64), {names.get(label, label)}: {run['wall']:.2f} s,"
+            f" {run['requests'] / run['closed']:.2f} requests per session",
+            fontsize=10,
+        )
         axis.set_ylabel("requests in flight")
+        axis.set_ylim(0, 60)
         axis.legend(loc="lower right", fontsize=8)
-    (axes if len(shown) == 1 else axes[-1]).set_xlabel("seconds")
+    axes[-1].set_xlabel("seconds from the first request")
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=100)
 
 
 def main() -> None:

@@ -22,9 +22,10 @@ the last maximum):
 - The load of that refusal is remembered as the *ceiling*. Below it, the
   window climbs back halving the gap each round trip; just under it, it
   probes one place higher only every `PROBE_ROUNDS` round trips, so that a
-  steady limit costs few refusals; a probe that holds at the ceiling forgets
-  it, and the window climbs past it with a step that doubles each round trip,
-  following a limit that rose.
+  steady limit costs few refusals; a probe that holds a whole place past the
+  ceiling (more than a rate limit's burst allowance lends) forgets it, and the
+  window climbs on with a step that doubles each round trip, following a limit
+  that rose.
 - Successes grow the window only while it is in use (sent with `IN_USE` of
   it, or all of it but one place, in flight), so that a quiet client does not
   inflate it.
@@ -252,10 +253,11 @@ class FlowControl:
         elif window < self._ceiling - 1.0:
             # Back towards the ceiling by halving the gap each round trip (BIC's search).
             window += max(1.0, (self._ceiling - 1.0 - window) / 2) / window
-        elif window < self._ceiling:
+        elif window < self._ceiling + 1.0:
             window += 1.0 / (window * PROBE_ROUNDS)
         else:
-            # The probe held at the ceiling: the limit rose; climb, ever faster, to follow it.
+            # The probe held a whole place past the ceiling (a burst allowance alone would
+            # not): the limit rose; climb, ever faster, to follow it.
             self._ceiling, self._base = math.inf, window
             window += 1.0 / window
         self._set_window(window)
@@ -277,7 +279,8 @@ class FlowControl:
 
     def _set_window(self, window: float) -> None:
         self.window = min(window, float(self.max_window))
-        self._cap = int(self.window)
+        if not self.closed:
+            self._cap = int(self.window)
 
     # -- the gate -------------------------------------------------------------
 
@@ -313,6 +316,7 @@ class FlowControl:
     def close(self) -> None:
         """Refuse every waiting and future call, and drop the pending reopen timer."""
         self.closed = True
+        self._cap = 0  # the fast path then turns every caller to `acquire`, which refuses
         if self._reopen is not None:
             self._reopen.cancel()
             self._reopen = None

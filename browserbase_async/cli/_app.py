@@ -260,6 +260,7 @@ async def release_ids(
     # Opened first: a path we cannot write is said before anything is released.
     failed_file = _open_for_writing(failed_out) if failed_out is not None else None
     tally = Tally(len(ids), quiet=quiet, json_rows=json_rows)
+    before = api.flow_stats()
     interrupted = False
     with tally, failed_file or contextlib.nullcontext():
         try:
@@ -272,7 +273,7 @@ async def release_ids(
             interrupted = True
         if failed_file is not None:
             failed_file.writelines(session_id + "\n" for session_id in tally.failed_ids)
-    tally.say(tally.summary(interrupted=interrupted))
+    tally.say(tally.summary(interrupted=interrupted, stats=api.flow_stats().since(before)))
     if interrupted:
         return EXIT_INTERRUPTED
     return EXIT_FAILED if tally.failed else EXIT_OK

@@ -20,6 +20,7 @@ from rich.progress import (
 )
 
 from .._bulk import ReleaseResult
+from .._flow import FlowStats
 from .._errors import (
     APIConnectionError,
     APIResponseValidationError,
@@ -66,6 +67,17 @@ def result_row(result: ReleaseResult) -> str:
             "attempts": result.attempts,
         }
     )
+
+
+def flow_summary(stats: FlowStats) -> str:
+    """What the flow control did, in a few words: why a run took as long as it did."""
+    parts = [f"{stats.requests} requests"]
+    if stats.rate_limited:
+        parts.append(f"{stats.rate_limited} answered 429, window now {stats.window:.0f}")
+    if stats.pauses:
+        times = "once" if stats.pauses == 1 else f"{stats.pauses} times"
+        parts.append(f"paused {times} for {stats.paused_seconds:.1f} s")
+    return ", ".join(parts)
 
 
 class Tally:
@@ -130,8 +142,8 @@ class Tally:
             rate = self.done / max(time.monotonic() - self.started, 1e-9)
             self._progress.update(self._task, advance=1, failed=self.failed, rate=rate)
 
-    def summary(self, *, interrupted: bool = False) -> str:
-        """The one human line said at the end."""
+    def summary(self, *, interrupted: bool = False, stats: FlowStats | None = None) -> str:
+        """The one human line said at the end; with the run's flow figures, if given."""
         seconds = time.monotonic() - self.started
         total = self.total if self.total is not None else self.done
         released = self.done - self.failed
@@ -141,6 +153,8 @@ class Tally:
         line += f" in {seconds:.1f} s"
         if self.retries:
             line += f", {self.retries} retries"
+        if stats is not None:
+            line += "; " + flow_summary(stats)
         if interrupted:
             line += f"; interrupted, {total - self.done} not attempted or not confirmed"
         return line

@@ -1,0 +1,475 @@
+"""The client-wide flow control: its promises through the public API, then its window's rules.
+
+Behaviour, not timing: servers that hold requests until the test lets them go, server-side
+arrival times for waits, and the figures of `flow_stats()` against the fake's own counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import os
+import tracemalloc
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+import browserbase_async
+from browserbase_async import (
+    APIConnectionError,
+    FlowStats,
+    RateLimitError,
+    RetryPolicy,
+    SessionsAPI,
+)
+from browserbase_async._flow import DECREASE, INITIAL_WINDOW, PROBE_ROUNDS, FlowControl
+from browserbase_async._transport import Response
+from browserbase_async.testing import FakeBrowserbase, Fault, FaultPlan
+
+from .conftest import ApiFactory
+
+pytestmark = pytest.mark.asyncio
+
+
+# -- through the public API, against the fake --------------------------------------------
+
+
+@pytest.mark.parametrize("limit", ["in-flight", "per-second"])
+@pytest.mark.parametrize("way", ["gather", "guards"])
+async def test_every_session_closes_under_a_limit_however_it_is_called(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory, way: str, limit: str
+) -> None:
+    if limit == "in-flight":
+        fake_browserbase.faults = FaultPlan(max_in_flight=8, latency=0.002)
+    else:
+        fake_browserbase.faults = FaultPlan(max_per_second=2000.0, rate_burst=5)
+    ids = fake_browserbase.add_sessions(300)
+    async with make_api(retry=RetryPolicy()) as api:  # the default policy
+        if way == "gather":
+            await asyncio.gather(*(api.release(session_id) for session_id in ids))
+        else:
+
+            async def work(session_id: str) -> None:
+                async with api.guard(session_id):
+                    await asyncio.sleep(0)
+
+            await asyncio.gather(*(work(session_id) for session_id in ids))
+        stats = api.flow_stats()
+    assert all(fake_browserbase.status(session_id) == "COMPLETED" for session_id in ids)
+    received = fake_browserbase.received
+    assert received.answers[429] > 0  # the limit was met, and lived with
+    # The figures add up to what the server saw.
+    assert stats.requests == received.total
+    assert stats.rate_limited == received.answers[429]
+    assert stats.in_flight == 0
+    assert received.answers[200] == len(ids)
+
+
+async def test_max_rate_limited_zero_raises_on_the_first_429(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    (sid,) = fake_browserbase.add_sessions(1)
+    fake_browserbase.inject(Fault.status(429))
+    async with make_api(retry=RetryPolicy(max_rate_limited=0)) as api:
+        with pytest.raises(RateLimitError):
+            await api.release(sid)
+    assert fake_browserbase.received.total == 1
+    assert fake_browserbase.status(sid) == "RUNNING"
+
+
+async def test_429s_spend_no_attempt_up_to_max_rate_limited(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    (sid,) = fake_browserbase.add_sessions(1)
+    fake_browserbase.inject(*[Fault.status(429, headers={"retry-after-ms": "1"})] * 3)
+    async with make_api(retry=RetryPolicy(max_attempts=1, max_rate_limited=3)) as api:
+        session = await api.release(sid)
+    assert session.status == "COMPLETED"
+    assert fake_browserbase.received.total == 4
+
+
+async def test_a_server_asked_wait_holds_single_calls_and_bulk_runs_alike() -> None:
+    async with FakeBrowserbase(record_exchanges=True) as fake:
+        first, *others = fake.add_sessions(21)
+        fake.inject(Fault.status(429, headers={"retry-after-ms": "50"}))
+        async with SessionsAPI(fake.api_key, base_url=fake.base_url) as api:
+            await asyncio.gather(
+                api.release(first),  # told to wait: the gate closes for the whole client
+                api.release_many(others[:10], concurrency=4),
+                *(api.release(session_id) for session_id in others[10:]),
+            )
+            stats = api.flow_stats()
+    refused, *after = sorted(fake.received.exchanges, key=lambda exchange: exchange.arrived)
+    assert refused.status == 429
+    assert all(exchange.status == 200 for exchange in after)
+    # Whatever was not already on the wire waited for the gate, on the server's own clock.
+    held = [exchange for exchange in after if exchange.arrived >= refused.arrived + 0.05]
+    assert len(held) >= len(after) - INITIAL_WINDOW
+    assert stats.pauses == 1
+    assert stats.paused_seconds == pytest.approx(0.05, abs=0.005)
+    assert all(fake.status(session_id) == "COMPLETED" for session_id in [first, *others])
+
+
+async def test_a_bulk_report_carries_its_runs_figures(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    fake_browserbase.faults = FaultPlan(max_in_flight=4, latency=0.002)
+    ids = fake_browserbase.add_sessions(100)
+    async with make_api() as api:
+        await api.retrieve(ids[0])  # before the run: not in its figures
+        report = await api.release_many(ids, concurrency=16)
+        after = api.flow_stats()
+    assert report.ok
+    stats = report.stats
+    assert stats is not None
+    received = fake_browserbase.received
+    assert stats.requests == received.requests["update"] == len(ids) + received.answers[429]
+    assert stats.rate_limited == received.answers[429] > 0
+    assert stats.elapsed is not None
+    assert stats.elapsed > 0
+    assert stats.window == after.window <= 16
+    assert after.requests == stats.requests + 1
+
+
+async def test_cancelled_waiters_leave_no_task_and_no_lost_permit(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    ids = fake_browserbase.add_sessions(50)
+    async with make_api() as api:
+        fake_browserbase.hold()
+        calls = [asyncio.create_task(api.release(session_id)) for session_id in ids]
+        await fake_browserbase.wait_for_in_flight(int(INITIAL_WINDOW))
+        waiting = calls[int(INITIAL_WINDOW) :]
+        assert api.flow_stats().in_flight == INITIAL_WINDOW
+        for task in waiting[::2]:
+            task.cancel()
+        fake_browserbase.let_go()
+        outcomes = await asyncio.gather(*calls, return_exceptions=True)
+        stats = api.flow_stats()
+    cancelled = [ids[calls.index(task)] for task in waiting[::2]]
+    assert sum(isinstance(outcome, asyncio.CancelledError) for outcome in outcomes) == 20
+    assert stats.in_flight == 0
+    assert stats.requests == fake_browserbase.received.total == 30
+    assert all(fake_browserbase.status(session_id) == "RUNNING" for session_id in cancelled)
+    assert sum(fake_browserbase.status(session_id) == "COMPLETED" for session_id in ids) == 30
+
+
+async def test_a_guard_is_not_starved_by_a_bulk_run() -> None:
+    async with FakeBrowserbase(record_exchanges=True) as fake:
+        ids = fake.add_sessions(200)
+        (mine,) = fake.add_sessions(1)
+        async with SessionsAPI(fake.api_key, base_url=fake.base_url) as api:
+            fake.hold()
+            run = asyncio.create_task(api.release_many(ids, concurrency=32))
+            await fake.wait_for_in_flight(int(INITIAL_WINDOW))
+            await _until(lambda: len(api._flow._waiters) == 32 - INITIAL_WINDOW)
+
+            async def guarded() -> None:
+                async with api.guard(mine):
+                    pass
+
+            guard = asyncio.create_task(guarded())
+            await _until(lambda: len(api._flow._waiters) == 32 - INITIAL_WINDOW + 1)
+            fake.let_go()
+            await asyncio.gather(run, guard)
+        order = [exchange.path.rsplit("/", 1)[1] for exchange in fake.received.exchanges]
+    # One fair queue: the guard's release goes out with the workers already waiting (the
+    # 33rd request, give or take the order connections open in), before the run's later ones.
+    assert order.index(mine) < 40
+    assert len(order) == 201
+
+
+async def test_closing_the_client_ends_every_call_without_a_stray_cancellation(
+    fake_browserbase: FakeBrowserbase,
+) -> None:
+    ids = fake_browserbase.add_sessions(300)
+    api = SessionsAPI(fake_browserbase.api_key, base_url=fake_browserbase.base_url)
+    fake_browserbase.hold()
+    calls = [asyncio.create_task(api.release(session_id)) for session_id in ids]
+    await fake_browserbase.wait_for_in_flight(int(INITIAL_WINDOW))
+    await api.aclose()
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    on_the_wire = [o for o in outcomes if isinstance(o, APIConnectionError)]
+    refused = [o for o in outcomes if isinstance(o, RuntimeError) and "closed" in str(o)]
+    assert len(on_the_wire) == INITIAL_WINDOW
+    assert len(refused) == len(ids) - INITIAL_WINDOW
+    assert api.flow_stats().in_flight == 0
+    # A closed client opens nothing: no new pool for a call that woke after the close.
+    assert api._transport.session is None
+    with pytest.raises(RuntimeError, match="closed"):
+        await api.retrieve(ids[0])
+    assert api._transport.session is None
+
+
+async def test_closing_the_client_with_a_wait_pending_wakes_no_one(
+    fake_browserbase: FakeBrowserbase,
+) -> None:
+    ids = fake_browserbase.add_sessions(5)
+    fake_browserbase.inject(Fault.status(503, headers={"Retry-After": "30"}))
+    api = SessionsAPI(fake_browserbase.api_key, base_url=fake_browserbase.base_url)
+    first = asyncio.create_task(api.release(ids[0]))
+    await fake_browserbase.wait_for_requests(1)
+    await _until(lambda: api.flow_stats().pauses == 1)
+    others = [asyncio.create_task(api.release(session_id)) for session_id in ids[1:]]
+    await _until(lambda: len(api._flow._waiters) == 5)  # the first one's retry, too
+    await api.aclose()
+    outcomes = await asyncio.gather(first, *others, return_exceptions=True)
+    assert all(isinstance(outcome, RuntimeError) for outcome in outcomes), outcomes
+    assert fake_browserbase.received.total == 1
+
+
+async def test_a_long_lived_client_holds_no_state_per_call(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    fake_browserbase.faults = FaultPlan(max_in_flight=5, latency=0.001)
+    (sid,) = fake_browserbase.add_sessions(1)
+    ours = tracemalloc.Filter(True, f"{Path(browserbase_async.__file__).parent}{os.sep}*")
+
+    async def calls(count: int) -> None:
+        for _ in range(count // 50):  # waves of 50 at once: waiters, 429s and all
+            await asyncio.gather(*(api.retrieve(sid) for _ in range(50)))
+
+    tracemalloc.start()
+    try:
+        async with make_api() as api:
+            await calls(300)
+            gc.collect()  # refused attempts' exceptions live in cycles until collected
+            before = tracemalloc.take_snapshot().filter_traces([ours])
+            await calls(1500)
+            gc.collect()
+            after = tracemalloc.take_snapshot().filter_traces([ours])
+            stats = api.flow_stats()
+    finally:
+        tracemalloc.stop()
+    grown = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+    assert stats.rate_limited > 0
+    assert stats.requests == fake_browserbase.received.total
+    assert grown < 4096, [str(stat) for stat in after.compare_to(before, "lineno")[:6]]
+
+
+# -- the window, without a server ----------------------------------------------------------
+
+
+def answer(status: int, **headers: str) -> Response:
+    return Response(status, headers, b"")
+
+
+OK, REFUSED = answer(200), answer(429)
+
+
+def new_flow(max_window: int = 100, backoff: float = 0.0) -> FlowControl:
+    return FlowControl(max_window, 60.0, lambda attempt: backoff)
+
+
+def run_against_limit(
+    flow: FlowControl, limit: int, answers: int, in_flight: list[tuple[int, int]] | None = None
+) -> list[float]:
+    """Drive *flow* like a closed loop against a server of *limit* in flight; the windows seen.
+
+    As the fake does, the server refuses at once what it cannot take, and answers the rest
+    in the order they came. Pass *in_flight* to go on with the requests of an earlier run.
+    """
+    in_flight = [] if in_flight is None else in_flight
+    windows = []
+    while len(windows) < answers:
+        while (permit := flow.try_acquire()) is not None:
+            if len(in_flight) >= limit:
+                flow.release(permit, REFUSED)
+                windows.append(flow.window)
+            else:
+                in_flight.append(permit)
+        flow.release(in_flight.pop(0), OK)
+        windows.append(flow.window)
+    return windows
+
+
+async def test_the_window_starts_small_and_doubles_until_refused() -> None:
+    flow = new_flow()
+    assert flow.window == INITIAL_WINDOW
+    windows = run_against_limit(flow, limit=1000, answers=300)
+    assert windows[-1] == 100  # never past max_window
+    assert flow.stats() == FlowStats(100.0, flow.in_flight, flow.requests, 0, 0, 0.0)
+
+
+async def test_one_round_of_refusals_cuts_once_to_what_the_server_took() -> None:
+    flow = new_flow()
+    permits = [flow.try_acquire() for _ in range(10)]
+    assert None not in permits
+    for permit in permits[:6]:
+        assert permit is not None
+        flow.release(permit, OK)
+    window = flow.window
+    assert window > 10
+    for permit in permits[6:]:
+        assert permit is not None
+        flow.release(permit, REFUSED)
+    # Refused at a load of 7: at most 6 fit; the round's cut applies once, not four times.
+    assert flow.window == pytest.approx(6 * DECREASE)
+    assert flow.rate_limited == 4
+
+
+async def test_a_steady_limit_is_learned_and_probed_rarely() -> None:
+    flow = new_flow()
+    windows = run_against_limit(flow, limit=25, answers=5000)
+    settled = windows[500:]
+    assert min(settled) >= 25 * DECREASE - 1
+    assert max(settled) < 27
+    refusals = flow.rate_limited
+    # After learning, about one probe every PROBE_ROUNDS round trips of 25 answers.
+    assert refusals <= 5000 / (25 * PROBE_ROUNDS) + 10
+
+
+async def test_the_window_follows_a_limit_that_rises() -> None:
+    flow, in_flight = new_flow(), []
+    run_against_limit(flow, limit=25, answers=2000, in_flight=in_flight)
+    assert flow.window < 27
+    windows = run_against_limit(flow, limit=50, answers=2000, in_flight=in_flight)
+    reached = next(n for n, window in enumerate(windows) if window >= 45)
+    assert reached < 50 * 2 * PROBE_ROUNDS  # within a couple of probe periods
+    assert max(windows[reached:]) < 53
+
+
+async def test_a_quiet_client_does_not_inflate_its_window() -> None:
+    flow = new_flow()
+    for _ in range(1000):
+        permit = flow.try_acquire()
+        assert permit is not None
+        flow.release(permit, OK)
+    assert flow.window == INITIAL_WINDOW
+
+
+async def test_errors_and_lost_answers_leave_the_window_alone() -> None:
+    flow = new_flow()
+    for outcome in (answer(503), answer(404), None):
+        permit = flow.try_acquire()
+        assert permit is not None
+        flow.release(permit, outcome)
+    assert flow.window == INITIAL_WINDOW
+    assert flow.in_flight == 0
+
+
+async def test_at_a_window_of_one_a_429_pauses_the_client() -> None:
+    flow = new_flow(backoff=30.0)
+    permit = flow.try_acquire()
+    assert permit is not None
+    flow.release(permit, REFUSED)
+    assert flow.window == 1
+    assert flow.stats().pauses == 1
+    assert flow.try_acquire() is None  # held at the gate
+    waiting = asyncio.create_task(flow.acquire())
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    flow.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        await waiting
+
+
+async def test_a_hinted_429_pauses_as_asked_not_by_backoff() -> None:
+    flow = new_flow(backoff=30.0)
+    permit = flow.try_acquire()
+    assert permit is not None
+    flow.release(permit, answer(429, **{"retry-after-ms": "0"}))
+    assert flow.stats().pauses == 0
+    assert flow.try_acquire() is not None
+
+
+async def test_a_wait_over_the_cap_does_not_close_the_gate() -> None:
+    flow = FlowControl(4, 1.0, lambda attempt: 0.0)
+    permit = flow.try_acquire()
+    assert permit is not None
+    flow.release(permit, answer(503, **{"retry-after": "30"}))
+    assert flow.try_acquire() is not None
+    assert flow.stats().pauses == 0
+
+
+async def test_a_longer_pause_extends_the_gate_a_shorter_one_does_not() -> None:
+    flow = new_flow()
+    flow.pause(10.0)
+    flow.pause(30.0)
+    flow.pause(5.0)
+    stats = flow.stats()
+    assert stats.pauses == 2
+    assert stats.paused_seconds == pytest.approx(30.0, abs=0.01)
+    flow.close()
+    flow.pause(60.0)
+    assert flow.stats().pauses == 2
+
+
+async def test_the_gate_reopens_on_its_timer_and_spreads_the_waiters() -> None:
+    flow = new_flow()
+    loop = asyncio.get_running_loop()
+    flow.pause(0.01)
+    reopened = loop.time() + 0.01
+    waiting = [asyncio.create_task(flow.acquire()) for _ in range(3)]
+    permits = await asyncio.gather(*waiting)
+    assert loop.time() >= reopened
+    assert len({ticket for ticket, _ in permits}) == 3
+    assert flow.in_flight == 3
+
+
+async def test_a_granted_permit_cancelled_before_use_is_passed_on() -> None:
+    flow = new_flow(max_window=1)
+    held = flow.try_acquire()
+    assert held is not None
+    first = asyncio.create_task(flow.acquire())
+    second = asyncio.create_task(flow.acquire())
+    await asyncio.sleep(0)
+    flow.release(held, OK)  # hands the place to `first`...
+    first.cancel()  # ...which is cancelled before it runs
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    permit = await second
+    assert flow.in_flight == 1
+    flow.release(permit, OK)
+    assert flow.in_flight == 0
+    assert flow.requests == 2
+
+
+async def test_cancelled_in_the_resume_jitter_gives_the_place_back() -> None:
+    flow = new_flow()
+    flow.pause(8.0)  # a jitter of up to 1 s on resuming
+    waiting = asyncio.create_task(flow.acquire())
+    await asyncio.sleep(0)
+    assert flow._reopen is not None
+    flow._reopen.cancel()
+    flow._open()  # as the timer does
+    assert flow.in_flight == 1
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert flow.in_flight == 0
+    assert flow.requests == 0
+
+
+async def test_closed_while_in_the_resume_jitter() -> None:
+    flow = new_flow()
+    flow.pause(8.0)
+    waiting = asyncio.create_task(flow.acquire())
+    await asyncio.sleep(0)
+    assert flow._reopen is not None
+    flow._reopen.cancel()
+    flow._open()
+    flow.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        await waiting
+    assert flow.in_flight == 0
+
+
+async def test_a_closed_flow_refuses_at_once() -> None:
+    flow = new_flow()
+    flow.close()
+    assert flow.try_acquire() is None
+    with pytest.raises(RuntimeError, match="closed"):
+        await flow.acquire()
+
+
+async def _until(condition: Callable[[], bool], turns: int = 1000) -> None:
+    """Let the loop run until *condition()* holds: a bounded number of turns, never a clock."""
+    for _ in range(turns):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the condition never held")
+
+
