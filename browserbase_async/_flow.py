@@ -226,12 +226,11 @@ class FlowControl:
 
     def _refused(self, permit: Permit, response: Response) -> None:
         asked = retry_after(response.headers)
-        # A wait over the cap is not honoured: that call fails instead (see `_retry`).
-        hinted = asked is not None and asked <= self.max_retry_after
         if response.status == 429:
             self.rate_limited += 1
-            self._shrink(permit, hinted=hinted)
-        if hinted and asked:
+            self._shrink(permit, hinted=asked is not None)
+        # A wait over the cap is not honoured: that call fails instead (see `_retry`).
+        if asked and asked <= self.max_retry_after:
             self.pause(asked)
 
     # -- the window -----------------------------------------------------------

@@ -208,9 +208,13 @@ async def test_an_api_failure_of_the_listing(fake_browserbase: FakeBrowserbase) 
 async def test_no_progress_bytes_on_a_pipe(fake_browserbase: FakeBrowserbase) -> None:
     ids = fake_browserbase.add_sessions(50)
     ran = await run_cli(fake_browserbase, "release", *ids)
+    assert ran.code == 0, ran.err
     assert "\x1b" not in ran.err
     assert "\r" not in ran.err
-    one_line(ran.err)
+    assert one_line(ran.err).startswith("released 50 of 50 sessions, 0 failed in ")
+    assert one_line(ran.err).endswith("; 50 requests")
+    assert ran.out == ""
+    assert all(fake_browserbase.status(session_id) == "COMPLETED" for session_id in ids)
 
 
 async def test_list_table_and_json(fake_browserbase: FakeBrowserbase) -> None:

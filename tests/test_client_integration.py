@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import time
 
@@ -100,16 +101,21 @@ async def test_retry_after_as_an_http_date(
     ],
 )
 async def test_a_retry_after_over_the_cap_fails_at_once(
-    fake_browserbase: FakeBrowserbase, make_api: ApiFactory, headers: dict[str, str]
+    fake_browserbase: FakeBrowserbase,
+    make_api: ApiFactory,
+    retry_logs: pytest.LogCaptureFixture,
+    headers: dict[str, str],
 ) -> None:
     (sid,) = fake_browserbase.add_sessions(1)
     fake_browserbase.inject(Fault.status(429, headers=headers))
-    started = time.monotonic()
     async with make_api(retry=RetryPolicy(max_retry_after=60.0)) as api:
         with pytest.raises(RateLimitError):
             await api.release(sid)
+        stats = api.flow_stats()
     assert fake_browserbase.received.requests["update"] == 1
-    assert time.monotonic() - started < 30  # it raised; it did not sleep
+    # It raised at once: no pause was taken, for this call or for the client.
+    assert (stats.pauses, stats.paused_seconds) == (0, 0.0)
+    assert "over max_retry_after" in retry_logs.text
 
 
 async def test_x_should_retry_false(
@@ -232,7 +238,7 @@ async def test_a_refusal_for_a_running_session_stays_an_error(
 
 
 async def test_the_retry_budget_caps_an_outage(
-    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory, retry_logs: pytest.LogCaptureFixture
 ) -> None:
     ids = fake_browserbase.add_sessions(100)
     fake_browserbase.inject(*[Fault.status(503)] * 1000)
@@ -243,6 +249,7 @@ async def test_the_retry_budget_caps_an_outage(
                 await api.release(sid)
     # 100 first attempts earn 20 retries: the server sees 1.2x, not 3x.
     assert fake_browserbase.received.requests["update"] <= 121
+    assert "the retry budget is spent" in retry_logs.text
 
 
 async def test_a_429_costs_the_budget_nothing(
@@ -256,3 +263,83 @@ async def test_a_429_costs_the_budget_nothing(
     async with make_api(retry=policy) as api:
         await api.release(sid)
     assert fake_browserbase.received.requests["update"] == 5
+
+
+@pytest.mark.parametrize("status", [409, 410, 422])
+async def test_an_already_ended_refusal_is_checked_and_counts_as_released(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory, status: int
+) -> None:
+    (sid,) = fake_browserbase.add_sessions(1, status="COMPLETED")
+    # 409 is retryable too: the retries come first, and the check after they are spent.
+    refusals = 3 if status == 409 else 1
+    fake_browserbase.inject(*[Fault.status(status)] * refusals)
+    async with make_api() as api:
+        session = await api.release(sid)
+    assert session.status is SessionStatus.COMPLETED
+    assert fake_browserbase.received.requests == {"update": refusals, "retrieve": 1}
+
+
+async def test_a_hanging_post_times_out_and_the_retry_releases(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    (sid,) = fake_browserbase.add_sessions(1)
+    fake_browserbase.inject(Fault.hang())
+    async with make_api(timeout=0.2) as api:
+        session = await api.release(sid)
+    assert session.status is SessionStatus.COMPLETED
+    assert fake_browserbase.received.answers["hung"] == 1
+    assert fake_browserbase.received.requests["update"] == 2
+
+
+async def test_no_timeout_lets_a_slow_answer_through(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    (sid,) = fake_browserbase.add_sessions(1)
+    fake_browserbase.hold()
+    async with make_api(timeout=None) as api:
+        releasing = asyncio.create_task(api.release(sid))
+        await fake_browserbase.wait_for_in_flight(1)
+        fake_browserbase.let_go()
+        session = await releasing
+    assert session.status is SessionStatus.COMPLETED
+    assert fake_browserbase.received.total == 1
+
+
+async def test_max_connections_bounds_every_call_together(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    ids = fake_browserbase.add_sessions(10)
+    fake_browserbase.hold()
+    async with make_api(max_connections=3) as api:
+        calls = asyncio.gather(*(api.release(sid) for sid in ids))
+        await fake_browserbase.wait_for_in_flight(3)
+        stats = api.flow_stats()
+        assert (stats.window, stats.in_flight, fake_browserbase.received.total) == (3, 3, 3)
+        fake_browserbase.let_go()
+        await calls
+    assert fake_browserbase.received.peak_in_flight == 3
+    assert all(fake_browserbase.status(sid) == "COMPLETED" for sid in ids)
+
+
+async def test_a_per_call_project_id_wins_over_the_clients(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    a, b, c, d, e = fake_browserbase.add_sessions(5)
+    async with make_api(project_id="client-project") as api:
+        await api.release(a, project_id="call-project")
+        await api.release(b)
+        await api.release_many([c], project_id="run-project")
+        async for _ in api.release_iter([d], project_id="stream-project"):
+            pass
+        async with api.guard(e, project_id="guard-project"):
+            pass
+    assert fake_browserbase.received.bodies == [
+        {"status": "REQUEST_RELEASE", "projectId": project}
+        for project in (
+            "call-project",
+            "client-project",
+            "run-project",
+            "stream-project",
+            "guard-project",
+        )
+    ]

@@ -53,7 +53,7 @@ def validate(instance: object, schema: dict[str, Any]) -> None:
 # -- spec-generated data ------------------------------------------------------
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=120, suppress_health_check=[HealthCheck.too_slow])
 @given(from_schema(SESSION))
 def test_every_session_the_spec_allows_is_structured(data: dict[str, Any]) -> None:
     session = structure_session(data)
@@ -67,7 +67,7 @@ def test_every_session_the_spec_allows_is_structured(data: dict[str, Any]) -> No
     assert session == converter.structure(data, Session)
 
 
-@settings(max_examples=50, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=20, suppress_health_check=[HealthCheck.too_slow])
 @given(
     from_schema(
         operation("/v1/sessions", "get")["responses"]["200"]["content"]["application/json"][

@@ -99,6 +99,7 @@ def test_nanosecond_fractions_and_lowercase_are_read() -> None:
 
 def test_a_datetime_without_offset_is_utc() -> None:
     session = structure_session(session_json(createdAt="2026-11-28T09:00:00"))
+    assert session.created_at == datetime(2026, 11, 28, 9, 0, 0, tzinfo=UTC)
     assert session.created_at.tzinfo is UTC
 
 
@@ -167,3 +168,9 @@ def test_excerpt_is_short() -> None:
     with pytest.raises(APIResponseValidationError) as caught:
         structure_session(session_json(userMetadata={"blob": "x" * 10_000}, proxyBytes="no"))
     assert len(caught.value.body) <= 200
+
+
+def test_a_moment_before_what_utc_can_hold_becomes_the_earliest() -> None:
+    # 0001-01-01T00:30+01:00 is in year 0 in UTC, which datetime cannot hold.
+    session = structure_session(session_json(createdAt="0001-01-01T00:30:00+01:00"))
+    assert session.created_at == datetime.min.replace(tzinfo=UTC)

@@ -132,28 +132,58 @@ async def test_non_json_rate() -> None:
 
 
 async def test_a_concurrency_limit_answers_429() -> None:
-    async with FakeBrowserbase(faults=FaultPlan(max_in_flight=2, latency=0.05)) as fake:
-        statuses = await asyncio.gather(*[call(fake, "GET", "/v1/sessions") for _ in range(6)])
-        assert sorted(status for status, _ in statuses).count(429) >= 1
-        assert fake.received.peak_in_flight >= 3
+    async with FakeBrowserbase(faults=FaultPlan(max_in_flight=2)) as fake:
+        fake.hold()
+        held = [asyncio.create_task(call(fake, "GET", "/v1/sessions")) for _ in range(2)]
+        await fake.wait_for_in_flight(2)
+        # A third, while two are served: refused at once, not held.
+        assert (await call(fake, "GET", "/v1/sessions"))[0] == 429
+        fake.let_go()
+        assert [status for status, _ in await asyncio.gather(*held)] == [200, 200]
+        assert fake.received.peak_in_flight == 3
+        assert fake.received.answers == {200: 2, 429: 1}
+
+
+async def test_a_limit_per_second_answers_429_beyond_its_burst() -> None:
+    # One a second, in a bucket of two: two at once pass, the third is refused.
+    async with FakeBrowserbase(faults=FaultPlan(max_per_second=1.0, rate_burst=2)) as fake:
+        statuses = [(await call(fake, "GET", "/v1/sessions"))[0] for _ in range(3)]
+    assert statuses == [200, 200, 429]
 
 
 async def test_sessions_end_after_the_release_delay() -> None:
-    async with FakeBrowserbase(faults=FaultPlan(release_delay=0.01)) as fake:
+    async with FakeBrowserbase(faults=FaultPlan(release_delay=0.05)) as fake:
         (sid,) = fake.add_sessions(1)
+        loop = asyncio.get_running_loop()
+        sent = loop.time()
         status, answer = await call(
             fake, "POST", f"/v1/sessions/{sid}", body={"status": "REQUEST_RELEASE"}
         )
+        # The answer is made before the fake's timer could fire: always RUNNING.
         assert (status, answer["status"]) == (200, "RUNNING")
-        # It ends later, by the fake's own timer: test_guard_and_wait waits for it.
-        assert fake.status(sid) == "RUNNING"
+        await fake.wait_for_status(sid, "COMPLETED")
+        assert loop.time() - sent >= 0.05  # by the timer, not before
+        assert fake.sessions[sid]["endedAt"] is not None
 
 
-async def test_realistic_plan_and_repr() -> None:
+async def test_the_realistic_plan_makes_every_kind_of_fault() -> None:
     plan = FaultPlan.realistic(seed=1)
-    assert 0 < plan.error_rate < 0.2
     fake = FakeBrowserbase(faults=plan)
     assert "not started" in repr(fake)
     async with fake:
         assert fake.base_url in repr(fake)
-    await fake.close()
+        statuses = [await _status_or_cut(fake) for _ in range(150)]
+    await fake.close()  # a second close does nothing
+    answers = fake.received.answers
+    assert answers[503] > 0
+    assert answers[429] > 0
+    assert answers["lost"] > 0
+    assert answers["dropped"] > 0
+    assert statuses.count(200) > 0.8 * len(statuses)
+
+
+async def _status_or_cut(fake: FakeBrowserbase) -> int:
+    try:
+        return (await call(fake, "GET", "/v1/sessions"))[0]
+    except aiohttp.ClientError:
+        return 0

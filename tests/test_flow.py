@@ -233,10 +233,10 @@ async def test_a_long_lived_client_holds_no_state_per_call(
     tracemalloc.start()
     try:
         async with make_api() as api:
-            await calls(300)
+            await calls(200)
             gc.collect()  # refused attempts' exceptions live in cycles until collected
             before = tracemalloc.take_snapshot().filter_traces([ours])
-            await calls(1500)
+            await calls(1000)
             gc.collect()
             after = tracemalloc.take_snapshot().filter_traces([ours])
             stats = api.flow_stats()
@@ -471,5 +471,3 @@ async def _until(condition: Callable[[], bool], turns: int = 1000) -> None:
             return
         await asyncio.sleep(0)
     raise AssertionError("the condition never held")
-
-

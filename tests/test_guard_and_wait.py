@@ -79,7 +79,6 @@ async def test_guard_releases_when_cancelled_even_if_the_release_is_slow(
     fake_browserbase: FakeBrowserbase, make_api: ApiFactory
 ) -> None:
     (sid,) = fake_browserbase.add_sessions(1)
-    fake_browserbase.faults = FaultPlan(latency=0.05)
     inside = asyncio.Event()
 
     async def scrape(api: SessionsAPI) -> None:
@@ -90,12 +89,28 @@ async def test_guard_releases_when_cancelled_even_if_the_release_is_slow(
     async with make_api() as api:
         task = asyncio.create_task(scrape(api))
         await inside.wait()
+        fake_browserbase.hold()
         task.cancel()
-        await fake_browserbase.wait_for_requests(1)
+        await fake_browserbase.wait_for_in_flight(1)  # the release is on the wire, held
         task.cancel()  # cancelled again while the release is under way
+        await asyncio.sleep(0)
+        assert not task.done()  # the release goes on, shielded
+        fake_browserbase.let_go()
         with pytest.raises(asyncio.CancelledError):
             await task
     assert fake_browserbase.status(sid) == "COMPLETED"
+    assert fake_browserbase.received.total == 1
+
+
+async def test_guard_with_wait_confirms_the_end(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    fake_browserbase.faults = FaultPlan(release_delay=0.01)
+    (sid,) = fake_browserbase.add_sessions(1)
+    async with make_api() as api, api.guard(sid, wait=True):
+        pass
+    assert fake_browserbase.status(sid) == "COMPLETED"
+    assert fake_browserbase.received.requests["retrieve"] >= 1
 
 
 async def test_a_failed_release_never_hides_the_blocks_error(
@@ -108,8 +123,14 @@ async def test_a_failed_release_never_hides_the_blocks_error(
             async with api.guard(sid):
                 raise KeyError("scrape failed")
     notes = getattr(caught.value, "__notes__", [])
-    assert any(f"releasing session {sid} failed" in note for note in notes)
-    assert f"could not release session {sid}" in caplog.text
+    assert notes == [
+        f"and releasing session {sid} failed:"
+        " InternalServerError('500 Internal Server Error: fake error 500')"
+    ]
+    (record,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert record.getMessage() == (
+        f"could not release session {sid} after KeyError: 500 Internal Server Error: fake error 500"
+    )
 
 
 async def test_a_failed_release_after_a_clean_block_raises(
@@ -133,6 +154,9 @@ async def test_the_guards_release_is_bounded(
         with pytest.raises(APITimeoutError, match=r"took over 0\.1 s"):
             async with api.guard(sid, release_timeout=0.1):
                 pass
+    # The block ended normally: the failure is raised, not logged.
+    assert not caplog.records
+    assert fake_browserbase.received.answers["hung"] == 1
 
 
 async def test_guard_checks_the_id_on_entry(make_api: ApiFactory) -> None:
@@ -160,4 +184,7 @@ async def test_cancelled_guard_whose_release_fails_notes_it(
         task.cancel()
         with pytest.raises(asyncio.CancelledError) as caught:
             await task
-    assert any("failed" in note for note in getattr(caught.value, "__notes__", []))
+    assert getattr(caught.value, "__notes__", []) == [
+        f"and releasing session {sid} failed:"
+        " InternalServerError('500 Internal Server Error: fake error 500')"
+    ]

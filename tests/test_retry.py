@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import random
+import statistics
 from datetime import UTC, datetime
 
 import attrs
@@ -74,6 +76,8 @@ def test_policy_defaults_match_the_contract() -> None:
         {"initial_delay": -1.0},
         {"max_delay": -0.1},
         {"budget_ratio": -1.0},
+        {"max_retry_after": -1.0},
+        {"budget_min_per_second": -0.5},
         {"max_rate_limited": -1},
     ],
 )
@@ -86,6 +90,18 @@ def test_policy_refuses_nonsense(kwargs: dict[str, float]) -> None:
 def test_backoff_is_full_jitter_under_the_cap(attempt: int) -> None:
     policy = RetryPolicy(initial_delay=0.5, max_delay=8.0)
     assert 0.0 <= policy.backoff(attempt) <= min(8.0, 0.5 * 2 ** (attempt - 1))
+
+
+def test_backoff_spreads_over_its_whole_range_and_doubles_up_to_the_cap() -> None:
+    policy = RetryPolicy(initial_delay=0.5, max_delay=8.0)
+    random.seed(20261130)  # a seeded draw: the same figures every run
+    for attempt, ceiling in [(1, 0.5), (2, 1.0), (3, 2.0), (4, 4.0), (5, 8.0), (9, 8.0)]:
+        draws = [policy.backoff(attempt) for _ in range(2000)]
+        # Full jitter: uniform over [0, ceiling], so spread from near 0 to near the ceiling,
+        # with its mean at half of it; the ceiling doubles each attempt, up to max_delay.
+        assert min(draws) < 0.01 * ceiling
+        assert 0.99 * ceiling < max(draws) <= ceiling
+        assert statistics.fmean(draws) == pytest.approx(ceiling / 2, rel=0.05)
 
 
 class Clock:

@@ -20,7 +20,6 @@ from rich.progress import (
 )
 
 from .._bulk import ReleaseResult
-from .._flow import FlowStats
 from .._errors import (
     APIConnectionError,
     APIResponseValidationError,
@@ -31,6 +30,7 @@ from .._errors import (
     PermissionDeniedError,
     RateLimitError,
 )
+from .._flow import FlowStats
 
 _KINDS: Final[tuple[tuple[type[BaseException], str], ...]] = (
     (ValueError, "invalid id"),

@@ -214,6 +214,7 @@ class FakeBrowserbase:
         self._request_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._in_flight_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._holding: asyncio.Event | None = None
+        self._status_waiters: list[tuple[str, str, asyncio.Future[None]]] = []
         self._runner: web.AppRunner | None = None
         self.base_url = ""
 
@@ -335,7 +336,9 @@ class FakeBrowserbase:
         await waiter
 
     def hold(self) -> None:
-        """Hold every request from now on, before it is answered, until `let_go`.
+        """Hold every request accepted from now on, before it is answered, until `let_go`.
+
+        Requests that the key check or a limit refuses are answered at once, as ever.
 
         With `wait_for_in_flight`, a test makes requests overlap by construction.
         """
@@ -347,6 +350,18 @@ class FakeBrowserbase:
         if self._holding is not None:
             holding, self._holding = self._holding, None
             holding.set()
+
+    async def wait_for_status(self, session_id: str, status: str) -> None:
+        """Return once the session is in *status* (events, not polling).
+
+        Raises:
+            KeyError: No such session.
+        """
+        if self.status(session_id) == status:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._status_waiters.append((session_id, status, waiter))
+        await waiter
 
     async def wait_for_in_flight(self, count: int) -> None:
         """Return once *count* requests are being served at once (events, not polling)."""
@@ -455,8 +470,6 @@ class FakeBrowserbase:
         if self._in_flight_waiters:
             self._in_flight_waiters = _wake(self._in_flight_waiters, self._in_flight)
         try:
-            if self._holding is not None:
-                await self._holding.wait()
             answer = await self._answer(request, act)
         finally:
             self._in_flight -= 1
@@ -486,6 +499,9 @@ class FakeBrowserbase:
             return _error(429, "Too many concurrent requests")
         if plan.max_per_second is not None and not self._take_token(plan.max_per_second):
             return _error(429, "Too many requests per second")
+        if self._holding is not None:
+            # Held once accepted: a limit refuses at once, as it would anyway.
+            await self._holding.wait()
         if fault is not None and fault.kind == "drop":
             return self._cut(request, "dropped")
         if fault is not None and fault.kind in ("status", "body"):
@@ -549,10 +565,23 @@ class FakeBrowserbase:
     def _end_later(self, session: dict[str, Any]) -> None:
         delay = self.faults.release_delay
         if delay <= 0:
-            _end(session)
+            self._end(session)
         elif math.isfinite(delay):
             loop = asyncio.get_running_loop()
-            self._timers.append(loop.call_later(delay, _end, session))
+            self._timers.append(loop.call_later(delay, self._end, session))
+
+    def _end(self, session: dict[str, Any]) -> None:
+        if session["status"] not in TERMINAL:
+            now = _iso(datetime.now(UTC))
+            session.update(status="COMPLETED", endedAt=now, updatedAt=now)
+        if self._status_waiters:
+            still = []
+            for session_id, status, waiter in self._status_waiters:
+                if self.sessions[session_id]["status"] == status and not waiter.done():
+                    waiter.set_result(None)
+                elif not waiter.done():
+                    still.append((session_id, status, waiter))
+            self._status_waiters = still
 
 
 def _wake(
@@ -566,12 +595,6 @@ def _wake(
         elif not waiter.done():
             still.append((count, waiter))
     return still
-
-
-def _end(session: dict[str, Any]) -> None:
-    if session["status"] not in TERMINAL:
-        now = _iso(datetime.now(UTC))
-        session.update(status="COMPLETED", endedAt=now, updatedAt=now)
 
 
 def _iso(moment: datetime) -> str:

@@ -1,0 +1,46 @@
+"""The opt-in pytest plugin, used as a user's project uses it: a test project of its own."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+
+def test_the_fixtures_from_a_project_of_its_own(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest('pytest_plugins = ["browserbase_async.testing.pytest_plugin"]\n')
+    pytester.makepyfile(
+        """
+        import pytest
+
+        from browserbase_async import SessionsAPI
+
+
+        @pytest.mark.asyncio
+        async def test_release(fake_browserbase, browserbase_api) -> None:
+            (sid,) = fake_browserbase.add_sessions(1)
+            assert isinstance(browserbase_api, SessionsAPI)
+            assert browserbase_api.base_url == fake_browserbase.base_url
+            assert browserbase_api.retry.initial_delay == 0.001
+            session = await browserbase_api.release(sid)
+            assert session.status == "COMPLETED"
+            assert fake_browserbase.status(sid) == "COMPLETED"
+
+
+        @pytest.mark.asyncio
+        async def test_each_test_gets_its_own_fake(fake_browserbase) -> None:
+            assert fake_browserbase.sessions == {}
+            assert fake_browserbase.received.total == 0
+        """
+    )
+    result = pytester.runpytest_inprocess(
+        "-p",
+        "no:cacheprovider",
+        "-W",
+        "error",
+        "-o",
+        "asyncio_mode=strict",
+        "-o",
+        "asyncio_default_fixture_loop_scope=function",
+    )
+    result.assert_outcomes(passed=2)
