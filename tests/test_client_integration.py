@@ -21,6 +21,7 @@ from browserbase_async import (
     SessionsAPI,
     SessionStatus,
 )
+from browserbase_async._transport import Transport
 from browserbase_async.testing import FakeBrowserbase, Fault
 
 from .conftest import FAST, ApiFactory
@@ -343,3 +344,26 @@ async def test_a_per_call_project_id_wins_over_the_clients(
             "guard-project",
         )
     ]
+
+
+async def test_a_closed_transport_opens_nothing() -> None:
+    transport = Transport("http://127.0.0.1:9", "k", 1.0, 1)
+    await transport.aclose()
+    with pytest.raises(RuntimeError, match="closed"):
+        await transport.request("GET", "/v1/sessions")
+    assert transport.session is None
+
+
+async def test_closing_the_pool_under_a_waiting_request_is_a_connection_error() -> None:
+    # Our window never lets a call wait in the pool; the transport alone, with a pool of
+    # one, shows what aiohttp does to a waiter when it closes: not a CancelledError.
+    async with FakeBrowserbase() as fake:
+        fake.hold()
+        transport = Transport(fake.base_url, fake.api_key, None, 1)
+        first = asyncio.create_task(transport.request("GET", "/v1/sessions"))
+        second = asyncio.create_task(transport.request("GET", "/v1/sessions"))
+        await fake.wait_for_in_flight(1)
+        await asyncio.sleep(0)
+        await transport.aclose()
+        outcomes = await asyncio.gather(first, second, return_exceptions=True)
+    assert all(isinstance(outcome, APIConnectionError) for outcome in outcomes), outcomes

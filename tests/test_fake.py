@@ -187,3 +187,30 @@ async def _status_or_cut(fake: FakeBrowserbase) -> int:
         return (await call(fake, "GET", "/v1/sessions"))[0]
     except aiohttp.ClientError:
         return 0
+
+
+async def test_the_waits_return_at_once_when_already_there(
+    fake_browserbase: FakeBrowserbase,
+) -> None:
+    (sid,) = fake_browserbase.add_sessions(1, status="COMPLETED")
+    await fake_browserbase.wait_for_status(sid, "COMPLETED")
+    await fake_browserbase.wait_for_in_flight(0)
+    await fake_browserbase.wait_for_requests(0)
+    fake_browserbase.let_go()  # not holding: nothing to do
+    fake_browserbase.hold()
+    fake_browserbase.hold()  # holding already: the same hold
+    waiting = asyncio.create_task(call(fake_browserbase, "GET", f"/v1/sessions/{sid}"))
+    await fake_browserbase.wait_for_in_flight(1)
+    fake_browserbase.let_go()
+    assert (await waiting)[0] == 200
+
+
+async def test_a_status_waiter_waits_for_its_own_session() -> None:
+    async with FakeBrowserbase(faults=FaultPlan(release_delay=0.01)) as fake:
+        first, second = fake.add_sessions(2)
+        waiting = asyncio.create_task(fake.wait_for_status(second, "COMPLETED"))
+        await call(fake, "POST", f"/v1/sessions/{first}", body={"status": "REQUEST_RELEASE"})
+        await fake.wait_for_status(first, "COMPLETED")
+        assert not waiting.done()
+        await call(fake, "POST", f"/v1/sessions/{second}", body={"status": "REQUEST_RELEASE"})
+        await waiting

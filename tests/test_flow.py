@@ -341,7 +341,7 @@ async def test_a_quiet_client_does_not_inflate_its_window() -> None:
 
 async def test_errors_and_lost_answers_leave_the_window_alone() -> None:
     flow = new_flow()
-    for outcome in (answer(503), answer(404), None):
+    for outcome in (answer(503), answer(404), answer(304), None):
         permit = flow.try_acquire()
         assert permit is not None
         flow.release(permit, outcome)
@@ -435,6 +435,8 @@ async def test_cancelled_in_the_resume_jitter_gives_the_place_back() -> None:
     flow._reopen.cancel()
     flow._open()  # as the timer does
     assert flow.in_flight == 1
+    await asyncio.sleep(0)  # the waiter is in its resume jitter now
+    assert not waiting.done()
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiting
@@ -458,10 +460,26 @@ async def test_closed_while_in_the_resume_jitter() -> None:
 
 async def test_a_closed_flow_refuses_at_once() -> None:
     flow = new_flow()
+    permit = await flow.acquire()  # a free place: at once
     flow.close()
+    flow.release(permit, OK)  # the answer of a call that was on the wire
     assert flow.try_acquire() is None
     with pytest.raises(RuntimeError, match="closed"):
         await flow.acquire()
+
+
+async def test_closing_just_after_a_waiter_was_cancelled() -> None:
+    flow = new_flow(max_window=1)
+    held = flow.try_acquire()
+    assert held is not None
+    waiting = asyncio.create_task(flow.acquire())
+    await asyncio.sleep(0)
+    waiting.cancel()  # its future is cancelled now; the task has not run yet
+    flow.close()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    flow.release(held, None)
+    assert flow.in_flight == 0
 
 
 async def _until(condition: Callable[[], bool], turns: int = 1000) -> None:

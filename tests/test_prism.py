@@ -7,13 +7,17 @@ whatever the description allows.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 import pytest_asyncio
 
 from browserbase_async import AuthenticationError, RetryPolicy, Session, SessionsAPI, SessionStatus
+from browserbase_async._converter import structure_session, structure_sessions
 
 from .test_cli import run_cli
 
@@ -34,15 +38,61 @@ async def api() -> AsyncIterator[SessionsAPI]:
         yield client
 
 
+def assert_is_what_was_sent(session: Session, sent: dict[str, Any]) -> None:
+    """Every field of *session* against the JSON Prism answered."""
+    assert session.id == sent["id"]
+    assert session.project_id == sent["projectId"]
+    assert session.status == sent["status"]
+    assert session.region == sent["region"]
+    assert session.proxy_bytes == sent["proxyBytes"]
+    assert session.keep_alive == sent["keepAlive"]
+    assert session.context_id == sent.get("contextId")
+    assert session.user_metadata == sent.get("userMetadata")
+    for field, key in [
+        ("created_at", "createdAt"),
+        ("updated_at", "updatedAt"),
+        ("started_at", "startedAt"),
+        ("ended_at", "endedAt"),
+        ("expires_at", "expiresAt"),
+    ]:
+        moment = getattr(session, field)
+        if sent.get(key) is None:
+            assert moment is None, field
+        else:
+            assert moment is not None, field
+            assert moment.tzinfo is not None, field
+            # The same instant as the string Prism sent, whatever its offset or precision.
+            text = sent[key].replace("Z", "+00:00").replace("z", "+00:00")
+            expected = datetime.fromisoformat(text)
+            if expected.tzinfo is None:
+                expected = expected.replace(tzinfo=UTC)
+            assert moment == expected, field
+
+
+async def answered(api: SessionsAPI, method: str, path: str, body: bytes | None = None) -> Any:
+    """What Prism answers to one request, as JSON (Prism makes up new data every time)."""
+    response = await api._transport.request(method, path, body=body)
+    assert response.status < 300, response.body[:200]
+    return json.loads(response.body)
+
+
 async def test_release(api: SessionsAPI) -> None:
+    body = json.dumps({"status": "REQUEST_RELEASE"}).encode()
+    sent = await answered(api, "POST", "/v1/sessions/a-session", body)
+    assert_is_what_was_sent(structure_session(sent), sent)
     assert isinstance(await api.release("a-session"), Session)
 
 
 async def test_update_with_a_project_id(api: SessionsAPI) -> None:
+    body = json.dumps({"status": "REQUEST_RELEASE", "projectId": "a-project"}).encode()
+    sent = await answered(api, "POST", "/v1/sessions/a-session", body)
+    assert_is_what_was_sent(structure_session(sent), sent)
     assert isinstance(await api.update("a-session", project_id="a-project"), Session)
 
 
 async def test_retrieve(api: SessionsAPI) -> None:
+    sent = await answered(api, "GET", "/v1/sessions/a-session")
+    assert_is_what_was_sent(structure_session(sent), sent)
     assert isinstance(await api.retrieve("a-session"), Session)
 
 
@@ -50,6 +100,9 @@ async def test_retrieve(api: SessionsAPI) -> None:
 async def test_list_with_each_filter(api: SessionsAPI, status: SessionStatus | None) -> None:
     sessions = await api.list(status=status, q="user_metadata['job']:'crawl'")
     assert all(isinstance(session, Session) for session in sessions)
+    sent = await answered(api, "GET", "/v1/sessions")
+    for session, item in zip(structure_sessions(sent), sent, strict=True):
+        assert_is_what_was_sent(session, item)
 
 
 async def test_a_bulk_release_of_a_few_hundred(api: SessionsAPI) -> None:
