@@ -188,3 +188,28 @@ async def test_cancelled_guard_whose_release_fails_notes_it(
         f"and releasing session {sid} failed:"
         " InternalServerError('500 Internal Server Error: fake error 500')"
     ]
+
+
+async def test_a_release_cancelled_itself_is_a_cancellation_of_the_guard(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    # What a loop shutting down does: it cancels every task, the shielded release included.
+    (sid,) = fake_browserbase.add_sessions(1)
+
+    async def scrape(api: SessionsAPI) -> None:
+        async with api.guard(sid):
+            pass
+
+    async with make_api() as api:
+        fake_browserbase.hold()
+        task = asyncio.create_task(scrape(api))
+        await fake_browserbase.wait_for_in_flight(1)
+        (release,) = [
+            other
+            for other in asyncio.all_tasks()
+            if getattr(other.get_coro(), "__qualname__", "").endswith("bounded")
+        ]
+        release.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        fake_browserbase.let_go()
