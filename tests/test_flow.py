@@ -233,10 +233,10 @@ async def test_a_long_lived_client_holds_no_state_per_call(
     tracemalloc.start()
     try:
         async with make_api() as api:
-            await calls(200)
+            await calls(150)
             gc.collect()  # refused attempts' exceptions live in cycles until collected
             before = tracemalloc.take_snapshot().filter_traces([ours])
-            await calls(1000)
+            await calls(600)
             gc.collect()
             after = tracemalloc.take_snapshot().filter_traces([ours])
             stats = api.flow_stats()
