@@ -171,8 +171,8 @@ class FlowControl:
             RuntimeError: The client is closed, or closes while this waits.
         """
         self._check_open()
-        if self.in_flight < self._cap and not self._waiters and self._reopen is None:
-            return self._take()
+        if (free := self.try_acquire()) is not None:
+            return free
         waiter: asyncio.Future[tuple[Permit, float]] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:

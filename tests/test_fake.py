@@ -197,6 +197,9 @@ async def test_the_waits_return_at_once_when_already_there(
     await fake_browserbase.wait_for_in_flight(0)
     await fake_browserbase.wait_for_requests(0)
     fake_browserbase.let_go()  # not holding: nothing to do
+    abandoned = asyncio.create_task(fake_browserbase.wait_for_requests(1))
+    await asyncio.sleep(0)
+    abandoned.cancel()  # a waiter given up on is dropped, never woken
     fake_browserbase.hold()
     fake_browserbase.hold()  # holding already: the same hold
     waiting = asyncio.create_task(call(fake_browserbase, "GET", f"/v1/sessions/{sid}"))

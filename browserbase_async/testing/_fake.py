@@ -211,10 +211,8 @@ class FakeBrowserbase:
         self._tokens_at = 0.0
         self._closing = asyncio.Event()
         self._timers: list[asyncio.TimerHandle] = []
-        self._request_waiters: list[tuple[int, asyncio.Future[None]]] = []
-        self._in_flight_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
         self._holding: asyncio.Event | None = None
-        self._status_waiters: list[tuple[str, str, asyncio.Future[None]]] = []
         self._runner: web.AppRunner | None = None
         self.base_url = ""
 
@@ -329,11 +327,7 @@ class FakeBrowserbase:
 
     async def wait_for_requests(self, count: int) -> None:
         """Return once the fake has received *count* requests in all (events, not polling)."""
-        if self.received.total >= count:
-            return
-        waiter = asyncio.get_running_loop().create_future()
-        self._request_waiters.append((count, waiter))
-        await waiter
+        await self._until(lambda: self.received.total >= count)
 
     def hold(self) -> None:
         """Hold every request accepted from now on, before it is answered, until `let_go`.
@@ -357,19 +351,31 @@ class FakeBrowserbase:
         Raises:
             KeyError: No such session.
         """
-        if self.status(session_id) == status:
-            return
-        waiter = asyncio.get_running_loop().create_future()
-        self._status_waiters.append((session_id, status, waiter))
-        await waiter
+        self.status(session_id)  # an unknown id fails here, not by waiting forever
+        await self._until(lambda: self.status(session_id) == status)
 
     async def wait_for_in_flight(self, count: int) -> None:
         """Return once *count* requests are being served at once (events, not polling)."""
-        if self._in_flight >= count:
+        await self._until(lambda: self._in_flight >= count)
+
+    async def _until(self, reached: Callable[[], bool]) -> None:
+        if reached():
             return
         waiter = asyncio.get_running_loop().create_future()
-        self._in_flight_waiters.append((count, waiter))
+        self._waiters.append((reached, waiter))
         await waiter
+
+    def _wake_waiters(self) -> None:
+        """Wake the waiters whose condition now holds; keep the others."""
+        still = []
+        for reached, waiter in self._waiters:
+            if waiter.done():
+                continue
+            if reached():
+                waiter.set_result(None)
+            else:
+                still.append((reached, waiter))
+        self._waiters = still
 
     def inject(self, *faults: Fault) -> None:
         """Apply *faults* to the next requests, one each, in order, before any random fault."""
@@ -463,12 +469,10 @@ class FakeBrowserbase:
     async def _serve(self, request: web.Request, route: str, act: _Act) -> web.Response:
         arrived = asyncio.get_running_loop().time()
         self.received.requests[route] += 1
-        if self._request_waiters:
-            self._request_waiters = _wake(self._request_waiters, self.received.total)
         self._in_flight += 1
         self.received.peak_in_flight = max(self.received.peak_in_flight, self._in_flight)
-        if self._in_flight_waiters:
-            self._in_flight_waiters = _wake(self._in_flight_waiters, self._in_flight)
+        if self._waiters:
+            self._wake_waiters()
         try:
             answer = await self._answer(request, act)
         finally:
@@ -574,27 +578,8 @@ class FakeBrowserbase:
         if session["status"] not in TERMINAL:
             now = _iso(datetime.now(UTC))
             session.update(status="COMPLETED", endedAt=now, updatedAt=now)
-        if self._status_waiters:
-            still = []
-            for session_id, status, waiter in self._status_waiters:
-                if self.sessions[session_id]["status"] == status and not waiter.done():
-                    waiter.set_result(None)
-                elif not waiter.done():
-                    still.append((session_id, status, waiter))
-            self._status_waiters = still
-
-
-def _wake(
-    waiters: list[tuple[int, asyncio.Future[None]]], reached: int
-) -> list[tuple[int, asyncio.Future[None]]]:
-    """Wake the waiters whose count is *reached*; return the others, still waiting."""
-    still = []
-    for count, waiter in waiters:
-        if reached >= count and not waiter.done():
-            waiter.set_result(None)
-        elif not waiter.done():
-            still.append((count, waiter))
-    return still
+        if self._waiters:
+            self._wake_waiters()
 
 
 def _iso(moment: datetime) -> str:
