@@ -40,10 +40,12 @@ pytestmark = pytest.mark.asyncio
 async def test_every_session_closes_under_a_limit_however_it_is_called(
     fake_browserbase: FakeBrowserbase, make_api: ApiFactory, way: str, limit: str
 ) -> None:
+    # Each limit sits far below what even a slow run sends (ten at once to start with, each
+    # held 20 ms): it is met in every run, not by luck.
     if limit == "in-flight":
-        fake_browserbase.faults = FaultPlan(max_in_flight=8, latency=0.002)
+        fake_browserbase.faults = FaultPlan(max_in_flight=8, latency=0.02)
     else:
-        fake_browserbase.faults = FaultPlan(max_per_second=2000.0, rate_burst=5)
+        fake_browserbase.faults = FaultPlan(max_per_second=200.0, rate_burst=5, latency=0.02)
     ids = fake_browserbase.add_sessions(300)
     async with make_api(retry=RetryPolicy()) as api:  # the default policy
         if way == "gather":
@@ -114,7 +116,7 @@ async def test_a_server_asked_wait_holds_single_calls_and_bulk_runs_alike() -> N
 async def test_a_bulk_report_carries_its_runs_figures(
     fake_browserbase: FakeBrowserbase, make_api: ApiFactory
 ) -> None:
-    fake_browserbase.faults = FaultPlan(max_in_flight=4, latency=0.002)
+    fake_browserbase.faults = FaultPlan(max_in_flight=4, latency=0.02)
     ids = fake_browserbase.add_sessions(100)
     async with make_api() as api:
         await api.retrieve(ids[0])  # before the run: not in its figures
@@ -222,7 +224,7 @@ async def test_closing_the_client_with_a_wait_pending_wakes_no_one(
 async def test_a_long_lived_client_holds_no_state_per_call(
     fake_browserbase: FakeBrowserbase, make_api: ApiFactory
 ) -> None:
-    fake_browserbase.faults = FaultPlan(max_in_flight=5, latency=0.001)
+    fake_browserbase.faults = FaultPlan(max_in_flight=5, latency=0.005)
     (sid,) = fake_browserbase.add_sessions(1)
     ours = tracemalloc.Filter(True, f"{Path(browserbase_async.__file__).parent}{os.sep}*")
 
