@@ -16,7 +16,7 @@ import logging
 import time
 import warnings
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, TypeAlias
 
 import aiohttp
 import attrs
@@ -28,16 +28,21 @@ from ._config import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_TIMEOUT,
     check_positive,
+    check_positive_int,
     check_session_id,
     resolve_api_key,
     resolve_base_url,
 )
 from ._converter import structure_session, structure_sessions
 from ._errors import (
+    APIConnectionError,
     APIError,
     APIResponseValidationError,
     APIStatusError,
     APITimeoutError,
+    AuthenticationError,
+    InternalServerError,
+    PermissionDeniedError,
     client_closed,
     excerpt,
     for_status,
@@ -52,7 +57,7 @@ from ._retry import (
     is_retryable,
     poll_until,
 )
-from ._transport import Transport
+from ._transport import DEFAULT_MAX_RESPONSE_BYTES, Transport
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -69,6 +74,10 @@ _UPDATE_STATUSES: Final = frozenset({REQUEST_RELEASE})
 ALREADY_ENDED_STATUSES: Final = frozenset({400, 409, 410, 422})
 """Refusals of a release that are checked with ``retrieve``: the session may have ended."""
 _RELEASE_BODY: Final = json.dumps({"status": REQUEST_RELEASE}).encode()
+_FATAL_IN_BULK: Final = (AuthenticationError, PermissionDeniedError)
+"""Refusals that end a bulk run: the key is wrong, for every session alike."""
+_Fatal: TypeAlias = list[APIError]
+"""A bulk run's fatal error, once it has one (at most one item)."""
 
 
 @attrs.define
@@ -84,6 +93,8 @@ class _Call:
     rate_limited: int = 0
     replay: APIError | None = None
     """A failure of the first attempt, handed to the retry loop to judge."""
+    fatal: _Fatal | None = None
+    """A bulk run's fatal error, once it has one: the attempt is then not sent."""
 
 
 class SessionsAPI:
@@ -107,6 +118,9 @@ class SessionsAPI:
             it is never closed by the client.
         allow_insecure_http: Accept an ``http://`` base URL to a host that is
             not loopback (the key then travels in clear text).
+        max_response_bytes: The longest answer read; a longer one (or one
+            without end) fails with `APIResponseValidationError` as soon as it
+            passes the limit, and is not retried.
 
     Raises:
         ValueError: No API key, an unsafe or malformed base URL, or a bad number.
@@ -123,12 +137,14 @@ class SessionsAPI:
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         http_session: aiohttp.ClientSession | None = None,
         allow_insecure_http: bool = False,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         key = resolve_api_key(api_key)
         url = resolve_base_url(base_url, allow_insecure_http=allow_insecure_http)
         if timeout is not None:
             check_positive("timeout", timeout)
         check_positive("max_connections", max_connections)
+        check_positive_int("max_response_bytes", max_response_bytes)
         self.base_url: Final = url
         self.project_id: Final = project_id
         self.timeout: Final = timeout
@@ -136,7 +152,9 @@ class SessionsAPI:
         self._budget = RetryBudget.for_policy(self.retry)
         self._retrying = build_retrying(self.retry, self._budget, self._is_closed)
         self._flow = FlowControl(max_connections, self.retry.max_retry_after, self.retry.backoff)
-        self._transport = Transport(url, key, timeout, max_connections, http_session)
+        self._transport = Transport(
+            url, key, timeout, max_connections, http_session, max_response_bytes
+        )
         self._closed = False
 
     def __repr__(self) -> str:
@@ -498,6 +516,9 @@ class SessionsAPI:
             raise failure
         flow = self._flow
         permit = flow.try_acquire() or await flow.acquire()
+        if call.fatal:
+            flow.give_back()
+            raise call.fatal[0]
         call.attempts += 1
         try:
             response = await self._transport.request(
@@ -544,28 +565,60 @@ class SessionsAPI:
         project_id: str | None,
         wait: bool,
         wait_timeout: float,
+        fatal: _Fatal | None = None,
     ) -> ReleaseResult:
-        """Release one valid id; the outcome, good or bad, is in the result."""
+        """Release one valid id; the outcome, good or bad, is in the result.
+
+        *fatal* is a bulk run's: its first 401 or 403 goes there, and no
+        request of the run is sent after that.
+        """
         call = self._update_call(session_id, project_id)
+        call.fatal = fatal
         try:
             try:
                 session = structure_session(await self._call(call))
-            except APIStatusError as exc:
-                if exc.status_code not in ALREADY_ENDED_STATUSES:
-                    raise
-                session = await self._retrieve(session_id)
-                if not session.is_terminal:
-                    raise exc from None
+            except APIError as exc:
+                session = await self._check_ended(session_id, exc)
             if wait and not session.is_terminal:
                 session = await self._wait_terminal(session_id, wait_timeout)
         except APIError as exc:
+            if fatal is not None and not fatal and isinstance(exc, _FATAL_IN_BULK):
+                fatal.append(exc)
             return ReleaseResult(session_id, None, exc, call.attempts)
         return ReleaseResult(session_id, session, None, call.attempts)
+
+    async def _check_ended(self, session_id: str, failure: APIError) -> Session:
+        """Return the session if a failed release found it ended; else raise *failure*.
+
+        A refusal that may mean "already ended" (`ALREADY_ENDED_STATUSES`) is
+        always checked. A connection error, a timeout or a 5xx is checked when
+        the retry budget allows: the server may have acted before the answer
+        was lost. If the check fails too, *failure* is raised, with the
+        check's error as its cause and in a note.
+        """
+        if isinstance(failure, APIStatusError) and failure.status_code in ALREADY_ENDED_STATUSES:
+            pass
+        elif not (
+            isinstance(failure, APIConnectionError | InternalServerError)
+            and not self._closed
+            and self._budget.try_withdraw()
+        ):
+            raise failure
+        try:
+            session = await self._retrieve(session_id)
+        except APIError as check:
+            failure.add_note(f"checking session {session_id} with retrieve failed too: {check}")
+            raise failure from check
+        if not session.is_terminal:
+            raise failure
+        return session
 
     def _bulk_release_one(
         self, project_id: str | None, wait: bool, wait_timeout: float
     ) -> _bulk.ReleaseOne:
         self._check_open()
+        # The run's first 401 or 403: the key is wrong for every session, so stop sending.
+        fatal: _Fatal = []
 
         def release_one(session_id: object) -> Awaitable[ReleaseResult]:
             # A plain function handing back the coroutine: one frame less per release.
@@ -573,8 +626,10 @@ class SessionsAPI:
                 valid = check_session_id(session_id)
             except ValueError as exc:
                 return _finished(ReleaseResult(str(session_id), None, exc, 0))
+            if fatal:
+                return _finished(ReleaseResult(valid, None, fatal[0], 0))
             return self._release_result(
-                valid, project_id=project_id, wait=wait, wait_timeout=wait_timeout
+                valid, project_id=project_id, wait=wait, wait_timeout=wait_timeout, fatal=fatal
             )
 
         return release_one

@@ -116,3 +116,13 @@ def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None
     if value < 0 or (value == 0 and not allow_zero):
         bound = ">= 0" if allow_zero else "> 0"
         raise ValueError(f"{name} must be {bound}, got {value!r}")
+
+
+def check_positive_int(name: str, value: object) -> None:
+    """Refuse anything but a whole number above zero (a ``bool`` is not one).
+
+    Raises:
+        ValueError: *value* is not an ``int``, or is below one.
+    """
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a whole number > 0, got {value!r}")

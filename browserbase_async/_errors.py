@@ -158,8 +158,19 @@ def for_status(status: int, headers: Mapping[str, str], body: bytes) -> APIStatu
         reason = HTTPStatus(status).phrase
     except ValueError:
         reason = "Unknown Status"
+    if 300 <= status < 400:
+        # Followed, a redirect would carry the key to wherever it points; the API never sends one.
+        location = excerpt(headers.get("Location", "")) or "no Location given"
+        detail = f"a redirect to {location}, not followed (the API never redirects): check base_url"
+    elif status == 404 and not _is_api_error(decoded):
+        detail = f"{detail} (not the API's JSON error: is base_url the API's root?)".lstrip()
     message = f"{status} {reason}: {detail}" if detail else f"{status} {reason}"
     return kind(message, status_code=status, body=decoded, headers=headers)
+
+
+def _is_api_error(decoded: object) -> bool:
+    """Tell whether an error body has the API's shape: a JSON object with a message."""
+    return isinstance(decoded, dict) and isinstance(decoded.get("message"), str)
 
 
 def _decode_error_body(body: bytes) -> tuple[object, str]:

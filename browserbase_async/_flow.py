@@ -180,7 +180,7 @@ class FlowControl:
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
                 # Granted, then cancelled before it could use it: pass it on.
-                self._give_back()
+                self.give_back()
             raise
         finally:
             if not waiter.done() or waiter.cancelled():
@@ -190,10 +190,10 @@ class FlowControl:
             try:
                 await asyncio.sleep(random.uniform(0.0, jitter))
             except asyncio.CancelledError:
-                self._give_back()
+                self.give_back()
                 raise
             if self.closed:
-                self._give_back()
+                self.give_back()
             self._check_open()
         return permit
 
@@ -207,7 +207,7 @@ class FlowControl:
         self._tickets += 1
         return (self._tickets, self.in_flight)
 
-    def _give_back(self) -> None:
+    def give_back(self) -> None:
         """Return a permit that was granted but never used."""
         self.in_flight -= 1
         self.requests -= 1

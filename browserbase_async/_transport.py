@@ -8,13 +8,27 @@ judged here; that is `_errors.for_status`.
 from __future__ import annotations
 
 import asyncio
+import platform
 from collections.abc import Mapping
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 import aiohttp
 import attrs
 
-from ._errors import APIConnectionError, APITimeoutError, client_closed
+from ._errors import (
+    APIConnectionError,
+    APIResponseValidationError,
+    APITimeoutError,
+    client_closed,
+)
+from ._version import __version__
+
+USER_AGENT: Final = (
+    f"browserbase-async/{__version__} aiohttp/{aiohttp.__version__} "
+    f"Python/{platform.python_version()}"
+)
+DEFAULT_MAX_RESPONSE_BYTES: Final = 64 * 1024 * 1024
+"""The longest answer read: a list of about 100,000 sessions fits."""
 
 
 class Response(NamedTuple):
@@ -41,6 +55,7 @@ class Transport:
     timeout: float | None
     max_connections: int
     session: aiohttp.ClientSession | None = attrs.field(default=None, repr=False)
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
     closed: bool = attrs.field(default=False, init=False)
     _owns_session: bool = attrs.field(init=False, repr=False)
     _get_headers: dict[str, str] = attrs.field(init=False, repr=False)
@@ -49,7 +64,11 @@ class Transport:
 
     def __attrs_post_init__(self) -> None:
         self._owns_session = self.session is None
-        self._get_headers = {"X-BB-API-Key": self.api_key, "Accept": "application/json"}
+        self._get_headers = {
+            "X-BB-API-Key": self.api_key,
+            "Accept": "application/json",
+            "User-Agent": USER_AGENT,
+        }
         self._post_headers = {**self._get_headers, "Content-Type": "application/json"}
         self._timeout = aiohttp.ClientTimeout(total=self.timeout)
 
@@ -72,7 +91,10 @@ class Transport:
         body: bytes | None = None,
         params: Mapping[str, str] | None = None,
     ) -> Response:
-        """Send one request and read the whole answer.
+        """Send one request and read the whole answer, up to ``max_response_bytes``.
+
+        Redirects are not followed: the API never redirects, and a redirect
+        followed would carry the key to wherever it points.
 
         Args:
             method: ``GET`` or ``POST``.
@@ -84,6 +106,7 @@ class Transport:
             APITimeoutError: No full answer within the timeout.
             APIConnectionError: The connection failed or dropped, or the client
                 closed under the request.
+            APIResponseValidationError: The answer is longer than ``max_response_bytes``.
             RuntimeError: The client is closed.
         """
         headers = self._get_headers if body is None else self._post_headers
@@ -95,8 +118,17 @@ class Transport:
                 params=params,
                 headers=headers,
                 timeout=self._timeout,
+                allow_redirects=False,
             ) as answer:
-                return Response(answer.status, answer.headers, await answer.read())
+                length = answer.content_length
+                if (
+                    length is not None
+                    and length <= self.max_response_bytes
+                    and "Content-Encoding" not in answer.headers
+                ):
+                    # The length is known and the body arrives as it is: no bound to watch.
+                    return Response(answer.status, answer.headers, await answer.read())
+                return Response(answer.status, answer.headers, await self._read_bounded(answer))
         except TimeoutError:
             raise APITimeoutError(f"{method} {path}: no answer within {self.timeout} s") from None
         except aiohttp.ClientError as exc:
@@ -110,6 +142,29 @@ class Transport:
             if self.closed and task is not None and not task.cancelling():
                 raise APIConnectionError(f"{method} {path}: the client was closed") from None
             raise
+
+    async def _read_bounded(self, answer: aiohttp.ClientResponse) -> bytes:
+        """Read an answer of unknown or compressed length, dropping it past the limit."""
+        limit = self.max_response_bytes
+        chunks: list[bytes] = []
+        size = 0
+        length = answer.content_length
+        if length is None or length <= limit:
+            async for chunk in answer.content.iter_any():
+                size += len(chunk)
+                if size > limit:
+                    break
+                chunks.append(chunk)
+            else:
+                return b"".join(chunks)
+        # Dropped, not drained: an answer without end would otherwise be read to its end.
+        answer.close()
+        method, url = answer.method, answer.url
+        raise APIResponseValidationError(
+            f"{method} {url.path}: the answer is longer than max_response_bytes "
+            f"({limit} bytes); it was dropped",
+            body="",
+        )
 
     async def aclose(self) -> None:
         """Close the ``ClientSession`` if it is ours; a caller's is left open.

@@ -27,6 +27,7 @@ REGIONS: Final = ("us-west-2", "us-east-1", "eu-central-1", "ap-southeast-1")
 _QUERY_TERM: Final = re.compile(r"user_metadata\['([^']*)'\]\s*:\s*'([^']*)'")
 
 FaultKind: TypeAlias = Literal["status", "drop", "lose", "hang", "html", "body"]
+Route: TypeAlias = Literal["update", "retrieve", "list", "create"]
 _Act: TypeAlias = Callable[[], Awaitable[web.Response]]
 
 
@@ -205,7 +206,7 @@ class FakeBrowserbase:
         self._port = port
         self._record = record_exchanges
         self._random = random.Random(self.faults.seed)
-        self._script: collections.deque[Fault] = collections.deque()
+        self._script: list[tuple[Route | None, Fault]] = []
         self._in_flight = 0
         self._tokens: float | None = None
         self._tokens_at = 0.0
@@ -377,9 +378,23 @@ class FakeBrowserbase:
                 still.append((reached, waiter))
         self._waiters = still
 
-    def inject(self, *faults: Fault) -> None:
-        """Apply *faults* to the next requests, one each, in order, before any random fault."""
-        self._script.extend(faults)
+    def inject(self, *faults: Fault, route: Route | None = None) -> None:
+        """Apply *faults* to the next requests, one each, in order, before any random fault.
+
+        Args:
+            faults: What the next requests get.
+            route: Aim them at this route only (``"update"``, ``"retrieve"``,
+                ``"list"`` or ``"create"``); others pass untouched. ``None``:
+                any route.
+        """
+        self._script.extend((route, fault) for fault in faults)
+
+    def _scripted(self, route: str) -> Fault | None:
+        for index, (aim, fault) in enumerate(self._script):
+            if aim is None or aim == route:
+                del self._script[index]
+                return fault
+        return None
 
     # -- handlers -------------------------------------------------------------
 
@@ -474,7 +489,7 @@ class FakeBrowserbase:
         if self._waiters:
             self._wake_waiters()
         try:
-            answer = await self._answer(request, act)
+            answer = await self._answer(request, route, act)
         finally:
             self._in_flight -= 1
         if answer.status != _CUT:
@@ -494,10 +509,12 @@ class FakeBrowserbase:
                 )
         return answer
 
-    async def _answer(self, request: web.Request, act: _Act) -> web.Response:
+    async def _answer(self, request: web.Request, route: str, act: _Act) -> web.Response:
         if request.headers.get("X-BB-API-Key") != self.api_key:
             return _error(401, "Unauthorized: missing or invalid X-BB-API-Key")
-        fault = self._script.popleft() if self._script else self._draw()
+        fault = self._scripted(route) if self._script else None
+        if fault is None:
+            fault = self._draw()
         plan = self.faults
         if plan.max_in_flight is not None and self._in_flight > plan.max_in_flight:
             return _error(429, "Too many concurrent requests")
