@@ -11,6 +11,9 @@ from sybil.parsers.markdown import PythonCodeBlockParser, SkipParser
 
 from browserbase_async.testing import FakeBrowserbase
 
+# Here, at the root, so that the docs' examples and the tests both get the fixtures and marker.
+pytest_plugins = ["browserbase_async.testing.pytest_plugin"]
+
 
 def _start_fake(namespace: dict[str, Any]) -> None:
     stack = ExitStack()

@@ -85,7 +85,7 @@ async def serve(spec: dict[str, Any]) -> None:
     )
     n = spec["n"]
     async with FakeBrowserbase(api_key="bench-key", faults=plan) as fake:
-        ids = [fake.add_session(f"s-{i}")["id"] for i in range(n)]
+        ids = [fake.add_session(f"s-{i}") for i in range(n)]
         series: list[tuple[float, int, int]] = []
         stepped_at: float | None = None
         started: float | None = None

@@ -292,7 +292,7 @@ class SessionsAPI:
         """List the sessions of the key's project.
 
         Args:
-            status: Only sessions in this state (the enum or its value).
+            status: Only sessions in this state (the enum, or its value in any case).
             q: A user-metadata query, as ``user_metadata['key']:'value'``.
 
         Raises:
@@ -304,7 +304,7 @@ class SessionsAPI:
         params: dict[str, str] = {}
         if status is not None:
             try:
-                params["status"] = SessionStatus(status).value
+                params["status"] = SessionStatus(str(status).upper()).value
             except ValueError:
                 choices = ", ".join(member.value for member in SessionStatus)
                 raise ValueError(f"status must be one of {choices}; got {status!r}") from None

@@ -63,8 +63,8 @@ def resolve_base_url(
         environ: Where to read ``BROWSERBASE_BASE_URL``.
 
     Raises:
-        ValueError: The URL is not ``http(s)://host[...]``, or is plain HTTP to
-            a non-loopback host without ``allow_insecure_http``.
+        ValueError: The URL is not ``http(s)://host[...]``, ends in ``/v1``, or
+            is plain HTTP to a non-loopback host without ``allow_insecure_http``.
     """
     url = base_url if base_url is not None else environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
     parts = urlsplit(url)
@@ -72,12 +72,18 @@ def resolve_base_url(
         raise ValueError(f"base_url must be an http(s) URL with a host, got {url!r}")
     if parts.query or parts.fragment:
         raise ValueError(f"base_url must not have a query or a fragment, got {url!r}")
+    root = url.rstrip("/")
+    if parts.path.rstrip("/").endswith("/v1"):
+        raise ValueError(
+            f"base_url must be the API's root, without /v1 (the paths start with it): "
+            f"use {root.removesuffix('/v1')!r}, not {url!r}"
+        )
     if parts.scheme == "http" and not allow_insecure_http and not is_loopback(parts.hostname):
         raise ValueError(
             f"refusing to send the API key in clear text to {parts.hostname!r}: "
             "use https://, or pass allow_insecure_http=True"
         )
-    return url.rstrip("/")
+    return root
 
 
 def is_loopback(host: str) -> bool:

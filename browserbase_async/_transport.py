@@ -132,9 +132,7 @@ class Transport:
         except TimeoutError:
             raise APITimeoutError(f"{method} {path}: no answer within {self.timeout} s") from None
         except aiohttp.ClientError as exc:
-            raise APIConnectionError(
-                f"{method} {path}: {type(exc).__name__}: {exc or 'connection failed'}"
-            ) from exc
+            raise APIConnectionError(self._connection_failed(method, path, exc)) from exc
         except asyncio.CancelledError:
             # Closing the pool cancels the futures of requests waiting in it: that is not a
             # cancellation of the caller's task, and must not look like one to its TaskGroup.
@@ -142,6 +140,14 @@ class Transport:
             if self.closed and task is not None and not task.cancelling():
                 raise APIConnectionError(f"{method} {path}: the client was closed") from None
             raise
+
+    def _connection_failed(self, method: str, path: str, exc: aiohttp.ClientError) -> str:
+        """Say which URL could not be reached, and why, in the user's terms."""
+        url = self.base_url + path
+        if type(exc) is aiohttp.ClientConnectorError:
+            # aiohttp's own text names "ssl:default" even for http://, which misleads.
+            return f"{method} {url}: cannot connect to {self.base_url}: {exc.strerror}"
+        return f"{method} {url}: {type(exc).__name__}: {exc or 'connection failed'}"
 
     async def _read_bounded(self, answer: aiohttp.ClientResponse) -> bytes:
         """Read an answer of unknown or compressed length, dropping it past the limit."""

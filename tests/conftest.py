@@ -1,4 +1,5 @@
-"""Shared fixtures; the FakeBrowserbase ones come from our opt-in plugin, as users get them."""
+"""Shared fixtures; the FakeBrowserbase ones come from our opt-in plugin, as users get them
+(loaded by the root ``conftest.py``)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,6 @@ import pytest
 
 from browserbase_async import RetryPolicy, SessionsAPI
 from browserbase_async.testing import FakeBrowserbase
-
-pytest_plugins = ["browserbase_async.testing.pytest_plugin"]
 
 FAST = RetryPolicy(initial_delay=0.001, max_delay=0.002)
 

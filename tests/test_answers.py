@@ -132,7 +132,7 @@ async def test_a_failed_check_leaves_the_releases_own_refusal(
     kind: str, fake_browserbase: FakeBrowserbase, make_api: ApiFactory
 ) -> None:
     faults, check_error = CHECK_FAILURES[kind]
-    session_id = fake_browserbase.add_session()["id"]
+    session_id = fake_browserbase.add_session()
     fake_browserbase.inject(Fault.status(400, message="refused for a reason"), route="update")
     fake_browserbase.inject(*faults, route="retrieve")
     async with make_api() as api:
@@ -151,7 +151,7 @@ async def test_a_failed_check_in_bulk_reports_the_releases_own_refusal(
     kind: str, fake_browserbase: FakeBrowserbase, make_api: ApiFactory
 ) -> None:
     faults, check_error = CHECK_FAILURES[kind]
-    session_id = fake_browserbase.add_session()["id"]
+    session_id = fake_browserbase.add_session()
     fake_browserbase.inject(Fault.status(400, message="refused for a reason"), route="update")
     fake_browserbase.inject(*faults, route="retrieve")
     async with make_api() as api:

@@ -44,3 +44,37 @@ def test_the_fixtures_from_a_project_of_its_own(pytester: pytest.Pytester) -> No
         "asyncio_default_fixture_loop_scope=function",
     )
     result.assert_outcomes(passed=2)
+
+
+def test_the_fault_marker_takes_a_plan_and_nothing_else(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest('pytest_plugins = ["browserbase_async.testing.pytest_plugin"]\n')
+    pytester.makepyfile(
+        """
+        import pytest
+
+        from browserbase_async.testing import FaultPlan
+
+
+        @pytest.mark.asyncio
+        @pytest.mark.browserbase_faults(plan=FaultPlan(error_rate=0.5))
+        async def test_by_keyword(fake_browserbase) -> None:
+            assert fake_browserbase.faults.error_rate == 0.5
+
+
+        @pytest.mark.asyncio
+        @pytest.mark.browserbase_faults({"error_rate": 0.5})
+        async def test_not_a_plan(fake_browserbase) -> None:
+            pass
+        """
+    )
+    result = pytester.runpytest_inprocess(
+        "-p",
+        "no:cacheprovider",
+        "--strict-markers",
+        "-o",
+        "asyncio_mode=strict",
+        "-o",
+        "asyncio_default_fixture_loop_scope=function",
+    )
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*browserbase_faults takes a FaultPlan, got {'error_rate': 0.5}*"])

@@ -12,7 +12,6 @@ from typing import IO, Any, Final, TypeVar
 
 import click
 from rich.console import Console
-from rich.table import Table
 
 from .._client import SessionsAPI
 from .._config import API_KEY_ENV, BASE_URL_ENV, DEFAULT_CONCURRENCY, PROJECT_ID_ENV
@@ -21,7 +20,7 @@ from .._errors import APIError
 from .._models import SessionStatus
 from .._retry import RetryPolicy
 from .._version import __version__
-from ._output import Tally
+from ._output import Tally, print_sessions
 
 PROG: Final = "browserbase-async"
 EXIT_OK: Final = 0
@@ -56,16 +55,18 @@ def _connection_options(command: _F) -> _F:
                 "--api-key", envvar=API_KEY_ENV, show_envvar=True, help="Browserbase API key."
             ),
             click.option("--base-url", envvar=BASE_URL_ENV, show_envvar=True, help="API root URL."),
-            click.option(
-                "--project-id",
-                envvar=PROJECT_ID_ENV,
-                show_envvar=True,
-                help="projectId sent with each release.",
-            ),
         )
     ):
         command = option(command)
     return command
+
+
+_project_option: Final = click.option(
+    "--project-id",
+    envvar=PROJECT_ID_ENV,
+    show_envvar=True,
+    help="projectId sent with each release.",
+)
 
 
 _STATUS = click.Choice([status.value for status in SessionStatus], case_sensitive=False)
@@ -138,6 +139,7 @@ def cli() -> None:
 @click.option("--query", help="With --all: user_metadata['key']:'value'.")
 @_release_options
 @_connection_options
+@_project_option
 @_run
 async def release(
     ids: tuple[str, ...],
@@ -177,25 +179,15 @@ async def list_sessions(
     json_rows: bool,
     api_key: str | None,
     base_url: str | None,
-    project_id: str | None,
 ) -> int:
-    """Print sessions: a table, or JSON lines."""
-    async with _client(api_key, base_url, project_id) as api:
-        sessions = await api.list(status=status.upper() if status else None, q=query)
+    """Print sessions: a table on a terminal, else tab-separated rows, or JSON lines."""
+    async with _client(api_key, base_url, None) as api:
+        sessions = await api.list(status=status, q=query)
     if json_rows:
         for session in sessions:
             click.echo(json.dumps(unstructure_session(session)))
         return EXIT_OK
-    table = Table("id", "status", "region", "started", "user metadata", box=None)
-    for session in sessions:
-        table.add_row(
-            session.id,
-            str(session.status),
-            str(session.region),
-            session.started_at.isoformat(timespec="seconds"),
-            json.dumps(session.user_metadata) if session.user_metadata else "",
-        )
-    Console(soft_wrap=True).print(table)
+    print_sessions(sessions, Console())
     click.echo(f"{len(sessions)} sessions", err=True)
     return EXIT_OK
 
@@ -209,10 +201,10 @@ async def list_sessions(
     help="Running sessions to create, then release.",
 )
 @click.option("--faults", is_flag=True, help="Inject a realistic mix of 5xx, 429s and drops.")
-@click.option("--seed", type=int, default=None, help="Seed of the fault draws.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the fault draws.")
 @_release_options
 @_run
-async def demo(sessions: int, faults: bool, seed: int | None, **options: Any) -> int:
+async def demo(sessions: int, faults: bool, seed: int, **options: Any) -> int:
     """Release N sessions of an embedded fake Browserbase: no key, no network."""
     from ..testing import FakeBrowserbase, FaultPlan
 

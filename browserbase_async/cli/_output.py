@@ -18,6 +18,7 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+from rich.table import Table
 
 from .._bulk import ReleaseResult
 from .._errors import (
@@ -31,7 +32,10 @@ from .._errors import (
     RateLimitError,
 )
 from .._flow import FlowStats
+from .._models import Session
 
+KEY_REFUSED: Final = frozenset({"unauthorized", "forbidden"})
+"""Failure kinds that mean the key is wrong: the summary names where it came from."""
 _KINDS: Final[tuple[tuple[type[BaseException], str], ...]] = (
     (ValueError, "invalid id"),
     (NotFoundError, "not found"),
@@ -155,6 +159,8 @@ class Tally:
             line += f", {self.retries} retries"
         if stats is not None:
             line += "; " + flow_summary(stats)
+        if KEY_REFUSED & self.kinds.keys():
+            line += "; the API key was refused: check --api-key or BROWSERBASE_API_KEY"
         if interrupted:
             line += f"; interrupted, {total - self.done} not attempted or not confirmed"
         return line
@@ -162,3 +168,33 @@ class Tally:
     def say(self, line: str) -> None:
         """Print *line* on standard error."""
         self._stderr.print(line, markup=False, soft_wrap=True)
+
+
+def session_cells(session: Session) -> tuple[str, str, str, str, str]:
+    """A session's id, status, region, start time and user metadata, as text."""
+    return (
+        session.id,
+        str(session.status),
+        str(session.region),
+        session.started_at.isoformat(timespec="seconds"),
+        json.dumps(session.user_metadata) if session.user_metadata else "",
+    )
+
+
+def print_sessions(sessions: list[Session], console: Console) -> None:
+    """Print *sessions*: a table on a terminal, else one tab-separated row each.
+
+    Ids are never cut: on a narrow terminal the other columns give way.
+    """
+    if not console.is_terminal:
+        for session in sessions:
+            console.file.write("\t".join(session_cells(session)) + "\n")
+        return
+    table = Table(box=None)
+    widest = max((len(session.id) for session in sessions), default=2)
+    table.add_column("id", no_wrap=True, min_width=widest, overflow="ignore")
+    for name in ("status", "region", "started", "user metadata"):
+        table.add_column(name, overflow="fold")
+    for session in sessions:
+        table.add_row(*session_cells(session))
+    console.print(table, crop=False)

@@ -117,8 +117,13 @@ class FaultPlan:
     seed: int | None = 0
 
     @classmethod
-    def realistic(cls, seed: int | None = None) -> FaultPlan:
-        """A mix seen on a busy day: a few 5xx and 429s, some lost answers."""
+    def realistic(cls, seed: int | None = 0) -> FaultPlan:
+        """A mix seen on a busy day: a few 5xx and 429s, some lost answers.
+
+        Args:
+            seed: Seed of the draws; the same seed, the same faults in the
+                same order of requests. ``None``: a fresh draw each time.
+        """
         return cls(
             error_rate=0.05,
             rate_limit_rate=0.03,
@@ -289,16 +294,29 @@ class FakeBrowserbase:
         region: str = "us-west-2",
         keep_alive: bool = False,
         context_id: str | None = None,
-    ) -> dict[str, Any]:
-        """Add one session; return its JSON form (a live dict the fake keeps)."""
+        started_at: datetime | None = None,
+    ) -> str:
+        """Add one session; return its id. Its JSON form is ``fake.sessions[id]``.
+
+        Args:
+            session_id: Its id; ``None``: a new UUID.
+            status: Its status.
+            user_metadata: Its ``userMetadata``.
+            region: Its region.
+            keep_alive: Its ``keepAlive``.
+            context_id: Its ``contextId``.
+            started_at: When it was created and started (a timezone-aware
+                datetime); ``None``: now. For sessions of several ages.
+        """
         now = datetime.now(UTC)
+        start = started_at.astimezone(UTC) if started_at is not None else now
         session: dict[str, Any] = {
             "id": session_id or str(uuid.uuid4()),
-            "createdAt": _iso(now),
+            "createdAt": _iso(start),
             "updatedAt": _iso(now),
             "projectId": self.project_id,
-            "startedAt": _iso(now),
-            "expiresAt": _iso(now + timedelta(hours=6)),
+            "startedAt": _iso(start),
+            "expiresAt": _iso(start + timedelta(hours=6)),
             "status": status,
             "proxyBytes": 0,
             "keepAlive": keep_alive,
@@ -312,14 +330,20 @@ class FakeBrowserbase:
         if user_metadata is not None:
             session["userMetadata"] = dict(user_metadata)
         self.sessions[session["id"]] = session
-        return session
+        return str(session["id"])
 
     def add_sessions(
-        self, count: int, *, status: str = "RUNNING", user_metadata: Mapping[str, Any] | None = None
+        self,
+        count: int,
+        *,
+        status: str = "RUNNING",
+        user_metadata: Mapping[str, Any] | None = None,
+        started_at: datetime | None = None,
     ) -> list[str]:
-        """Add *count* sessions; return their ids, in order."""
+        """Add *count* sessions, as `add_session` does; return their ids, in order."""
         return [
-            self.add_session(status=status, user_metadata=user_metadata)["id"] for _ in range(count)
+            self.add_session(status=status, user_metadata=user_metadata, started_at=started_at)
+            for _ in range(count)
         ]
 
     def status(self, session_id: str) -> str:
@@ -466,13 +490,13 @@ class FakeBrowserbase:
             if not isinstance(body, dict):
                 return _error(400, "body must be a JSON object")
             metadata = body.get("userMetadata")
-            session = self.add_session(
+            session_id = self.add_session(
                 user_metadata=metadata if isinstance(metadata, dict) else None,
                 keep_alive=bool(body.get("keepAlive", False)),
                 region=str(body.get("region", "us-west-2")),
             )
-            answer = dict(session)
-            answer["connectUrl"] = f"wss://connect.invalid/?sessionId={session['id']}"
+            answer = dict(self.sessions[session_id])
+            answer["connectUrl"] = f"wss://connect.invalid/?sessionId={session_id}"
             answer["seleniumRemoteUrl"] = "http://connect.invalid/webdriver"
             answer["signingKey"] = secrets.token_hex(8)
             return _json(201, answer)
