@@ -27,9 +27,12 @@ from ._config import (
     DEFAULT_CONCURRENCY,
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_TIMEOUT,
+    USE_CLIENT_DEFAULT,
+    Timeout,
     check_positive,
     check_positive_int,
     check_session_id,
+    check_timeout,
     resolve_api_key,
     resolve_base_url,
 )
@@ -74,6 +77,8 @@ _UPDATE_STATUSES: Final = frozenset({REQUEST_RELEASE})
 ALREADY_ENDED_STATUSES: Final = frozenset({400, 409, 410, 422})
 """Refusals of a release that are checked with ``retrieve``: the session may have ended."""
 _RELEASE_BODY: Final = json.dumps({"status": REQUEST_RELEASE}).encode()
+_OWN_BODY_KEYS: Final = {"status": "status", "projectId": "project_id"}
+"""The update's own body keys, and the argument that sets each."""
 _FATAL_IN_BULK: Final = (AuthenticationError, PermissionDeniedError)
 """Refusals that end a bulk run: the key is wrong, for every session alike."""
 _Fatal: TypeAlias = list[APIError]
@@ -89,6 +94,7 @@ class _Call:
     session_id: str | None
     body: bytes | None = None
     params: Mapping[str, str] | None = None
+    timeout: Timeout = USE_CLIENT_DEFAULT
     attempts: int = 0
     rate_limited: int = 0
     replay: APIError | None = None
@@ -141,8 +147,7 @@ class SessionsAPI:
     ) -> None:
         key = resolve_api_key(api_key)
         url = resolve_base_url(base_url, allow_insecure_http=allow_insecure_http)
-        if timeout is not None:
-            check_positive("timeout", timeout)
+        check_timeout(timeout)
         check_positive("max_connections", max_connections)
         check_positive_int("max_response_bytes", max_response_bytes)
         self.base_url: Final = url
@@ -211,26 +216,36 @@ class SessionsAPI:
         *,
         status: str = REQUEST_RELEASE,
         project_id: str | None = None,
+        extra_body: Mapping[str, object] | None = None,
+        timeout: Timeout = USE_CLIENT_DEFAULT,
     ) -> Session:
-        """Update a session; the API's only update is ``REQUEST_RELEASE``, which ends it.
+        """Update a session: its status (``REQUEST_RELEASE`` ends it), or other fields.
 
         Args:
             session_id: The session's id.
             status: The new status: ``"REQUEST_RELEASE"``.
             project_id: Sent as ``projectId``; else the client's, else none.
+            extra_body: More fields of the request body, as the API spells them
+                (camelCase), for mutable fields this client does not name yet.
+            timeout: Seconds allowed for each attempt of this call, instead of
+                the client's; ``None`` for no limit.
 
         Returns:
-            The session as the API answered.
+            The session as the API answered (fields the model does not know are ignored).
 
         Raises:
-            ValueError: A bad id or status, before any request.
+            ValueError: A bad id, status, timeout or *extra_body* (not a mapping,
+                a key that collides with ``status`` or ``projectId``, a value
+                that is not JSON), before any request.
             APIStatusError: The API refused (a subclass per status).
             APIConnectionError: No answer, after the retries.
             APIResponseValidationError: The answer is not a Session.
         """
         if status not in _UPDATE_STATUSES:
             raise ValueError(f"status must be one of {sorted(_UPDATE_STATUSES)}, got {status!r}")
-        call = self._update_call(check_session_id(session_id), project_id, status)
+        check_timeout(timeout)
+        call = self._update_call(check_session_id(session_id), project_id, status, extra_body)
+        call.timeout = timeout
         return structure_session(await self._call(call))
 
     async def release(
@@ -240,6 +255,7 @@ class SessionsAPI:
         project_id: str | None = None,
         wait: bool = False,
         wait_timeout: float = DEFAULT_WAIT_TIMEOUT,
+        timeout: Timeout = USE_CLIENT_DEFAULT,
     ) -> Session:
         """Release a session (``REQUEST_RELEASE``), so that it stops costing.
 
@@ -252,51 +268,67 @@ class SessionsAPI:
             project_id: Sent as ``projectId``; else the client's, else none.
             wait: Poll `retrieve` until the session is in a terminal state.
             wait_timeout: Seconds to wait for it, with *wait*.
+            timeout: Seconds allowed for each attempt of this call (the update,
+                its checks and polls), instead of the client's; ``None``: no limit.
 
         Returns:
             The session; in a terminal state when *wait* is true.
 
         Raises:
-            ValueError: A bad id, before any request.
+            ValueError: A bad id or timeout, before any request.
             APITimeoutError: With *wait*, the session did not end in time.
             APIStatusError: The API refused (a subclass per status).
             APIConnectionError: No answer, after the retries.
             APIResponseValidationError: The answer is not a Session.
         """
+        check_timeout(timeout)
         result = await self._release_result(
             check_session_id(session_id),
             project_id=project_id,
             wait=wait,
             wait_timeout=wait_timeout,
+            timeout=timeout,
         )
         if result.error is not None:
             raise result.error
         assert result.session is not None
         return result.session
 
-    async def retrieve(self, session_id: str) -> Session:
+    async def retrieve(self, session_id: str, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> Session:
         """Return a session as it is now.
 
+        Args:
+            session_id: The session's id.
+            timeout: Seconds allowed for each attempt of this call, instead of
+                the client's; ``None`` for no limit.
+
         Raises:
-            ValueError: A bad id, before any request.
+            ValueError: A bad id or timeout, before any request.
             NotFoundError: No such session.
             APIStatusError: The API refused otherwise.
             APIConnectionError: No answer, after the retries.
             APIResponseValidationError: The answer is not a Session.
         """
-        return await self._retrieve(check_session_id(session_id))
+        check_timeout(timeout)
+        return await self._retrieve(check_session_id(session_id), timeout)
 
     async def list(
-        self, *, status: SessionStatus | str | None = None, q: str | None = None
+        self,
+        *,
+        status: SessionStatus | str | None = None,
+        q: str | None = None,
+        timeout: Timeout = USE_CLIENT_DEFAULT,
     ) -> list[Session]:
         """List the sessions of the key's project.
 
         Args:
             status: Only sessions in this state (the enum, or its value in any case).
             q: A user-metadata query, as ``user_metadata['key']:'value'``.
+            timeout: Seconds allowed for each attempt of this call, instead of
+                the client's; ``None`` for no limit.
 
         Raises:
-            ValueError: *status* is not a `SessionStatus` value.
+            ValueError: *status* is not a `SessionStatus` value, or a bad timeout.
             APIStatusError: The API refused.
             APIConnectionError: No answer, after the retries.
             APIResponseValidationError: The answer is not a list of sessions.
@@ -310,7 +342,8 @@ class SessionsAPI:
                 raise ValueError(f"status must be one of {choices}; got {status!r}") from None
         if q is not None:
             params["q"] = q
-        call = _Call("GET", "/v1/sessions", None, params=params or None)
+        check_timeout(timeout)
+        call = _Call("GET", "/v1/sessions", None, params=params or None, timeout=timeout)
         return structure_sessions(await self._call(call))
 
     # -- bulk -----------------------------------------------------------------
@@ -522,7 +555,7 @@ class SessionsAPI:
         call.attempts += 1
         try:
             response = await self._transport.request(
-                call.method, call.path, body=call.body, params=call.params
+                call.method, call.path, body=call.body, params=call.params, timeout=call.timeout
             )
         except BaseException:
             flow.release(permit, None)
@@ -544,18 +577,26 @@ class SessionsAPI:
             ) from None
 
     def _update_call(
-        self, session_id: str, project_id: str | None, status: str = REQUEST_RELEASE
+        self,
+        session_id: str,
+        project_id: str | None,
+        status: str = REQUEST_RELEASE,
+        extra_body: Mapping[str, object] | None = None,
     ) -> _Call:
         project = project_id if project_id is not None else self.project_id
-        if project is None and status == REQUEST_RELEASE:
+        if project is None and status == REQUEST_RELEASE and extra_body is None:
             body = _RELEASE_BODY
         else:
-            fields = {"status": status} | ({"projectId": project} if project is not None else {})
-            body = json.dumps(fields).encode()
+            fields: dict[str, object] = {"status": status}
+            if project is not None:
+                fields["projectId"] = project
+            if extra_body is not None:
+                fields |= _checked_extra_body(extra_body)
+            body = _encode_body(fields)
         return _Call("POST", f"/v1/sessions/{session_id}", session_id, body=body)
 
-    async def _retrieve(self, session_id: str) -> Session:
-        call = _Call("GET", f"/v1/sessions/{session_id}", session_id)
+    async def _retrieve(self, session_id: str, timeout: Timeout = USE_CLIENT_DEFAULT) -> Session:
+        call = _Call("GET", f"/v1/sessions/{session_id}", session_id, timeout=timeout)
         return structure_session(await self._call(call))
 
     async def _release_result(
@@ -566,6 +607,7 @@ class SessionsAPI:
         wait: bool,
         wait_timeout: float,
         fatal: _Fatal | None = None,
+        timeout: Timeout = USE_CLIENT_DEFAULT,
     ) -> ReleaseResult:
         """Release one valid id; the outcome, good or bad, is in the result.
 
@@ -573,21 +615,23 @@ class SessionsAPI:
         request of the run is sent after that.
         """
         call = self._update_call(session_id, project_id)
-        call.fatal = fatal
+        call.fatal, call.timeout = fatal, timeout
         try:
             try:
                 session = structure_session(await self._call(call))
             except APIError as exc:
-                session = await self._check_ended(session_id, exc)
+                session = await self._check_ended(session_id, exc, timeout)
             if wait and not session.is_terminal:
-                session = await self._wait_terminal(session_id, wait_timeout)
+                session = await self._wait_terminal(session_id, wait_timeout, timeout)
         except APIError as exc:
             if fatal is not None and not fatal and isinstance(exc, _FATAL_IN_BULK):
                 fatal.append(exc)
             return ReleaseResult(session_id, None, exc, call.attempts)
         return ReleaseResult(session_id, session, None, call.attempts)
 
-    async def _check_ended(self, session_id: str, failure: APIError) -> Session:
+    async def _check_ended(
+        self, session_id: str, failure: APIError, timeout: Timeout = USE_CLIENT_DEFAULT
+    ) -> Session:
         """Return the session if a failed release found it ended; else raise *failure*.
 
         A refusal that may mean "already ended" (`ALREADY_ENDED_STATUSES`) is
@@ -605,7 +649,7 @@ class SessionsAPI:
         ):
             raise failure
         try:
-            session = await self._retrieve(session_id)
+            session = await self._retrieve(session_id, timeout)
         except APIError as check:
             failure.add_note(f"checking session {session_id} with retrieve failed too: {check}")
             raise failure from check
@@ -634,7 +678,9 @@ class SessionsAPI:
 
         return release_one
 
-    async def _wait_terminal(self, session_id: str, wait_timeout: float) -> Session:
+    async def _wait_terminal(
+        self, session_id: str, wait_timeout: float, timeout: Timeout = USE_CLIENT_DEFAULT
+    ) -> Session:
         """Poll `retrieve` with backoff until the session is terminal.
 
         Raises:
@@ -642,7 +688,7 @@ class SessionsAPI:
         """
 
         async def fetch() -> Session:
-            return await self._retrieve(session_id)
+            return await self._retrieve(session_id, timeout)
 
         try:
             async with asyncio.timeout(wait_timeout):
@@ -683,3 +729,35 @@ class SessionsAPI:
 
 async def _finished(result: ReleaseResult) -> ReleaseResult:
     return result
+
+
+def _checked_extra_body(extra_body: object) -> Mapping[str, object]:
+    """Return *extra_body* if it may join an update's body.
+
+    Raises:
+        ValueError: It is not a mapping of str keys, or a key is one the
+            client sends itself (``status``, ``projectId``).
+    """
+    if not isinstance(extra_body, Mapping):
+        raise ValueError(f"extra_body must be a mapping, got {type(extra_body).__name__}")
+    for key in extra_body:
+        if not isinstance(key, str):
+            raise ValueError(f"extra_body keys must be str, got {key!r}")
+        if key in _OWN_BODY_KEYS:
+            raise ValueError(
+                f"extra_body must not set {key!r}: pass it as "
+                f"{_OWN_BODY_KEYS[key]}= (the client sends it itself)"
+            )
+    return extra_body
+
+
+def _encode_body(fields: Mapping[str, object]) -> bytes:
+    """Encode a request body as strict JSON (no NaN, no infinity).
+
+    Raises:
+        ValueError: A value is not JSON.
+    """
+    try:
+        return json.dumps(fields, allow_nan=False).encode()
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"extra_body is not JSON: {exc}") from None

@@ -5,11 +5,12 @@ Everything here is pure: no I/O but reading ``os.environ``.
 
 from __future__ import annotations
 
+import enum
 import ipaddress
 import os
 import re
 from collections.abc import Mapping
-from typing import Final
+from typing import Final, Literal, TypeAlias
 from urllib.parse import urlsplit
 
 DEFAULT_BASE_URL: Final = "https://api.browserbase.com"
@@ -23,6 +24,18 @@ Enough to keep a loopback or same-region server busy at ~50 ms per answer
 (~600 releases/s), while staying under the concurrency limits of the smaller
 Browserbase plans, where a higher value only buys 429s.
 """
+
+
+class _UseClientDefault(enum.Enum):
+    TOKEN = "USE_CLIENT_DEFAULT"
+
+    def __repr__(self) -> str:
+        return self.value
+
+
+USE_CLIENT_DEFAULT: Final = _UseClientDefault.TOKEN
+"""A per-call ``timeout=`` left out: the client's own applies (``None`` means no limit)."""
+Timeout: TypeAlias = float | Literal[_UseClientDefault.TOKEN] | None
 
 API_KEY_ENV: Final = "BROWSERBASE_API_KEY"
 BASE_URL_ENV: Final = "BROWSERBASE_BASE_URL"
@@ -132,3 +145,15 @@ def check_positive_int(name: str, value: object) -> None:
     """
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValueError(f"{name} must be a whole number > 0, got {value!r}")
+
+
+def check_timeout(timeout: Timeout) -> None:
+    """Refuse a timeout that is not ``None``, the client's default, or seconds above zero.
+
+    Raises:
+        ValueError: *timeout* is not a number, or is zero, negative or NaN.
+    """
+    if timeout is None or timeout is USE_CLIENT_DEFAULT:
+        return
+    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
+        raise ValueError(f"timeout must be > 0 seconds or None, got {timeout!r}")

@@ -15,6 +15,7 @@ from typing import Final, NamedTuple
 import aiohttp
 import attrs
 
+from ._config import USE_CLIENT_DEFAULT, Timeout
 from ._errors import (
     APIConnectionError,
     APIResponseValidationError,
@@ -90,6 +91,7 @@ class Transport:
         *,
         body: bytes | None = None,
         params: Mapping[str, str] | None = None,
+        timeout: Timeout = USE_CLIENT_DEFAULT,
     ) -> Response:
         """Send one request and read the whole answer, up to ``max_response_bytes``.
 
@@ -101,6 +103,7 @@ class Transport:
             path: The path below the base URL, starting with ``/``; already safe.
             body: A JSON body, already encoded.
             params: Query parameters.
+            timeout: Seconds for this request, instead of the client's.
 
         Raises:
             APITimeoutError: No full answer within the timeout.
@@ -110,6 +113,10 @@ class Transport:
             RuntimeError: The client is closed.
         """
         headers = self._get_headers if body is None else self._post_headers
+        if timeout is USE_CLIENT_DEFAULT:
+            timeout, limit = self.timeout, self._timeout
+        else:
+            limit = aiohttp.ClientTimeout(total=timeout)
         try:
             async with self._session().request(
                 method,
@@ -117,7 +124,7 @@ class Transport:
                 data=body,
                 params=params,
                 headers=headers,
-                timeout=self._timeout,
+                timeout=limit,
                 allow_redirects=False,
             ) as answer:
                 length = answer.content_length
@@ -130,7 +137,7 @@ class Transport:
                     return Response(answer.status, answer.headers, await answer.read())
                 return Response(answer.status, answer.headers, await self._read_bounded(answer))
         except TimeoutError:
-            raise APITimeoutError(f"{method} {path}: no answer within {self.timeout} s") from None
+            raise APITimeoutError(f"{method} {path}: no answer within {timeout} s") from None
         except aiohttp.ClientError as exc:
             raise APIConnectionError(self._connection_failed(method, path, exc)) from exc
         except asyncio.CancelledError:
