@@ -10,6 +10,7 @@ call of the client.
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import OrderedDict
 from collections.abc import (
     AsyncGenerator,
@@ -20,6 +21,7 @@ from collections.abc import (
     Iterable,
     Iterator,
 )
+from datetime import datetime, timedelta
 from typing import Final, TypeAlias
 
 import attrs
@@ -28,6 +30,10 @@ from ._flow import FlowStats
 from ._models import Session
 
 SessionIds: TypeAlias = Iterable[str] | AsyncIterable[str]
+Age: TypeAlias = float | timedelta
+"""How old a session must be: seconds, or a `timedelta`."""
+Where: TypeAlias = Callable[[Session], object]
+"""A predicate on a session: keep it when it returns something true."""
 ReleaseOne: TypeAlias = Callable[[object], Awaitable["ReleaseResult"]]
 
 STREAM_MEMO_SIZE: Final = 4096
@@ -89,6 +95,67 @@ class BulkReleaseReport:
     def ok(self) -> bool:
         """Whether every session was released."""
         return all(result.ok for result in self.results)
+
+
+def check_concurrency(concurrency: int) -> None:
+    """Refuse a pool of fewer than one worker.
+
+    Raises:
+        ValueError: *concurrency* is below 1.
+    """
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be >= 1, got {concurrency!r}")
+
+
+def check_age(older_than: Age | None) -> float | None:
+    """Return *older_than* in seconds, checked.
+
+    Raises:
+        ValueError: It is negative, NaN, or neither a number nor a `timedelta`.
+    """
+    if older_than is None:
+        return None
+    if isinstance(older_than, timedelta):
+        seconds = older_than.total_seconds()
+    elif isinstance(older_than, int | float) and not isinstance(older_than, bool):
+        seconds = float(older_than)
+    else:
+        raise ValueError(
+            f"older_than must be seconds or a timedelta, got {type(older_than).__name__}"
+        )
+    if math.isnan(seconds) or seconds < 0:
+        raise ValueError(f"older_than must be 0 seconds or more, got {older_than!r}")
+    return seconds
+
+
+def check_where(where: object) -> None:
+    """Refuse a *where* that cannot be called.
+
+    Raises:
+        ValueError: *where* is neither ``None`` nor callable.
+    """
+    if where is not None and not callable(where):
+        raise ValueError(f"where must be a callable taking a Session, got {where!r}")
+
+
+def session_age(session: Session, now: datetime) -> float:
+    """Seconds since *session* started (its ``started_at``, which the API always sends)."""
+    return (now - session.started_at).total_seconds()
+
+
+def select(
+    sessions: Iterable[Session], *, older_than: float | None, where: Where | None, now: datetime
+) -> list[Session]:
+    """The sessions at least *older_than* seconds old at *now*, for which *where* holds.
+
+    Both filters are optional; *older_than* is as `check_age` returns it.
+    """
+    return [
+        session
+        for session in sessions
+        if (older_than is None or session_age(session, now) >= older_than)
+        and (where is None or where(session))
+    ]
 
 
 class _Source:
@@ -216,8 +283,7 @@ async def drive(
         TypeError: *session_ids* is a single string.
         Exception: Whatever the input itself raised, once the started releases are done.
     """
-    if concurrency < 1:
-        raise ValueError(f"concurrency must be >= 1, got {concurrency!r}")
+    check_concurrency(concurrency)
     source = _Source(session_ids)
     memo = _Memo(memo_size)
     errors: list[BaseException] = []

@@ -16,6 +16,7 @@ import logging
 import time
 import warnings
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Final, TypeAlias
 
 import aiohttp
@@ -443,28 +444,48 @@ class SessionsAPI:
         *,
         status: SessionStatus | str | None = SessionStatus.RUNNING,
         q: str | None = None,
+        older_than: _bulk.Age | None = None,
+        where: _bulk.Where | None = None,
         concurrency: int = DEFAULT_CONCURRENCY,
         project_id: str | None = None,
         wait: bool = False,
         wait_timeout: float = DEFAULT_WAIT_TIMEOUT,
         on_result: Callable[[ReleaseResult], object] | None = None,
     ) -> BulkReleaseReport:
-        """Release every session that `list` returns for *status* and *q*.
+        """Release every session that `list` returns for *status* and *q*, filtered.
+
+        A reaper's call: with *older_than*, the sessions that have run longer
+        than any job should are closed, and the live ones are left alone. A
+        session that ends between the listing and its release counts as
+        released.
 
         Args:
             status: Which sessions (default: the running ones); ``None``: all.
             q: A user-metadata query, as ``user_metadata['key']:'value'``.
+            older_than: Only sessions started at least this long ago, by the
+                client's UTC clock: seconds as a float, or a ``timedelta``.
+            where: Only sessions for which this predicate holds (for instance
+                ``lambda s: not s.keep_alive``).
             concurrency: The most requests in flight, ever.
             project_id: Sent as ``projectId``; else the client's, else none.
             wait: Confirm each session reached a terminal state.
             wait_timeout: Seconds to wait for each, with *wait*.
             on_result: Called with each result as it finishes (for progress).
 
+        Returns:
+            The report of the sessions released or tried: those that the
+            filters kept, no others.
+
         Raises:
-            ValueError: A bad *status* or *concurrency*.
+            ValueError: A bad *status*, *concurrency*, *older_than* (negative,
+                NaN) or *where* (not callable), before any request.
             APIError: The listing itself failed (nothing was released).
         """
-        sessions = await self.list(status=status, q=q)
+        age = _bulk.check_age(older_than)
+        _bulk.check_where(where)
+        _bulk.check_concurrency(concurrency)
+        listed = await self.list(status=status, q=q)
+        sessions = _bulk.select(listed, older_than=age, where=where, now=datetime.now(UTC))
         return await self.release_many(
             [session.id for session in sessions],
             concurrency=concurrency,

@@ -150,4 +150,4 @@ async def test_a_bad_per_call_timeout_is_refused(
 def test_help_shows_where_the_clients_timeout_applies() -> None:
     import inspect
 
-    assert "timeout=USE_CLIENT_DEFAULT" in str(inspect.signature(SessionsAPI.retrieve))
+    assert "= USE_CLIENT_DEFAULT" in str(inspect.signature(SessionsAPI.retrieve))

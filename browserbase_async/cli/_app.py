@@ -8,19 +8,22 @@ import functools
 import json
 import sys
 from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
 from typing import IO, Any, Final, TypeVar
 
+import attrs
 import click
 from rich.console import Console
 
+from .._bulk import select
 from .._client import SessionsAPI
 from .._config import API_KEY_ENV, BASE_URL_ENV, DEFAULT_CONCURRENCY, PROJECT_ID_ENV
 from .._converter import unstructure_session
 from .._errors import APIError
-from .._models import SessionStatus
+from .._models import Session, SessionStatus
 from .._retry import RetryPolicy
 from .._version import __version__
-from ._output import Tally, print_sessions
+from ._output import Tally, duration, print_candidates, print_sessions
 
 PROG: Final = "browserbase-async"
 EXIT_OK: Final = 0
@@ -137,6 +140,19 @@ def cli() -> None:
 @click.option("--all", "all_sessions", is_flag=True, help="Release every listed session.")
 @click.option("--status", type=_STATUS, help="With --all: this status (default RUNNING).")
 @click.option("--query", help="With --all: user_metadata['key']:'value'.")
+@click.option(
+    "--older-than",
+    callback=duration,
+    metavar="AGE",
+    help="With --all: only sessions started at least AGE ago (30m, 2h, 1d; bare: seconds).",
+)
+@click.option("--skip-keep-alive", is_flag=True, help="With --all: leave keepAlive sessions alone.")
+@click.option(
+    "--watch",
+    callback=duration,
+    metavar="EVERY",
+    help="With --all: sweep again every EVERY (30s, 5m) until Ctrl-C.",
+)
 @_release_options
 @_connection_options
 @_project_option
@@ -147,24 +163,102 @@ async def release(
     all_sessions: bool,
     status: str | None,
     query: str | None,
+    older_than: float | None,
+    skip_keep_alive: bool,
+    watch: float | None,
     api_key: str | None,
     base_url: str | None,
     project_id: str | None,
     **options: Any,
 ) -> int:
-    """Release sessions: by ID, from a file, or --all."""
+    """Release sessions: by ID, from a file, or --all (once, or every --watch)."""
     if all_sessions and (ids or from_file):
         raise ConfigError("--all cannot be combined with ids or --from-file")
-    if (status or query) and not all_sessions:
-        raise ConfigError("--status and --query go with --all")
+    filters = status or query or older_than is not None or skip_keep_alive or watch is not None
+    if filters and not all_sessions:
+        raise ConfigError(
+            "--status, --query, --older-than, --skip-keep-alive and --watch go with --all"
+        )
+    if watch is not None and watch <= 0:
+        raise ConfigError("--watch needs an interval above 0")
     if not (all_sessions or ids or from_file):
         raise ConfigError("say which sessions: IDs, --from-file FILE, or --all")
     wanted = list(ids) + (_read_ids(from_file) if from_file else [])
     async with _client(api_key, base_url, project_id) as api:
-        if all_sessions:
-            listed = await api.list(status=(status or SessionStatus.RUNNING).upper(), q=query)
-            wanted = [session.id for session in listed]
-        return await release_ids(api, wanted, **options)
+        if not all_sessions:
+            return await release_ids(api, wanted, **options)
+        sweep = Sweep(
+            api,
+            status=status or SessionStatus.RUNNING,
+            query=query,
+            older_than=older_than,
+            where=_not_keep_alive if skip_keep_alive else None,
+            options=options,
+        )
+        if watch is None:
+            return await sweep.run()
+        return await sweep.watch(watch)
+
+
+def _not_keep_alive(session: Session) -> bool:
+    return not session.keep_alive
+
+
+@attrs.frozen
+class Sweep:
+    """One listing of ``release --all``, filtered, then released: once, or every ``--watch``."""
+
+    api: SessionsAPI
+    status: str
+    query: str | None
+    older_than: float | None
+    where: Callable[[Session], bool] | None
+    options: dict[str, Any]
+
+    async def run(self, prefix: str = "") -> int:
+        """List, filter, release (or with ``--dry-run``, show); return the exit code.
+
+        Raises:
+            APIError: The listing failed.
+        """
+        listed = await self.api.list(status=self.status, q=self.query)
+        now = datetime.now(UTC)
+        chosen = select(listed, older_than=self.older_than, where=self.where, now=now)
+        if prefix:
+            prefix += f"listed {len(listed)}; "
+        if self.options["dry_run"]:
+            print_candidates(chosen, now, Console(), json_rows=self.options["json_rows"])
+            if not self.options["quiet"]:
+                noun = "session" if len(chosen) == 1 else "sessions"
+                click.echo(
+                    f"{prefix}dry run: would release {len(chosen)} {noun} of {len(listed)} listed",
+                    err=True,
+                )
+            return EXIT_OK
+        ids = [session.id for session in chosen]
+        return await release_ids(self.api, ids, summary_prefix=prefix, **self.options)
+
+    async def watch(self, every: float) -> int:
+        """Sweep every *every* seconds until Ctrl-C; a failed sweep is said, and the next runs.
+
+        Returns:
+            `EXIT_INTERRUPTED`, once Ctrl-C ends it (between sweeps or inside one).
+        """
+        number = 0
+        try:
+            while True:
+                number += 1
+                prefix = f"{datetime.now(UTC).isoformat(timespec='seconds')} sweep {number}: "
+                try:
+                    code = await self.run(prefix)
+                except APIError as exc:
+                    click.echo(f"{prefix}the listing failed: {exc}", err=True)
+                    code = EXIT_FAILED
+                if code == EXIT_INTERRUPTED:
+                    return code
+                await asyncio.sleep(every)
+        except asyncio.CancelledError:
+            return EXIT_INTERRUPTED
 
 
 @cli.command(name="list")
@@ -240,6 +334,7 @@ async def release_ids(
     dry_run: bool,
     quiet: bool,
     wait: bool,
+    summary_prefix: str = "",
 ) -> int:
     """Release *ids* with a progress bar; return the exit code. Ctrl-C stops cleanly."""
     if dry_run:
@@ -265,7 +360,8 @@ async def release_ids(
             interrupted = True
         if failed_file is not None:
             failed_file.writelines(session_id + "\n" for session_id in tally.failed_ids)
-    tally.say(tally.summary(interrupted=interrupted, stats=api.flow_stats().since(before)))
+    stats = api.flow_stats().since(before)
+    tally.say(summary_prefix + tally.summary(interrupted=interrupted, stats=stats))
     if interrupted:
         return EXIT_INTERRUPTED
     return EXIT_FAILED if tally.failed else EXIT_OK

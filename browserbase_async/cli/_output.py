@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import collections
 import json
+import math
+import re
 import sys
 import time
+from collections.abc import Sequence
+from datetime import datetime
 from types import TracebackType
 from typing import IO, Final
 
+import click
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -20,7 +25,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from .._bulk import ReleaseResult
+from .._bulk import ReleaseResult, session_age
 from .._errors import (
     APIConnectionError,
     APIResponseValidationError,
@@ -181,20 +186,90 @@ def session_cells(session: Session) -> tuple[str, str, str, str, str]:
     )
 
 
-def print_sessions(sessions: list[Session], console: Console) -> None:
-    """Print *sessions*: a table on a terminal, else one tab-separated row each.
-
-    Ids are never cut: on a narrow terminal the other columns give way.
-    """
-    if not console.is_terminal:
-        for session in sessions:
-            console.file.write("\t".join(session_cells(session)) + "\n")
+def _print_rows(
+    console: Console, headers: tuple[str, ...], rows: Sequence[tuple[str, ...]]
+) -> None:
+    """Rows whose first cell is an id: a table where the id is never cut and the other
+    columns give way; tab-separated where even that cannot fit, or where it is not a terminal."""
+    widest = max((len(row[0]) for row in rows), default=len(headers[0]))
+    narrowest = [min(len(header), 7) for header in headers[1:]]
+    if not console.is_terminal or console.width < widest + sum(narrowest) + 2 * len(headers):
+        console.file.writelines("\t".join(row) + "\n" for row in rows)
         return
     table = Table(box=None)
-    widest = max((len(session.id) for session in sessions), default=2)
-    table.add_column("id", no_wrap=True, min_width=widest, overflow="ignore")
-    for name in ("status", "region", "started", "user metadata"):
-        table.add_column(name, overflow="fold")
-    for session in sessions:
-        table.add_row(*session_cells(session))
+    table.add_column(headers[0], no_wrap=True, min_width=widest, overflow="ignore")
+    for header, width in zip(headers[1:], narrowest, strict=True):
+        table.add_column(header, overflow="fold", min_width=width)
+    for row in rows:
+        table.add_row(*row)
     console.print(table, crop=False)
+
+
+def print_sessions(sessions: list[Session], console: Console) -> None:
+    """Print *sessions*: a table on a terminal, else one tab-separated row each."""
+    headers = ("id", "status", "region", "started", "user metadata")
+    _print_rows(console, headers, [session_cells(session) for session in sessions])
+
+
+_DURATION: Final = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([smhd]?)")
+_SECONDS_PER: Final = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def duration(_ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    """Parse an option's duration: a number with a unit ``s``, ``m``, ``h`` or ``d``.
+
+    A click callback (click's own ``ParamType`` is generic in some versions and not others).
+
+    Returns:
+        Seconds, or ``None`` when the option was not given.
+
+    Raises:
+        click.BadParameter: *value* is not a duration (exit code 2).
+    """
+    if value is None:
+        return None
+    match = _DURATION.fullmatch(value.strip().lower())
+    seconds = float(match[1]) * _SECONDS_PER[match[2]] if match else math.nan
+    if not math.isfinite(seconds):
+        raise click.BadParameter(
+            f"{value!r} is not a duration: a number with a unit s, m, h or d "
+            "(90s, 30m, 1.5h, 2d); a bare number is seconds",
+            param=param,
+        )
+    return seconds
+
+
+def age_text(seconds: float) -> str:
+    """A session's age, short: ``45s``, ``12m``, ``3h05m``, ``2d04h``."""
+    whole = max(int(seconds), 0)
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m"
+    if whole < 86400:
+        return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+    return f"{whole // 86400}d{whole % 86400 // 3600:02d}h"
+
+
+def print_candidates(
+    sessions: list[Session], now: datetime, console: Console, *, json_rows: bool
+) -> None:
+    """What a dry run would release: JSON rows; a table (id, status, age) on a terminal;
+    else the ids alone, one a line, ready for ``--from-file``."""
+    if json_rows:
+        for session in sessions:
+            row = {
+                "session_id": session.id,
+                "status": str(session.status),
+                "age_seconds": round(session_age(session, now), 3),
+            }
+            console.file.write(json.dumps(row) + "\n")
+        return
+    if not console.is_terminal:
+        console.file.writelines(session.id + "\n" for session in sessions)
+        return
+    rows = [
+        (session.id, str(session.status), age_text(session_age(session, now)))
+        for session in sessions
+    ]
+    _print_rows(console, ("id", "status", "age"), rows)

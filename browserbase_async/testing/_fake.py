@@ -352,7 +352,7 @@ class FakeBrowserbase:
 
     async def wait_for_requests(self, count: int) -> None:
         """Return once the fake has received *count* requests in all (events, not polling)."""
-        await self._until(lambda: self.received.total >= count)
+        await self.wait_until(lambda: self.received.total >= count)
 
     def hold(self) -> None:
         """Hold every request accepted from now on, before it is answered, until `let_go`.
@@ -377,13 +377,18 @@ class FakeBrowserbase:
             KeyError: No such session.
         """
         self.status(session_id)  # an unknown id fails here, not by waiting forever
-        await self._until(lambda: self.status(session_id) == status)
+        await self.wait_until(lambda: self.status(session_id) == status)
 
     async def wait_for_in_flight(self, count: int) -> None:
         """Return once *count* requests are being served at once (events, not polling)."""
-        await self._until(lambda: self._in_flight >= count)
+        await self.wait_until(lambda: self._in_flight >= count)
 
-    async def _until(self, reached: Callable[[], bool]) -> None:
+    async def wait_until(self, reached: Callable[[], bool]) -> None:
+        """Return once *reached()* holds (events, not polling).
+
+        It is checked now, as each request arrives, and as each session ends:
+        for instance ``lambda: fake.received.requests["update"] >= 1``.
+        """
         if reached():
             return
         waiter = asyncio.get_running_loop().create_future()
