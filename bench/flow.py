@@ -46,6 +46,9 @@ WAYS = ("oracle", "many", "gather", "guards")
 SCENARIOS: dict[str, dict[str, Any]] = {
     "in-flight": {"n": 1000, "max_in_flight": 25, "latency": 0.05, "oracle": 25},
     "per-second": {"n": 600, "max_per_second": 200.0, "latency": 0.02, "ideal": 3.0},
+    # Limits below one request per round trip: the window sits at one, and pacing takes over.
+    "slow": {"n": 100, "max_per_second": 20.0, "latency": 0.02, "ideal": 5.0},
+    "instant": {"n": 300, "max_per_second": 200.0, "latency": 0.0, "ideal": 1.5},
     "step": {
         "n": 2000,
         "max_in_flight": 25,
@@ -58,6 +61,8 @@ SCENARIOS: dict[str, dict[str, Any]] = {
 QUICK: dict[str, dict[str, Any]] = {
     "in-flight": {"n": 60, "max_in_flight": 5, "latency": 0.01, "oracle": 5},
     "per-second": {"n": 60, "max_per_second": 200.0, "latency": 0.01, "ideal": 0.3},
+    "slow": {"n": 10, "max_per_second": 20.0, "latency": 0.02, "ideal": 0.5},
+    "instant": {"n": 30, "max_per_second": 200.0, "latency": 0.0, "ideal": 0.15},
     "step": {
         "n": 80,
         "max_in_flight": 5,

@@ -157,7 +157,7 @@ class SessionsAPI:
         self.retry: Final = retry if retry is not None else DEFAULT_RETRY_POLICY
         self._budget = RetryBudget.for_policy(self.retry)
         self._retrying = build_retrying(self.retry, self._budget, self._is_closed)
-        self._flow = FlowControl(max_connections, self.retry.max_retry_after, self.retry.backoff)
+        self._flow = FlowControl(max_connections, self.retry.max_retry_after, self.retry.max_delay)
         self._transport = Transport(
             url, key, timeout, max_connections, http_session, max_response_bytes
         )

@@ -29,7 +29,13 @@ the last maximum):
 - Successes grow the window only while it is in use (sent with `IN_USE` of
   it, or all of it but one place, in flight), so that a quiet client does not
   inflate it.
-- At a window of one, a 429 closes the gate for a backoff: a window below one.
+- Below one request per round trip (a window of one still refused), the
+  client paces: after each answer the gate stays closed for a *gap*, which
+  each refusal at the floor makes `GAP_GROWTH` times longer (from
+  `FIRST_GAP`) and each success `GAP_DECAY` times shorter. Once the gap is
+  under `LAST_GAP` it is dropped, and the window may grow again. The pace
+  settles just under the server's rate at few refusals, where a backoff per
+  refusal would leave it far below.
 
 An answer that asks for a wait (``Retry-After``, ``retry-after-ms``, up to
 ``max_retry_after``) closes the gate for the whole client; the calls held
@@ -64,6 +70,14 @@ IN_USE: Final = 0.9
 """A success grows the window only if sent with this share of it in flight (or all but one)."""
 MAX_RESUME_JITTER: Final = 1.0
 """Seconds, at most, over which calls held at the pause gate are spread on resuming."""
+FIRST_GAP: Final = 0.005
+"""Seconds between requests when pacing starts."""
+LAST_GAP: Final = FIRST_GAP / 8
+"""The gap, in seconds, below which pacing ends: the server took requests that fast."""
+GAP_GROWTH: Final = 1.5
+"""How much longer the gap gets with each 429 while pacing."""
+GAP_DECAY: Final = 0.98
+"""How much shorter the gap gets with each success while pacing (about 20 to undo a 429)."""
 
 Permit: TypeAlias = tuple[int, int]
 """A permit: its ticket (the order it was taken in) and the load it was sent with."""
@@ -78,8 +92,8 @@ class FlowStats:
         in_flight: The requests in flight now.
         requests: Requests sent (every attempt, retries and checks included).
         rate_limited: Answers 429 received.
-        pauses: Times a server-asked wait (or a backoff at a window of one)
-            closed the client's gate.
+        pauses: Times a server-asked wait closed the client's gate (pacing
+            below one request per round trip is not counted).
         paused_seconds: Seconds the gate was asked to stay closed, in all.
         elapsed: Seconds the run took (in a `BulkReleaseReport`); ``None`` in a snapshot.
     """
@@ -112,13 +126,13 @@ class FlowControl:
     Args:
         max_window: The most requests in flight, ever (the connection pool's size).
         max_retry_after: The longest server-asked pause honoured, in seconds.
-        backoff: The pause, in seconds, after the *n*-th 429 in a row at a window of one.
+        max_gap: The longest gap between requests when pacing, in seconds.
         clock: The monotonic clock of the statistics, in seconds.
     """
 
     max_window: int
     max_retry_after: float
-    backoff: Callable[[int], float]
+    max_gap: float
     clock: Callable[[], float] = time.monotonic
     window: float = attrs.field(init=False)
     in_flight: int = attrs.field(default=0, init=False)
@@ -133,7 +147,7 @@ class FlowControl:
     _learning: bool = attrs.field(default=True, init=False)
     _tickets: int = attrs.field(default=0, init=False)
     _last_cut: int = attrs.field(default=0, init=False)
-    _floor_refusals: int = attrs.field(default=0, init=False)
+    _gap: float = attrs.field(default=0.0, init=False)
     _waiters: collections.deque[asyncio.Future[tuple[Permit, float]]] = attrs.field(
         factory=collections.deque, init=False
     )
@@ -236,7 +250,14 @@ class FlowControl:
     # -- the window -----------------------------------------------------------
 
     def _grow(self, load: int) -> None:
-        self._floor_refusals = 0
+        if self._gap:
+            # Pacing: each success shortens the gap a little, and the window waits for its end.
+            self._gap *= GAP_DECAY
+            if self._gap < LAST_GAP:
+                self._gap = 0.0
+            else:
+                self._hold(self._gap)
+            return
         window = self.window
         if self._learning:
             # Slow start: the window doubles each round trip while it is half in use.
@@ -271,9 +292,9 @@ class FlowControl:
             window *= DECREASE
             self._last_cut = self._tickets
         if window < 1.0 and load <= 1 and not hinted:
-            # At a window of one, the only smaller step is to wait (unless told how long).
-            self._floor_refusals += 1
-            self.pause(self.backoff(self._floor_refusals))
+            # At a window of one, the only smaller step is a gap between requests.
+            self._gap = min(max(self._gap * GAP_GROWTH, FIRST_GAP), self.max_gap)
+            self._hold(self._gap)
         self._set_window(max(1.0, window))
 
     def _set_window(self, window: float) -> None:
@@ -284,20 +305,26 @@ class FlowControl:
     # -- the gate -------------------------------------------------------------
 
     def pause(self, seconds: float) -> None:
-        """Hold every new request for *seconds*, unless a longer pause is already on."""
+        """Hold every new request for *seconds*, as a server asked, unless a longer pause is on."""
+        if (held := self._hold(seconds)) > 0:
+            self.pauses += 1
+            self.paused_seconds += held
+
+    def _hold(self, seconds: float) -> float:
+        """Close the gate for *seconds* unless it is closed for longer; the seconds it added."""
         if seconds <= 0 or self.closed:
-            return
+            return 0.0
         loop = asyncio.get_running_loop()
         until = loop.time() + seconds
         if until <= self._paused_until:
-            return
-        self.pauses += 1
-        self.paused_seconds += until - max(self._paused_until, loop.time())
+            return 0.0
+        added = until - max(self._paused_until, loop.time())
         self._paused_until = until
         self._jitter = min(MAX_RESUME_JITTER, seconds / 4)
         if self._reopen is not None:
             self._reopen.cancel()
         self._reopen = loop.call_at(until, self._open)
+        return added
 
     def _open(self) -> None:
         self._reopen = None

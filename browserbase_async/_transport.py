@@ -14,6 +14,7 @@ from typing import Final, NamedTuple
 
 import aiohttp
 import attrs
+from aiohttp import hdrs
 
 from ._config import USE_CLIENT_DEFAULT, Timeout
 from ._errors import (
@@ -127,15 +128,17 @@ class Transport:
                 timeout=limit,
                 allow_redirects=False,
             ) as answer:
-                length = answer.content_length
+                answered = answer.headers
+                # istr keys: the lookups skip case folding, on every answer.
+                length = answered.get(hdrs.CONTENT_LENGTH)
                 if (
                     length is not None
-                    and length <= self.max_response_bytes
-                    and "Content-Encoding" not in answer.headers
+                    and hdrs.CONTENT_ENCODING not in answered
+                    and int(length) <= self.max_response_bytes
                 ):
                     # The length is known and the body arrives as it is: no bound to watch.
-                    return Response(answer.status, answer.headers, await answer.read())
-                return Response(answer.status, answer.headers, await self._read_bounded(answer))
+                    return Response(answer.status, answered, await answer.read())
+                return Response(answer.status, answered, await self._read_bounded(answer))
         except TimeoutError:
             raise APITimeoutError(f"{method} {path}: no answer within {timeout} s") from None
         except aiohttp.ClientError as exc:

@@ -23,7 +23,14 @@ from browserbase_async import (
     RetryPolicy,
     SessionsAPI,
 )
-from browserbase_async._flow import DECREASE, INITIAL_WINDOW, PROBE_ROUNDS, FlowControl
+from browserbase_async._flow import (
+    DECREASE,
+    FIRST_GAP,
+    GAP_GROWTH,
+    INITIAL_WINDOW,
+    PROBE_ROUNDS,
+    FlowControl,
+)
 from browserbase_async._transport import Response
 from browserbase_async.testing import FakeBrowserbase, Fault, FaultPlan
 
@@ -260,8 +267,8 @@ def answer(status: int, **headers: str) -> Response:
 OK, REFUSED = answer(200), answer(429)
 
 
-def new_flow(max_window: int = 100, backoff: float = 0.0) -> FlowControl:
-    return FlowControl(max_window, 60.0, lambda attempt: backoff)
+def new_flow(max_window: int = 100, max_gap: float = 8.0) -> FlowControl:
+    return FlowControl(max_window, 60.0, max_gap)
 
 
 def run_against_limit(
@@ -351,14 +358,14 @@ async def test_errors_and_lost_answers_leave_the_window_alone() -> None:
     assert flow.in_flight == 0
 
 
-async def test_at_a_window_of_one_a_429_pauses_the_client() -> None:
-    flow = new_flow(backoff=30.0)
+async def test_at_a_window_of_one_a_429_paces_the_client() -> None:
+    flow = new_flow()
     permit = flow.try_acquire()
     assert permit is not None
     flow.release(permit, REFUSED)
     assert flow.window == 1
-    assert flow.stats().pauses == 1
-    assert flow.try_acquire() is None  # held at the gate
+    assert flow.stats().pauses == 0  # pacing is not a server-asked pause
+    assert flow.try_acquire() is None  # held at the gate for a gap
     waiting = asyncio.create_task(flow.acquire())
     await asyncio.sleep(0)
     assert not waiting.done()
@@ -367,8 +374,8 @@ async def test_at_a_window_of_one_a_429_pauses_the_client() -> None:
         await waiting
 
 
-async def test_a_hinted_429_pauses_as_asked_not_by_backoff() -> None:
-    flow = new_flow(backoff=30.0)
+async def test_a_hinted_429_pauses_as_asked_not_by_pacing() -> None:
+    flow = new_flow()
     permit = flow.try_acquire()
     assert permit is not None
     flow.release(permit, answer(429, **{"retry-after-ms": "0"}))
@@ -377,7 +384,7 @@ async def test_a_hinted_429_pauses_as_asked_not_by_backoff() -> None:
 
 
 async def test_a_wait_over_the_cap_does_not_close_the_gate() -> None:
-    flow = FlowControl(4, 1.0, lambda attempt: 0.0)
+    flow = FlowControl(4, 1.0, 0.0)
     permit = flow.try_acquire()
     assert permit is not None
     flow.release(permit, answer(503, **{"retry-after": "30"}))
@@ -491,3 +498,48 @@ async def _until(condition: Callable[[], bool], turns: int = 1000) -> None:
             return
         await asyncio.sleep(0)
     raise AssertionError("the condition never held")
+
+
+async def test_below_one_request_per_round_trip_the_client_paces() -> None:
+    flow = new_flow()
+    loop = asyncio.get_running_loop()
+    gaps = []
+    for _ in range(3):  # each refusal at the floor lengthens the gap
+        permit = flow.try_acquire() or await flow.acquire()
+        flow.release(permit, REFUSED)
+        gaps.append(flow._paused_until - loop.time())
+    assert gaps[0] == pytest.approx(FIRST_GAP, abs=0.002)
+    assert gaps[1] == pytest.approx(FIRST_GAP * GAP_GROWTH, abs=0.002)
+    assert gaps[2] == pytest.approx(FIRST_GAP * GAP_GROWTH**2, abs=0.002)
+    # Each success shortens it, and holds the gate for it; then pacing ends, and the window
+    # may grow again.
+    successes = 0
+    while flow.try_acquire() is None:
+        permit = await flow.acquire()
+        flow.release(permit, OK)
+        successes += 1
+    assert 130 < successes < 150  # ln(8 * 1.5**2) / -ln(0.98) ≈ 143
+    assert flow.window == 1
+    assert flow.stats() == FlowStats(1.0, 1, flow.requests, 3, 0, 0.0)
+
+
+async def test_the_gap_never_grows_past_max_gap() -> None:
+    flow = new_flow(max_gap=0.02)
+    for _ in range(10):
+        permit = flow.try_acquire() or await flow.acquire()
+        flow.release(permit, REFUSED)
+        assert flow._paused_until - asyncio.get_running_loop().time() <= 0.02
+
+
+@pytest.mark.parametrize("way", ["many", "gather"])
+async def test_a_rate_below_one_per_round_trip_closes_every_session(way: str) -> None:
+    plan = FaultPlan(max_per_second=400.0, rate_burst=1.0)
+    async with FakeBrowserbase(faults=plan) as fake:
+        ids = fake.add_sessions(60)
+        async with SessionsAPI(fake.api_key, base_url=fake.base_url) as api:
+            if way == "many":
+                assert (await api.release_many(ids)).ok
+            else:
+                await asyncio.gather(*(api.release(i) for i in ids))
+            assert api.flow_stats().pauses == 0  # paced, never a server-asked pause
+        assert all(fake.status(i) == "COMPLETED" for i in ids)
