@@ -31,8 +31,8 @@ the last maximum):
   inflate it.
 - Below one request per round trip (a window of one still refused), the
   client paces: after each answer the gate stays closed for a *gap*, which
-  each refusal at the floor makes `GAP_GROWTH` times longer (from
-  `FIRST_GAP`) and each success `GAP_DECAY` times shorter. Once the gap is
+  each refusal at the floor that follows another makes `GAP_GROWTH` times
+  longer (from `FIRST_GAP`) and each success `GAP_DECAY` times shorter. Once the gap is
   under `LAST_GAP` it is dropped, and the window may grow again. The pace
   settles just under the server's rate at few refusals, where a backoff per
   refusal would leave it far below.
@@ -148,6 +148,7 @@ class FlowControl:
     _tickets: int = attrs.field(default=0, init=False)
     _last_cut: int = attrs.field(default=0, init=False)
     _gap: float = attrs.field(default=0.0, init=False)
+    _refused_last: bool = attrs.field(default=False, init=False)
     _waiters: collections.deque[asyncio.Future[tuple[Permit, float]]] = attrs.field(
         factory=collections.deque, init=False
     )
@@ -250,6 +251,7 @@ class FlowControl:
     # -- the window -----------------------------------------------------------
 
     def _grow(self, load: int) -> None:
+        self._refused_last = False
         if self._gap:
             # Pacing: each success shortens the gap a little, and the window waits for its end.
             self._gap *= GAP_DECAY
@@ -291,10 +293,13 @@ class FlowControl:
             self._ceiling = float(load)
             window *= DECREASE
             self._last_cut = self._tickets
-        if window < 1.0 and load <= 1 and not hinted:
-            # At a window of one, the only smaller step is a gap between requests.
+        if window < 1.0 and load <= 1 and not hinted and self._refused_last:
+            # At a window of one, refused twice running: the only smaller step is a gap
+            # between requests. (A lone refusal between successes is no sign of pace: it
+            # may be anyone's, and pacing on it would pin the window at one.)
             self._gap = min(max(self._gap * GAP_GROWTH, FIRST_GAP), self.max_gap)
             self._hold(self._gap)
+        self._refused_last = True
         self._set_window(max(1.0, window))
 
     def _set_window(self, window: float) -> None:

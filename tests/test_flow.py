@@ -358,12 +358,15 @@ async def test_errors_and_lost_answers_leave_the_window_alone() -> None:
     assert flow.in_flight == 0
 
 
-async def test_at_a_window_of_one_a_429_paces_the_client() -> None:
+async def test_at_a_window_of_one_a_second_429_running_paces_the_client() -> None:
     flow = new_flow()
     permit = flow.try_acquire()
     assert permit is not None
     flow.release(permit, REFUSED)
     assert flow.window == 1
+    permit = flow.try_acquire()  # a lone refusal is no sign of pace: no gap yet
+    assert permit is not None
+    flow.release(permit, REFUSED)
     assert flow.stats().pauses == 0  # pacing is not a server-asked pause
     assert flow.try_acquire() is None  # held at the gate for a gap
     waiting = asyncio.create_task(flow.acquire())
@@ -504,15 +507,16 @@ async def test_below_one_request_per_round_trip_the_client_paces() -> None:
     flow = new_flow()
     loop = asyncio.get_running_loop()
     gaps = []
-    for _ in range(3):  # each refusal at the floor lengthens the gap
+    for _ in range(4):  # each refusal at the floor after another lengthens the gap
         permit = flow.try_acquire() or await flow.acquire()
         flow.release(permit, REFUSED)
         gaps.append(flow._paused_until - loop.time())
-    assert gaps[0] == pytest.approx(FIRST_GAP, abs=0.002)
-    assert gaps[1] == pytest.approx(FIRST_GAP * GAP_GROWTH, abs=0.002)
-    assert gaps[2] == pytest.approx(FIRST_GAP * GAP_GROWTH**2, abs=0.002)
+    assert gaps[0] < 0  # the first: no gap
+    assert gaps[1] == pytest.approx(FIRST_GAP, abs=0.002)
+    assert gaps[2] == pytest.approx(FIRST_GAP * GAP_GROWTH, abs=0.002)
+    assert gaps[3] == pytest.approx(FIRST_GAP * GAP_GROWTH**2, abs=0.002)
     # Each success shortens it, and holds the gate for it; then pacing ends, and the window
-    # may grow again.
+    # may grow again. A lone refusal between successes does not lengthen it.
     successes = 0
     while flow.try_acquire() is None:
         permit = await flow.acquire()
@@ -520,7 +524,7 @@ async def test_below_one_request_per_round_trip_the_client_paces() -> None:
         successes += 1
     assert 130 < successes < 150  # ln(8 * 1.5**2) / -ln(0.98) ≈ 143
     assert flow.window == 1
-    assert flow.stats() == FlowStats(1.0, 1, flow.requests, 3, 0, 0.0)
+    assert flow.stats() == FlowStats(1.0, 1, flow.requests, 4, 0, 0.0)
 
 
 async def test_the_gap_never_grows_past_max_gap() -> None:
@@ -543,3 +547,14 @@ async def test_a_rate_below_one_per_round_trip_closes_every_session(way: str) ->
                 await asyncio.gather(*(api.release(i) for i in ids))
             assert api.flow_stats().pauses == 0  # paced, never a server-asked pause
         assert all(fake.status(i) == "COMPLETED" for i in ids)
+
+
+async def test_a_lone_refusal_between_successes_does_not_lengthen_the_gap() -> None:
+    flow = new_flow()
+    loop = asyncio.get_running_loop()
+    for _ in range(2):  # two running: pacing starts
+        flow.release(flow.try_acquire() or await flow.acquire(), REFUSED)
+    flow.release(await flow.acquire(), OK)
+    shortened = flow._paused_until - loop.time()
+    flow.release(await flow.acquire(), REFUSED)  # alone: anyone's, perhaps
+    assert flow._paused_until - loop.time() <= shortened
