@@ -127,40 +127,29 @@ CHECK_FAILURES = {
 
 
 @pytest.mark.parametrize("kind", sorted(CHECK_FAILURES))
+@pytest.mark.parametrize("way", ["release", "release_many"])
 @pytest.mark.asyncio
 async def test_a_failed_check_leaves_the_releases_own_refusal(
-    kind: str, fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+    kind: str, way: str, fake_browserbase: FakeBrowserbase, make_api: ApiFactory
 ) -> None:
     faults, check_error = CHECK_FAILURES[kind]
     session_id = fake_browserbase.add_session()
     fake_browserbase.inject(Fault.status(400, message="refused for a reason"), route="update")
     fake_browserbase.inject(*faults, route="retrieve")
     async with make_api() as api:
-        with pytest.raises(BadRequestError) as caught:
-            await api.release(session_id)
-    error = caught.value
+        if way == "release":
+            with pytest.raises(BadRequestError) as caught:
+                await api.release(session_id)
+            error: BaseException | None = caught.value
+        else:
+            [result] = (await api.release_many([session_id])).results
+            error = result.error
+            assert result.attempts == 1
+    assert isinstance(error, BadRequestError)
     assert error.status_code == 400
     assert "refused for a reason" in str(error)
     assert isinstance(error.__cause__, check_error)
     assert any(f"checking session {session_id}" in note for note in error.__notes__)
-
-
-@pytest.mark.parametrize("kind", sorted(CHECK_FAILURES))
-@pytest.mark.asyncio
-async def test_a_failed_check_in_bulk_reports_the_releases_own_refusal(
-    kind: str, fake_browserbase: FakeBrowserbase, make_api: ApiFactory
-) -> None:
-    faults, check_error = CHECK_FAILURES[kind]
-    session_id = fake_browserbase.add_session()
-    fake_browserbase.inject(Fault.status(400, message="refused for a reason"), route="update")
-    fake_browserbase.inject(*faults, route="retrieve")
-    async with make_api() as api:
-        report = await api.release_many([session_id])
-    [result] = report.results
-    assert isinstance(result.error, BadRequestError)
-    assert "refused for a reason" in str(result.error)
-    assert isinstance(result.error.__cause__, check_error)
-    assert result.attempts == 1
 
 
 # -- 3. bounded reads -----------------------------------------------------------

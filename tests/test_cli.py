@@ -58,6 +58,19 @@ async def run_cli(
     return Ran(process.returncode, out.decode(), err.decode())
 
 
+async def start_cli(
+    fake: FakeBrowserbase | None, *args: str, program: tuple[str, ...] = CLI
+) -> asyncio.subprocess.Process:
+    """Start the command, its output piped, for a test that acts while it runs."""
+    return await asyncio.create_subprocess_exec(
+        *program,
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=cli_environ(fake),
+    )
+
+
 def one_line(text: str) -> str:
     lines = text.splitlines()
     assert len(lines) == 1, text
@@ -253,16 +266,7 @@ async def test_ctrl_c_stops_cleanly_and_says_what_was_done(
 ) -> None:
     fake_browserbase.faults = FaultPlan(latency=0.05)
     ids = fake_browserbase.add_sessions(2000)
-    process = await asyncio.create_subprocess_exec(
-        *CLI,
-        "release",
-        "--concurrency",
-        "8",
-        *ids,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=cli_environ(fake_browserbase),
-    )
+    process = await start_cli(fake_browserbase, "release", "--concurrency", "8", *ids)
     await fake_browserbase.wait_for_requests(40)
     process.send_signal(signal.SIGINT)
     _, err = await process.communicate()

@@ -3,7 +3,6 @@ that said failed for a session that ended, the fake from a shell, and the smalle
 
 from __future__ import annotations
 
-import asyncio
 import io
 import signal
 import socket
@@ -32,7 +31,7 @@ from browserbase_async.testing import FakeBrowserbase, Fault, FaultPlan
 from .conftest import FAST, ApiFactory
 from .helpers import session_json
 from .test_answers import serve
-from .test_cli import run_cli
+from .test_cli import run_cli, start_cli
 
 # -- 1. a base URL ending in /v1; a 404 that is not the API's ---------------------
 
@@ -214,16 +213,8 @@ async def test_no_check_when_the_retry_budget_is_spent(
 
 @pytest.mark.asyncio
 async def test_the_fake_serves_from_a_shell_until_ctrl_c() -> None:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "browserbase_async.testing",
-        "--sessions",
-        "3",
-        "--faults",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
+    fake_from_a_shell = (sys.executable, "-m", "browserbase_async.testing")
+    process = await start_cli(None, "--sessions", "3", "--faults", program=fake_from_a_shell)
     assert process.stdout is not None
     assert process.stderr is not None
     url_line = (await process.stdout.readline()).decode().strip()

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import math
@@ -19,7 +18,7 @@ from browserbase_async.cli._output import print_candidates
 from browserbase_async.testing import FakeBrowserbase, Fault
 
 from .conftest import ApiFactory
-from .test_cli import CLI, cli_environ, run_cli
+from .test_cli import run_cli, start_cli
 
 
 def ago(**delta: float) -> datetime:
@@ -215,19 +214,10 @@ SWEEP = re.compile(r"^\S+ sweep (\d+): (.*)$")
 @pytest.mark.asyncio
 async def test_watch_sweeps_until_ctrl_c(fake_browserbase: FakeBrowserbase) -> None:
     names = seed_ages(fake_browserbase)
-    process = await asyncio.create_subprocess_exec(
-        *CLI,
-        "release",
-        "--all",
-        "--older-than",
-        "30m",
-        "--skip-keep-alive",
-        "--watch",
-        "0.05s",
-        "--json",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=cli_environ(fake_browserbase),
+    process = await start_cli(
+        fake_browserbase,
+        *("release", "--all", "--older-than", "30m", "--skip-keep-alive"),
+        *("--watch", "0.05s", "--json"),
     )
     assert process.stderr is not None
     lines: list[str] = []
@@ -274,17 +264,8 @@ async def test_ctrl_c_inside_a_sweep_says_what_was_done_and_exits_130(
 ) -> None:
     (old,) = fake_browserbase.add_sessions(1, started_at=ago(hours=2))
     fake_browserbase.inject(Fault.hang(), route="update")
-    process = await asyncio.create_subprocess_exec(
-        *CLI,
-        "release",
-        "--all",
-        "--older-than",
-        "1h",
-        "--watch",
-        "1m",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=cli_environ(fake_browserbase),
+    process = await start_cli(
+        fake_browserbase, "release", "--all", "--older-than", "1h", "--watch", "1m"
     )
     await fake_browserbase.wait_until(lambda: fake_browserbase.received.requests["update"] >= 1)
     process.send_signal(signal.SIGINT)
