@@ -303,8 +303,8 @@ def test_an_endless_answer_fails_fast_and_holds_little_memory(limit_mib: int) ->
     outcome = json.loads(run.stdout)
     assert "max_response_bytes" in outcome["error"]
     # Dropped as soon as the limit passed: no more than the limit, the warm-up and what the
-    # sockets' buffers held (a few MiB on loopback) was ever written.
-    assert outcome["sent"] < limit + 16 * 1024 * 1024
+    # sockets' buffers held (8 MiB here on loopback; autotuned, so allow 32) was ever written.
+    assert outcome["sent"] < limit + 32 * 1024 * 1024
     # The call holds at most the limit twice (the chunks, then their join), plus slack.
     assert outcome["growth_kib"] * 1024 < 2 * limit + 16 * 1024 * 1024
 
