@@ -245,8 +245,9 @@ class SessionsAPI:
         if status not in _UPDATE_STATUSES:
             raise ValueError(f"status must be one of {sorted(_UPDATE_STATUSES)}, got {status!r}")
         check_timeout(timeout)
-        call = self._update_call(check_session_id(session_id), project_id, status, extra_body)
-        call.timeout = timeout
+        call = self._update_call(
+            check_session_id(session_id), project_id, status, extra_body, timeout
+        )
         return structure_session(await self._call(call))
 
     async def release(
@@ -603,6 +604,7 @@ class SessionsAPI:
         project_id: str | None,
         status: str = REQUEST_RELEASE,
         extra_body: Mapping[str, object] | None = None,
+        timeout: Timeout = USE_CLIENT_DEFAULT,
     ) -> _Call:
         project = project_id if project_id is not None else self.project_id
         if project is None and status == REQUEST_RELEASE and extra_body is None:
@@ -614,7 +616,7 @@ class SessionsAPI:
             if extra_body is not None:
                 fields |= _checked_extra_body(extra_body)
             body = _encode_body(fields)
-        return _Call("POST", f"/v1/sessions/{session_id}", session_id, body=body)
+        return _Call("POST", f"/v1/sessions/{session_id}", session_id, body=body, timeout=timeout)
 
     async def _retrieve(self, session_id: str, timeout: Timeout = USE_CLIENT_DEFAULT) -> Session:
         call = _Call("GET", f"/v1/sessions/{session_id}", session_id, timeout=timeout)
@@ -635,8 +637,8 @@ class SessionsAPI:
         *fatal* is a bulk run's: its first 401 or 403 goes there, and no
         request of the run is sent after that.
         """
-        call = self._update_call(session_id, project_id)
-        call.fatal, call.timeout = fatal, timeout
+        call = self._update_call(session_id, project_id, timeout=timeout)
+        call.fatal = fatal
         try:
             try:
                 session = structure_session(await self._call(call))

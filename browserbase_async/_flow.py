@@ -32,10 +32,10 @@ the last maximum):
 - Below one request per round trip (a window of one still refused), the
   client paces: after each answer the gate stays closed for a *gap*, which
   each refusal at the floor that follows another makes `GAP_GROWTH` times
-  longer (from `FIRST_GAP`) and each success `GAP_DECAY` times shorter. Once the gap is
-  under `LAST_GAP` it is dropped, and the window may grow again. The pace
-  settles just under the server's rate at few refusals, where a backoff per
-  refusal would leave it far below.
+  longer (from `FIRST_GAP`) and each success `GAP_DECAY` times shorter.
+  Once the gap is under `LAST_GAP` it is dropped, and the window may grow
+  again. The pace settles just under the server's rate at few refusals,
+  where a backoff per refusal would leave it far below.
 
 An answer that asks for a wait (``Retry-After``, ``retry-after-ms``, up to
 ``max_retry_after``) closes the gate for the whole client; the calls held
@@ -75,7 +75,7 @@ FIRST_GAP: Final = 0.005
 LAST_GAP: Final = FIRST_GAP / 8
 """The gap, in seconds, below which pacing ends: the server took requests that fast."""
 GAP_GROWTH: Final = 1.5
-"""How much longer the gap gets with each 429 while pacing."""
+"""How much longer the gap gets with each 429 at a window of one that follows another."""
 GAP_DECAY: Final = 0.98
 """How much shorter the gap gets with each success while pacing (about 20 to undo a 429)."""
 

@@ -131,14 +131,16 @@ class Transport:
                 answered = answer.headers
                 # istr keys: the lookups skip case folding, on every answer.
                 length = answered.get(hdrs.CONTENT_LENGTH)
+                declared = None if length is None else int(length)
                 if (
-                    length is not None
+                    declared is not None
+                    and declared <= self.max_response_bytes
                     and hdrs.CONTENT_ENCODING not in answered
-                    and int(length) <= self.max_response_bytes
                 ):
                     # The length is known and the body arrives as it is: no bound to watch.
                     return Response(answer.status, answered, await answer.read())
-                return Response(answer.status, answered, await self._read_bounded(answer))
+                body = await self._read_bounded(answer, declared)
+                return Response(answer.status, answered, body)
         except TimeoutError:
             raise APITimeoutError(f"{method} {path}: no answer within {timeout} s") from None
         except aiohttp.ClientError as exc:
@@ -159,13 +161,15 @@ class Transport:
             return f"{method} {url}: cannot connect to {self.base_url}: {exc.strerror}"
         return f"{method} {url}: {type(exc).__name__}: {exc or 'connection failed'}"
 
-    async def _read_bounded(self, answer: aiohttp.ClientResponse) -> bytes:
-        """Read an answer of unknown or compressed length, dropping it past the limit."""
+    async def _read_bounded(self, answer: aiohttp.ClientResponse, declared: int | None) -> bytes:
+        """Read an answer of unknown or compressed length, dropping it past the limit.
+
+        A *declared* length (``Content-Length``) over the limit fails before reading.
+        """
         limit = self.max_response_bytes
         chunks: list[bytes] = []
         size = 0
-        length = answer.content_length
-        if length is None or length <= limit:
+        if declared is None or declared <= limit:
             async for chunk in answer.content.iter_any():
                 size += len(chunk)
                 if size > limit:
