@@ -3,6 +3,7 @@
 from ._bulk import BulkReleaseReport, ReleaseResult
 from ._client import SessionsAPI
 from ._errors import (
+    APICertificateError,
     APIConnectionError,
     APIError,
     APIResponseValidationError,
@@ -24,6 +25,7 @@ from ._retry import RetryPolicy
 from ._version import __version__
 
 __all__ = [
+    "APICertificateError",
     "APIConnectionError",
     "APIError",
     "APIResponseValidationError",

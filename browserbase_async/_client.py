@@ -9,6 +9,8 @@ release) is `_release`; bulk runs are `_bulk`'s workers on that same path.
 from __future__ import annotations
 
 import contextlib
+import os
+import ssl as _ssl
 import time
 import warnings
 from collections.abc import AsyncGenerator, Callable, Mapping
@@ -29,8 +31,11 @@ from ._config import (
     check_positive_int,
     check_session_id,
     check_timeout,
+    redact_url,
     resolve_api_key,
     resolve_base_url,
+    resolve_proxy,
+    resolve_ssl,
 )
 from ._converter import structure_session, structure_sessions
 from ._flow import FlowControl, FlowStats
@@ -74,9 +79,18 @@ class SessionsAPI:
         max_response_bytes: The longest answer read; a longer one (or one
             without end) fails with `APIResponseValidationError` as soon as it
             passes the limit, and is not retried.
+        proxy: The proxy to reach an ``https`` base URL through (``http://host:port``);
+            else ``HTTPS_PROXY`` (or ``ALL_PROXY``) from the environment, unless
+            ``NO_PROXY`` names the API's host. The proxy sees only a tunnel, never
+            the key; a plain ``http`` base URL (a loopback fake) is never proxied.
+        ssl: What verifies the server's certificate: an `ssl.SSLContext`, or the
+            path of a CA bundle (a private CA); ``None``: the system's trust.
+            A certificate that fails verification raises `APICertificateError`,
+            never retried.
 
     Raises:
-        ValueError: No API key, an unsafe or malformed base URL, or a bad number.
+        ValueError: No API key or one with a control character, an unsafe or
+            malformed base URL or proxy, an unreadable CA bundle, or a bad number.
     """
 
     def __init__(
@@ -91,19 +105,29 @@ class SessionsAPI:
         http_session: aiohttp.ClientSession | None = None,
         allow_insecure_http: bool = False,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+        proxy: str | None = None,
+        ssl: _ssl.SSLContext | str | os.PathLike[str] | None = None,
     ) -> None:
         key = resolve_api_key(api_key)
         url = resolve_base_url(base_url, allow_insecure_http=allow_insecure_http)
         check_timeout(timeout)
         check_positive("max_connections", max_connections)
         check_positive_int("max_response_bytes", max_response_bytes)
-        self.base_url: Final = url
+        self.base_url: Final = redact_url(url)
+        """The API's root, without the credentials it may hold."""
         self.project_id: Final = project_id
         self.timeout: Final = timeout
         self.retry: Final = retry if retry is not None else DEFAULT_RETRY_POLICY
         self._flow = FlowControl(max_connections, self.retry.max_retry_after, self.retry.max_delay)
         self._transport = Transport(
-            url, key, timeout, max_connections, http_session, max_response_bytes
+            url,
+            key,
+            timeout,
+            max_connections,
+            http_session,
+            max_response_bytes,
+            proxy=resolve_proxy(proxy, url),
+            ssl=resolve_ssl(ssl),
         )
         self._requester = Requester(self._transport, self._flow, self.retry)
         self._releaser = Releaser(self._requester, project_id)

@@ -9,6 +9,8 @@ import enum
 import ipaddress
 import os
 import re
+import ssl as _ssl
+import urllib.request
 from collections.abc import Mapping
 from typing import Final, Literal, TypeAlias
 from urllib.parse import urlsplit
@@ -45,19 +47,30 @@ PROJECT_ID_ENV: Final = "BROWSERBASE_PROJECT_ID"
 # query, or be decoded by a proxy into something that does.
 _SESSION_ID: Final = re.compile(r"[A-Za-z0-9._~-]+")
 _LOOPBACK_NAMES: Final = frozenset({"localhost", "localhost.localdomain"})
+_CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 def resolve_api_key(api_key: str | None, environ: Mapping[str, str] = os.environ) -> str:
     """Return the API key given, else the one from the environment.
 
+    Surrounding whitespace is stripped: a key read from a file (a mounted
+    secret) ends in a newline.
+
     Raises:
-        ValueError: Neither was given, or the key is blank.
+        ValueError: Neither was given, the key is blank, or it holds a control
+            character (the message names the key, never its value).
     """
     key = api_key if api_key is not None else environ.get(API_KEY_ENV)
     if key is None:
         raise ValueError(f"no API key: pass api_key= or set the {API_KEY_ENV} environment variable")
-    if not key.strip():
+    key = key.strip()
+    if not key:
         raise ValueError(f"the API key is empty (api_key= or {API_KEY_ENV})")
+    if _CONTROL.search(key):
+        raise ValueError(
+            f"the API key (api_key= or {API_KEY_ENV}) contains a control character: "
+            "check how it was read (a file or a variable holding more than the key?)"
+        )
     return key
 
 
@@ -81,15 +94,16 @@ def resolve_base_url(
     """
     url = base_url if base_url is not None else environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
     parts = urlsplit(url)
+    shown = redact_url(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"base_url must be an http(s) URL with a host, got {url!r}")
+        raise ValueError(f"base_url must be an http(s) URL with a host, got {shown!r}")
     if parts.query or parts.fragment:
-        raise ValueError(f"base_url must not have a query or a fragment, got {url!r}")
+        raise ValueError(f"base_url must not have a query or a fragment, got {shown!r}")
     root = url.rstrip("/")
     if parts.path.rstrip("/").endswith("/v1"):
         raise ValueError(
             f"base_url must be the API's root, without /v1 (the paths start with it): "
-            f"use {root.removesuffix('/v1')!r}, not {url!r}"
+            f"use {redact_url(root.removesuffix('/v1'))!r}, not {shown!r}"
         )
     if parts.scheme == "http" and not allow_insecure_http and not is_loopback(parts.hostname):
         raise ValueError(
@@ -97,6 +111,64 @@ def resolve_base_url(
             "use https://, or pass allow_insecure_http=True"
         )
     return root
+
+
+def redact_url(url: str) -> str:
+    """Return *url* with its credentials (``user:password@``), if any, replaced by ``***@``."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc="***@" + parts.netloc.rpartition("@")[2]).geturl()
+
+
+def resolve_proxy(proxy: str | None, base_url: str) -> str | None:
+    """Return the proxy to reach *base_url* through, if any.
+
+    An ``https`` base URL goes through *proxy*, else through ``HTTPS_PROXY``
+    (or ``ALL_PROXY``) from the environment unless ``NO_PROXY`` names its host,
+    as curl, requests and the official SDK do. The proxy only sees a tunnel
+    (``CONNECT``), never the key. A plain ``http`` base URL (a loopback fake)
+    never goes through a proxy: the key would travel in clear to it.
+
+    Raises:
+        ValueError: *proxy* is not an ``http(s)://host[:port]`` URL.
+    """
+    parts = urlsplit(base_url)
+    if parts.scheme != "https":
+        return None
+    if proxy is not None:
+        given = urlsplit(proxy)
+        if given.scheme not in ("http", "https") or not given.hostname:
+            raise ValueError(f"proxy must be an http(s) URL with a host, got {redact_url(proxy)!r}")
+        return proxy
+    proxies = urllib.request.getproxies_environment()
+    found = proxies.get("https") or proxies.get("all")
+    if not found or urllib.request.proxy_bypass(parts.hostname or ""):
+        return None
+    return found
+
+
+def resolve_ssl(ssl: _ssl.SSLContext | str | os.PathLike[str] | None) -> _ssl.SSLContext | bool:
+    """Return what verifies the server's certificate: a context, or ``True`` for system trust.
+
+    Args:
+        ssl: An `ssl.SSLContext`, or the path of a CA bundle (PEM) to trust
+            instead of the system's; ``None``: the system's trust store.
+
+    Raises:
+        ValueError: The CA bundle cannot be read, or *ssl* is of another type.
+    """
+    if ssl is None:
+        return True
+    if isinstance(ssl, _ssl.SSLContext):
+        return ssl
+    if isinstance(ssl, str | os.PathLike):
+        try:
+            return _ssl.create_default_context(cafile=os.fspath(ssl))
+        except (OSError, _ssl.SSLError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise ValueError(f"cannot read the CA bundle {os.fspath(ssl)!r}: {reason}") from None
+    raise ValueError(f"ssl must be an SSLContext or a CA bundle path, got {type(ssl).__name__}")
 
 
 def is_loopback(host: str) -> bool:

@@ -5,6 +5,7 @@ Names match the official Browserbase SDK, so that ``except`` clauses carry over:
     BrowserbaseError                    base of everything raised on purpose
     └── APIError
         ├── APIConnectionError          could not connect / connection dropped
+        │   ├── APICertificateError     the server's TLS certificate failed verification
         │   └── APITimeoutError         a request or the whole call ran out of time
         ├── APIResponseValidationError  2xx whose body is not the expected JSON shape
         └── APIStatusError              any non-2xx: .status_code, .body, .headers
@@ -30,6 +31,16 @@ from http import HTTPStatus
 from typing import Final
 
 EXCERPT_CHARS: Final = 200
+_BIDI_CONTROLS: Final = (0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A))
+_ESCAPES: Final = {
+    code: f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    for code in (*range(0x20), *range(0x7F, 0xA0), *_BIDI_CONTROLS)
+}
+"""Control characters (C0, DEL, C1, bidi overrides), each spelt as its escape.
+
+Server text reaches terminals through messages and logs: an escape sequence
+in it must not retitle the window, clear the screen or reorder the line.
+"""
 
 
 class BrowserbaseError(Exception):
@@ -48,6 +59,15 @@ class APIError(BrowserbaseError):
 
 class APIConnectionError(APIError):
     """The connection could not be made, or dropped before the answer arrived."""
+
+
+class APICertificateError(APIConnectionError):
+    """The server's TLS certificate failed verification: fatal, never retried.
+
+    A certificate does not fix itself between attempts: the base URL points
+    somewhere else than meant, or the server's CA is a private one (pass it
+    with ``ssl=``). A bulk run ends at the first, as at a 401.
+    """
 
 
 class APITimeoutError(APIConnectionError):
@@ -188,11 +208,16 @@ def _decode_error_body(body: bytes) -> tuple[object, str]:
 
 
 def excerpt(text: str) -> str:
-    """Return *text* on one line, cut to `EXCERPT_CHARS` characters."""
-    flat = " ".join(text.split())
+    """Return *text* on one line, control characters escaped, cut to `EXCERPT_CHARS` characters."""
+    flat = printable(" ".join(text.split()))
     if len(flat) <= EXCERPT_CHARS:
         return flat
     return flat[: EXCERPT_CHARS - 1] + "…"
+
+
+def printable(text: str) -> str:
+    """Return *text* with every control character spelt as its escape (``\\x1b``)."""
+    return text.translate(_ESCAPES)
 
 
 def client_closed() -> RuntimeError:

@@ -24,17 +24,19 @@ from ._bulk import ReleaseResult
 from ._config import USE_CLIENT_DEFAULT, Timeout, check_session_id
 from ._converter import structure_session
 from ._errors import (
+    APICertificateError,
     APIConnectionError,
     APIError,
     APIStatusError,
     APITimeoutError,
     AuthenticationError,
     InternalServerError,
+    NotFoundError,
     PermissionDeniedError,
 )
 from ._models import Session
 from ._request import Call, Fatal, Requester
-from ._retry import poll_until
+from ._retry import is_retryable, poll_until
 
 logger: Final = logging.getLogger("browserbase_async")
 
@@ -43,6 +45,9 @@ DEFAULT_WAIT_TIMEOUT: Final = 30.0
 """Seconds that ``release(wait=True)`` waits for a terminal state."""
 DEFAULT_GUARD_TIMEOUT: Final = 30.0
 """Seconds that a guard's release on exit may take, retries included."""
+CANCELLED_RELEASE_TIMEOUT: Final = 10.0
+"""Seconds that a guard's release may still take once its task is cancelled, whatever
+its own timeout: a cancellation is never held back for longer (a second one stops it at once)."""
 
 UPDATE_STATUSES: Final = frozenset({REQUEST_RELEASE})
 ALREADY_ENDED_STATUSES: Final = frozenset({400, 409, 410, 422})
@@ -50,8 +55,9 @@ ALREADY_ENDED_STATUSES: Final = frozenset({400, 409, 410, 422})
 _RELEASE_BODY: Final = json.dumps({"status": REQUEST_RELEASE}).encode()
 _OWN_BODY_KEYS: Final = {"status": "status", "projectId": "project_id"}
 """The update's own body keys, and the argument that sets each."""
-_FATAL_IN_BULK: Final = (AuthenticationError, PermissionDeniedError)
-"""Refusals that end a bulk run: the key is wrong for every session alike."""
+_FATAL_IN_BULK: Final = (AuthenticationError, PermissionDeniedError, APICertificateError)
+"""Failures that end a bulk run: the key, or the server's certificate, is wrong for every
+session alike."""
 
 
 @attrs.define(eq=False)
@@ -103,7 +109,7 @@ class Releaser:
     ) -> ReleaseResult:
         """Release one valid id; the outcome, good or bad, is in the result.
 
-        *fatal* is a bulk run's: its first 401 or 403 goes there, and no
+        *fatal* is a bulk run's: its first 401, 403 or certificate failure goes there, and no
         request of the run is sent after that.
         """
         call = self.update_call(session_id, project_id, timeout=timeout)
@@ -114,7 +120,7 @@ class Releaser:
             except APIError as exc:
                 session = await self.check_ended(session_id, exc, timeout)
             if wait and not session.is_terminal:
-                session = await self.wait_terminal(session_id, wait_timeout, timeout)
+                session = await self.wait_terminal(session_id, wait_timeout, session, timeout)
         except APIError as exc:
             if fatal is not None and not fatal and isinstance(exc, _FATAL_IN_BULK):
                 fatal.append(exc)
@@ -137,6 +143,7 @@ class Releaser:
             pass
         elif not (
             isinstance(failure, APIConnectionError | InternalServerError)
+            and not isinstance(failure, APICertificateError)
             and not requester.closed
             and requester.budget.try_withdraw()
         ):
@@ -159,7 +166,7 @@ class Releaser:
             RuntimeError: The client is closed.
         """
         self.requester.check_open()
-        # The run's first 401 or 403: the key is wrong for every session, so stop sending.
+        # The run's first 401, 403 or bad certificate: wrong for every session, so stop sending.
         fatal: Fatal = []
 
         def release_one(session_id: object) -> Awaitable[ReleaseResult]:
@@ -177,27 +184,52 @@ class Releaser:
         return release_one
 
     async def wait_terminal(
-        self, session_id: str, wait_timeout: float, timeout: Timeout = USE_CLIENT_DEFAULT
+        self,
+        session_id: str,
+        wait_timeout: float,
+        last: Session,
+        timeout: Timeout = USE_CLIENT_DEFAULT,
     ) -> Session:
-        """Poll `retrieve` with backoff until the session is terminal.
+        """Poll `retrieve` at the polls' own pace until the session is terminal.
+
+        Called once the server accepted the release: a 404 then means that the
+        session ended and is gone (the session as last seen, from *last* on,
+        is returned), and a poll that fails for a reason that may pass (a 5xx, a
+        connection error, a timeout) is tried again until *wait_timeout*.
 
         Raises:
             APITimeoutError: Not terminal within *wait_timeout* seconds.
+            APIError: A poll failed for a reason that will not pass (a 401, a
+                certificate).
         """
         requester = self.requester
+        seen = [last]
+        failed: list[APIError] = []
 
-        async def fetch() -> Session:
-            return await requester.retrieve(session_id, timeout)
+        async def fetch() -> Session | None:
+            try:
+                session = await requester.retrieve(session_id, timeout)
+            except NotFoundError:
+                logger.info("session %s is gone (404) after its release: it ended", session_id)
+                return None
+            except APIError as exc:
+                failed[:] = [exc]
+                raise
+            seen[0] = session
+            return session
 
         try:
             async with asyncio.timeout(wait_timeout):
-                return await poll_until(
-                    fetch, lambda session: session.is_terminal, requester.policy
+                found = await poll_until(
+                    fetch, lambda session: session is None or session.is_terminal, is_retryable
                 )
         except TimeoutError:
+            last_failure = f"; the last poll failed: {failed[0]}" if failed else ""
             raise APITimeoutError(
                 f"session {session_id} did not reach a terminal state within {wait_timeout} s"
+                + last_failure
             ) from None
+        return seen[0] if found is None else found
 
     @contextlib.asynccontextmanager
     async def guard(
@@ -213,7 +245,13 @@ class Releaser:
         try:
             yield
         except BaseException as exc:
-            error = await self.release_shielded(session_id, project_id, wait, release_timeout)
+            if isinstance(exc, asyncio.CancelledError):
+                # Cancelled: the release still goes out, but the cancellation waits only so long.
+                release_timeout = min(release_timeout, CANCELLED_RELEASE_TIMEOUT)
+            try:
+                error = await self.release_shielded(session_id, project_id, wait, release_timeout)
+            except Exception as failure:  # of any class: the block's own error goes first
+                error = failure
             if error is not None:
                 logger.warning(
                     "could not release session %s after %s: %s",
@@ -229,20 +267,29 @@ class Releaser:
 
     async def release_shielded(
         self, session_id: str, project_id: str | None, wait: bool, limit: float
-    ) -> APIError | None:
+    ) -> Exception | None:
         """Release *session_id*, shielded from our cancellation and bounded by *limit* seconds.
+
+        A cancellation meanwhile bounds what is left of the release by
+        `CANCELLED_RELEASE_TIMEOUT`; a second one stops it at once. So no
+        timeout, however long, holds a cancellation back for longer.
 
         Returns:
             The release's error, or ``None`` once it is released.
 
         Raises:
             asyncio.CancelledError: We were cancelled meanwhile; raised once the
-                release is done.
+                release is done, or at once when cancelled twice.
         """
+        deadline: list[asyncio.Timeout] = []
+        cancelled = False
 
         async def bounded() -> ReleaseResult:
             try:
-                async with asyncio.timeout(limit):
+                async with asyncio.timeout(limit) as scope:
+                    deadline.append(scope)
+                    if cancelled:  # before this task even started
+                        _shorten(deadline, CANCELLED_RELEASE_TIMEOUT)
                     return await self.release_result(
                         session_id, project_id=project_id, wait=wait, wait_timeout=limit
                     )
@@ -251,19 +298,33 @@ class Releaser:
                 return ReleaseResult(session_id, None, error, 0)
 
         task = asyncio.ensure_future(bounded())
-        cancelled = False
         while True:
             try:
                 result = await asyncio.shield(task)
                 break
             except asyncio.CancelledError:
-                # Cancelled again while releasing: finish the (bounded) release first.
                 if task.done():
                     raise
+                if cancelled:
+                    # Cancelled again while releasing: the caller will not wait any longer.
+                    task.cancel()
+                    raise
                 cancelled = True
+                _shorten(deadline, CANCELLED_RELEASE_TIMEOUT)
         if cancelled:
             raise asyncio.CancelledError
-        return result.error if isinstance(result.error, APIError) else None
+        return result.error
+
+
+def _shorten(deadline: list[asyncio.Timeout], seconds: float) -> None:
+    """Bring the timeout in *deadline* (once it is set) to at most *seconds* from now."""
+    if not deadline:
+        return
+    scope = deadline[0]
+    soon = asyncio.get_running_loop().time() + seconds
+    when = scope.when()
+    if when is None or when > soon:
+        scope.reschedule(soon)
 
 
 async def _finished(result: ReleaseResult) -> ReleaseResult:
@@ -294,9 +355,11 @@ def _encode_body(fields: Mapping[str, object]) -> bytes:
     """Encode a request body as strict JSON (no NaN, no infinity).
 
     Raises:
-        ValueError: A value is not JSON.
+        ValueError: A value is not JSON, or is nested too deeply for the encoder.
     """
     try:
         return json.dumps(fields, allow_nan=False).encode()
     except (TypeError, ValueError) as exc:
         raise ValueError(f"extra_body is not JSON: {exc}") from None
+    except RecursionError:
+        raise ValueError("extra_body is nested too deeply to be encoded as JSON") from None

@@ -19,7 +19,7 @@ import attrs
 import tenacity as _t
 
 from ._config import check_positive
-from ._errors import APIConnectionError, APIStatusError, RateLimitError
+from ._errors import APICertificateError, APIConnectionError, APIStatusError, RateLimitError
 
 logger: Final = logging.getLogger("browserbase_async")
 
@@ -169,12 +169,13 @@ def retry_after(headers: Mapping[str, str], *, now: datetime | None = None) -> f
 def is_retryable(exc: BaseException) -> bool:
     """Tell whether a failed attempt may be tried again.
 
-    Connection errors and timeouts are; so are the statuses in
+    Connection errors and timeouts are (a certificate failure is not); so are the statuses in
     `RETRY_STATUSES`, unless the answer says ``x-should-retry: false`` (and
     any status whose answer says ``x-should-retry: true``).
     """
     if isinstance(exc, APIConnectionError):
-        return True
+        # A certificate that failed verification fails the same way the next time.
+        return not isinstance(exc, APICertificateError)
     if not isinstance(exc, APIStatusError):
         return False
     should = exc.headers.get("x-should-retry")
@@ -281,19 +282,34 @@ def build_retrying(
     return retrying
 
 
-async def poll_until(
-    fetch: Callable[[], Awaitable[_R]], done: Callable[[_R], bool], policy: RetryPolicy
-) -> _R:
-    """Call *fetch* until *done* holds for its result, with the policy's backoff between.
+POLL_FIRST_DELAY: Final = 0.25
+"""Seconds before the second poll of a wait for a terminal state."""
+POLL_GROWTH: Final = 1.5
+"""Each pause between polls is this many times the one before..."""
+POLL_MAX_DELAY: Final = 2.0
+"""...up to this many seconds."""
 
-    It polls forever: bound it with a timeout. An exception of *fetch* (which
-    retries on its own) ends the polling at once. *fetch* must be a coroutine
+
+async def poll_until(
+    fetch: Callable[[], Awaitable[_R]],
+    done: Callable[[_R], bool],
+    again: Callable[[BaseException], bool],
+) -> _R:
+    """Call *fetch* until *done* holds for its result, at the polls' own pace.
+
+    The pace is the polls' own, whatever the retry policy: `POLL_FIRST_DELAY`
+    seconds, growing by `POLL_GROWTH` up to `POLL_MAX_DELAY`. It polls forever:
+    bound it with a timeout. An exception of *fetch* for which *again* holds is
+    polled past; any other ends the polling. *fetch* must be a coroutine
     function, as tenacity tells them apart by their kind.
     """
     polling: _t.AsyncRetrying = _t.AsyncRetrying(
-        retry=_t.retry_if_result(lambda result: not done(result)),
-        wait=lambda state: policy.backoff(state.attempt_number),
+        retry=_t.retry_if_result(lambda result: not done(result)) | _t.retry_if_exception(again),
+        wait=_t.wait_exponential(
+            multiplier=POLL_FIRST_DELAY, exp_base=POLL_GROWTH, max=POLL_MAX_DELAY
+        ),
         stop=_t.stop_never,
+        reraise=True,
     )
     result: _R = await polling(fetch)
     return result

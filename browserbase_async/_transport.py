@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import platform
+import re
+import ssl as _ssl
 from collections.abc import Mapping
 from typing import Final, NamedTuple
 
@@ -16,15 +18,20 @@ import aiohttp
 import attrs
 from aiohttp import hdrs
 
-from ._config import USE_CLIENT_DEFAULT, Timeout
+from ._config import USE_CLIENT_DEFAULT, Timeout, redact_url
 from ._errors import (
+    APICertificateError,
     APIConnectionError,
+    APIError,
     APIResponseValidationError,
     APITimeoutError,
     client_closed,
+    excerpt,
 )
 from ._version import __version__
 
+_USERINFO: Final = re.compile(r"//[^/@\s]*@")
+"""The credentials of a URL (``//user:password@``), to be kept out of messages."""
 USER_AGENT: Final = (
     f"browserbase-async/{__version__} aiohttp/{aiohttp.__version__} "
     f"Python/{platform.python_version()}"
@@ -50,15 +57,22 @@ class Transport:
     """Sends requests through one aiohttp ``ClientSession``, created on first use.
 
     A session passed in by the caller is used as it is and never closed here.
+    ``base_url`` may hold credentials: only its redacted form, ``shown_url``,
+    goes into a message.
     """
 
-    base_url: str
+    base_url: str = attrs.field(repr=False)
     api_key: str = attrs.field(repr=False)
     timeout: float | None
     max_connections: int
     session: aiohttp.ClientSession | None = attrs.field(default=None, repr=False)
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+    proxy: str | None = attrs.field(default=None, repr=False)
+    """The proxy to tunnel through (``_config.resolve_proxy``); it may hold credentials."""
+    ssl: _ssl.SSLContext | bool = attrs.field(default=True, repr=False)
+    """What verifies the server's certificate (``_config.resolve_ssl``)."""
     closed: bool = attrs.field(default=False, init=False)
+    shown_url: str = attrs.field(init=False)
     _owns_session: bool = attrs.field(init=False, repr=False)
     _get_headers: dict[str, str] = attrs.field(init=False, repr=False)
     _post_headers: dict[str, str] = attrs.field(init=False, repr=False)
@@ -73,6 +87,7 @@ class Transport:
         }
         self._post_headers = {**self._get_headers, "Content-Type": "application/json"}
         self._timeout = aiohttp.ClientTimeout(total=self.timeout)
+        self.shown_url = redact_url(self.base_url)
 
     def _session(self) -> aiohttp.ClientSession:
         if self.session is None:
@@ -127,6 +142,8 @@ class Transport:
                 headers=headers,
                 timeout=limit,
                 allow_redirects=False,
+                proxy=self.proxy,
+                ssl=self.ssl,
             ) as answer:
                 answered = answer.headers
                 # istr keys: the lookups skip case folding, on every answer.
@@ -143,8 +160,23 @@ class Transport:
                 return Response(answer.status, answered, body)
         except TimeoutError:
             raise APITimeoutError(f"{method} {path}: no answer within {timeout} s") from None
+        except aiohttp.ClientConnectorCertificateError as exc:
+            raise APICertificateError(
+                f"{method} {self.shown_url}{path}: the server's TLS certificate failed "
+                f"verification ({self._scrub(str(exc.certificate_error))}): not retried; if a "
+                "private CA signed it, pass its bundle with ssl= (or --ca-file)"
+            ) from None
         except aiohttp.ClientError as exc:
-            raise APIConnectionError(self._connection_failed(method, path, exc)) from exc
+            # aiohttp's text may quote a URL with its credentials: then the cause is not kept.
+            cause = None if _USERINFO.search(str(exc)) else exc
+            raise APIConnectionError(self._connection_failed(method, path, exc)) from cause
+        except APIError:
+            raise
+        except Exception as exc:
+            # Whatever else the stack raises (aiohttp's ValueError for a header, an
+            # OverflowError of a timer) is a failed request, in our terms, not a crash.
+            reason = f"{type(exc).__name__}: {self._scrub(str(exc))}"
+            raise APIError(f"{method} {path}: the request failed: {reason}") from None
         except asyncio.CancelledError:
             # Closing the pool cancels the futures of requests waiting in it: that is not a
             # cancellation of the caller's task, and must not look like one to its TaskGroup.
@@ -155,11 +187,21 @@ class Transport:
 
     def _connection_failed(self, method: str, path: str, exc: aiohttp.ClientError) -> str:
         """Say which URL could not be reached, and why, in the user's terms."""
-        url = self.base_url + path
+        url = self.shown_url + path
         if type(exc) is aiohttp.ClientConnectorError:
             # aiohttp's own text names "ssl:default" even for http://, which misleads.
-            return f"{method} {url}: cannot connect to {self.base_url}: {exc.strerror}"
-        return f"{method} {url}: {type(exc).__name__}: {exc or 'connection failed'}"
+            return f"{method} {url}: cannot connect to {self.shown_url}: {exc.strerror}"
+        if isinstance(exc, aiohttp.ClientProxyConnectionError):
+            return f"{method} {url}: cannot connect to the proxy: {exc.strerror}"
+        reason = self._scrub(str(exc)) or "connection failed"
+        return f"{method} {url}: {type(exc).__name__}: {reason}"
+
+    def _scrub(self, text: str) -> str:
+        """*text* (a lower layer's, which may quote the server) as one safe line.
+
+        Neither the key nor the credentials of the base URL or the proxy.
+        """
+        return excerpt(_USERINFO.sub("//***@", text.replace(self.api_key, "***")))
 
     async def _read_bounded(self, answer: aiohttp.ClientResponse, declared: int | None) -> bytes:
         """Read an answer of unknown or compressed length, dropping it past the limit.

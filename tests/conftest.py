@@ -36,6 +36,10 @@ def make_api(fake_browserbase: FakeBrowserbase) -> ApiFactory:
 def _no_ambient_config(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("BROWSERBASE_API_KEY", "BROWSERBASE_BASE_URL", "BROWSERBASE_PROJECT_ID"):
         monkeypatch.delenv(name, raising=False)
+    for name in ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "NO_PROXY"):
+        # Both spellings: urllib reads either, the lower case first.
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
 
 
 @pytest.fixture
