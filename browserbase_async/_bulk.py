@@ -10,6 +10,7 @@ call of the client.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections import OrderedDict
 from collections.abc import (
@@ -20,8 +21,10 @@ from collections.abc import (
     Callable,
     Iterable,
     Iterator,
+    Mapping,
 )
 from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
 from typing import Final, TypeAlias
 
 import attrs
@@ -35,6 +38,8 @@ Age: TypeAlias = float | timedelta
 Where: TypeAlias = Callable[[Session], object]
 """A predicate on a session: keep it when it returns something true."""
 ReleaseOne: TypeAlias = Callable[[object], Awaitable["ReleaseResult"]]
+
+logger: Final = logging.getLogger("browserbase_async")
 
 STREAM_MEMO_SIZE: Final = 4096
 """Finished ids that `release_iter` remembers, to report a repeat without a new request."""
@@ -80,6 +85,11 @@ class BulkReleaseReport:
 
     results: list[ReleaseResult]
     stats: FlowStats | None = None
+    already_ended: list[Session] = attrs.field(factory=list)
+    """`release_all`: listed sessions already in a terminal state; nothing was sent to them."""
+    age_unknown: list[Session] = attrs.field(factory=list)
+    """`release_all` with *older_than*: listed sessions whose age could not be told
+    (no ``startedAt``); skipped, with a warning."""
 
     @property
     def released(self) -> list[ReleaseResult]:
@@ -139,23 +149,83 @@ def check_where(where: object) -> None:
 
 
 def session_age(session: Session, now: datetime) -> float:
-    """Seconds since *session* started (its ``started_at``, which the API always sends)."""
+    """Seconds since *session* started (its ``started_at``), at *now*."""
     return (now - session.started_at).total_seconds()
+
+
+def clock_offset(headers: Mapping[str, str], received: datetime) -> float:
+    """Seconds by which the server's clock is ahead of ours, from an answer's ``Date``.
+
+    *received* is when the answer arrived, by our UTC clock. ``Date`` is whole
+    seconds, so an offset within a second of zero is taken as none; without a
+    readable ``Date``, the offset is 0.
+    """
+    value = headers.get("Date")
+    try:
+        sent = parsedate_to_datetime(value) if value else None
+    except (TypeError, ValueError):
+        sent = None
+    if sent is None or sent.tzinfo is None:
+        return 0.0
+    # The server's clock read somewhere in [sent, sent + 1 s): take the middle.
+    offset = (sent - received).total_seconds() + 0.5
+    return offset if abs(offset) > 1.0 else 0.0
+
+
+@attrs.frozen
+class Selection:
+    """A listing sorted for a release: what to release, and what is left alone and why."""
+
+    chosen: list[Session]
+    already_ended: list[Session]
+    age_unknown: list[Session]
+
+
+def sort_out(
+    sessions: Iterable[Session], *, older_than: float | None, where: Where | None, now: datetime
+) -> Selection:
+    """Sort *sessions*: those to release, those already ended, those of unknown age.
+
+    A session is chosen when it is not in a terminal state, is at least
+    *older_than* seconds old at *now* (by the server's clock, see
+    `clock_offset`), and *where* holds for it. A session without
+    ``started_at`` cannot be told old enough: with *older_than*, it is skipped,
+    and a warning says how many were.
+    """
+    chosen: list[Session] = []
+    ended: list[Session] = []
+    unknown: list[Session] = []
+    for session in sessions:
+        if session.is_terminal:
+            ended.append(session)
+            continue
+        if older_than is not None:
+            # Optional in the API's description: a drifted session may lack it.
+            started: datetime | None = getattr(session, "started_at", None)
+            if started is None:
+                unknown.append(session)
+                continue
+            if (now - started).total_seconds() < older_than:
+                continue
+        if where is None or where(session):
+            chosen.append(session)
+    if unknown:
+        shown = ", ".join(session.id for session in unknown[:5])
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        logger.warning(
+            "skipped %d session(s) whose age cannot be told (no startedAt): %s%s",
+            len(unknown),
+            shown,
+            more,
+        )
+    return Selection(chosen, ended, unknown)
 
 
 def select(
     sessions: Iterable[Session], *, older_than: float | None, where: Where | None, now: datetime
 ) -> list[Session]:
-    """The sessions at least *older_than* seconds old at *now*, for which *where* holds.
-
-    Both filters are optional; *older_than* is as `check_age` returns it.
-    """
-    return [
-        session
-        for session in sessions
-        if (older_than is None or session_age(session, now) >= older_than)
-        and (where is None or where(session))
-    ]
+    """The sessions to release of *sessions*, as `sort_out` chooses them."""
+    return sort_out(sessions, older_than=older_than, where=where, now=now).chosen
 
 
 class _Source:

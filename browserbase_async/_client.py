@@ -14,10 +14,11 @@ import ssl as _ssl
 import time
 import warnings
 from collections.abc import AsyncGenerator, Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Final
 
 import aiohttp
+import attrs
 
 from . import _bulk
 from ._bulk import BulkReleaseReport, ReleaseResult, SessionIds
@@ -131,6 +132,7 @@ class SessionsAPI:
         )
         self._requester = Requester(self._transport, self._flow, self.retry)
         self._releaser = Releaser(self._requester, project_id)
+        self._clock_offset = 0.0
 
     def __repr__(self) -> str:
         state = "closed" if self._requester.closed else "open"
@@ -315,7 +317,21 @@ class SessionsAPI:
             params["q"] = q
         check_timeout(timeout)
         call = Call("GET", "/v1/sessions", None, params=params or None, timeout=timeout)
-        return structure_sessions(await self._requester.call(call))
+        sessions = structure_sessions(await self._requester.call(call))
+        if call.answered is not None:
+            self._clock_offset = _bulk.clock_offset(call.answered, datetime.now(UTC))
+        return sessions
+
+    def server_now(self) -> datetime:
+        """Now, by the API server's clock, as far as the client can tell.
+
+        The client's UTC clock, corrected by the offset that the ``Date`` header
+        of the last `list` answer showed (none before a listing, or when the
+        clocks agree within the header's one-second resolution). Sessions' ages
+        (``older_than``) are measured on it, so that a client whose clock is
+        off neither releases young sessions nor spares old ones.
+        """
+        return datetime.now(UTC) + timedelta(seconds=self._clock_offset)
 
     # -- bulk -----------------------------------------------------------------
 
@@ -425,15 +441,18 @@ class SessionsAPI:
         """Release every session that `list` returns for *status* and *q*, filtered.
 
         A reaper's call: with *older_than*, the sessions that have run longer
-        than any job should are closed, and the live ones are left alone. A
-        session that ends between the listing and its release counts as
-        released.
+        than any job should are closed, and the live ones are left alone. Ages
+        are measured on the server's clock (see `server_now`); a session whose
+        age cannot be told (no ``startedAt``) is skipped with a warning. A
+        session listed in a terminal state is sent nothing (the report counts
+        it in ``already_ended``); one that ends between the listing and its
+        release counts as released.
 
         Args:
             status: Which sessions (default: the running ones); ``None``: all.
             q: A user-metadata query, as ``user_metadata['key']:'value'``.
             older_than: Only sessions started at least this long ago, by the
-                client's UTC clock: seconds as a float, or a ``timedelta``.
+                server's clock: seconds as a float, or a ``timedelta``.
             where: Only sessions for which this predicate holds (for instance
                 ``lambda s: not s.keep_alive``).
             concurrency: The most requests in flight, ever.
@@ -444,7 +463,8 @@ class SessionsAPI:
 
         Returns:
             The report of the sessions released or tried: those that the
-            filters kept, no others.
+            filters kept, no others; with the ones left alone because they had
+            ended (``already_ended``) or their age was unknown (``age_unknown``).
 
         Raises:
             ValueError: A bad *status*, *concurrency*, *older_than* (negative,
@@ -455,14 +475,17 @@ class SessionsAPI:
         _bulk.check_where(where)
         _bulk.check_concurrency(concurrency)
         listed = await self.list(status=status, q=q)
-        sessions = _bulk.select(listed, older_than=age, where=where, now=datetime.now(UTC))
-        return await self.release_many(
-            [session.id for session in sessions],
+        chosen = _bulk.sort_out(listed, older_than=age, where=where, now=self.server_now())
+        report = await self.release_many(
+            [session.id for session in chosen.chosen],
             concurrency=concurrency,
             project_id=project_id,
             wait=wait,
             wait_timeout=wait_timeout,
             on_result=on_result,
+        )
+        return attrs.evolve(
+            report, already_ended=chosen.already_ended, age_unknown=chosen.age_unknown
         )
 
     # -- scraper ergonomics ---------------------------------------------------

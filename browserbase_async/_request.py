@@ -44,6 +44,8 @@ class Call:
     """A failure of the first attempt, handed to the retry loop to judge."""
     fatal: Fatal | None = None
     """A bulk run's fatal error, once it has one: the attempt is then not sent."""
+    answered: Mapping[str, str] | None = None
+    """The headers of the answer that succeeded (a listing's ``Date`` tells the server's clock)."""
 
 
 @attrs.define(eq=False)
@@ -121,6 +123,7 @@ class Requester:
             if response.status == 429:
                 call.rate_limited += 1
             raise error
+        call.answered = response.headers
         try:
             # JSON between systems is UTF-8 (RFC 8259); given bytes, json.loads would first
             # guess among five encodings, in Python, on every answer.

@@ -45,10 +45,21 @@ def _fail(message: str) -> None:
     click.echo(f"{PROG}: error: {message}", err=True)
 
 
-def _client(api_key: str | None, base_url: str | None, project_id: str | None) -> SessionsAPI:
+def _client(
+    api_key: str | None,
+    base_url: str | None,
+    project_id: str | None,
+    network: dict[str, Any],
+) -> SessionsAPI:
     if api_key is None:
         raise ConfigError(f"no API key: pass --api-key or set {API_KEY_ENV}")
-    return SessionsAPI(api_key, base_url=base_url, project_id=project_id)
+    return SessionsAPI(
+        api_key,
+        base_url=base_url,
+        project_id=project_id,
+        proxy=network.pop("proxy"),
+        ssl=network.pop("ca_file"),
+    )
 
 
 def _connection_options(command: _F) -> _F:
@@ -58,6 +69,16 @@ def _connection_options(command: _F) -> _F:
                 "--api-key", envvar=API_KEY_ENV, show_envvar=True, help="Browserbase API key."
             ),
             click.option("--base-url", envvar=BASE_URL_ENV, show_envvar=True, help="API root URL."),
+            click.option(
+                "--proxy",
+                metavar="URL",
+                help="Reach the API through this proxy (else HTTPS_PROXY, NO_PROXY).",
+            ),
+            click.option(
+                "--ca-file",
+                type=click.Path(exists=True, dir_okay=False),
+                help="Trust the CAs of this PEM bundle (a private CA) instead of the system's.",
+            ),
         )
     ):
         command = option(command)
@@ -184,7 +205,7 @@ async def release(
     if not (all_sessions or ids or from_file):
         raise ConfigError("say which sessions: IDs, --from-file FILE, or --all")
     wanted = list(ids) + (_read_ids(from_file) if from_file else [])
-    async with _client(api_key, base_url, project_id) as api:
+    async with _client(api_key, base_url, project_id, options) as api:
         if not all_sessions:
             return await release_ids(api, wanted, **options)
         sweep = Sweep(
@@ -222,7 +243,7 @@ class Sweep:
             APIError: The listing failed.
         """
         listed = await self.api.list(status=self.status, q=self.query)
-        now = datetime.now(UTC)
+        now = self.api.server_now()
         chosen = select(listed, older_than=self.older_than, where=self.where, now=now)
         if prefix:
             prefix += f"listed {len(listed)}; "
@@ -273,9 +294,10 @@ async def list_sessions(
     json_rows: bool,
     api_key: str | None,
     base_url: str | None,
+    **network: Any,
 ) -> int:
     """Print sessions: a table on a terminal, else tab-separated rows, or JSON lines."""
-    async with _client(api_key, base_url, None) as api:
+    async with _client(api_key, base_url, None, network) as api:
         sessions = await api.list(status=status, q=query)
     if json_rows:
         for session in sessions:

@@ -27,6 +27,7 @@ from rich.table import Table
 
 from .._bulk import ReleaseResult, session_age
 from .._errors import (
+    APICertificateError,
     APIConnectionError,
     APIResponseValidationError,
     APIStatusError,
@@ -48,6 +49,7 @@ _KINDS: Final[tuple[tuple[type[BaseException], str], ...]] = (
     (PermissionDeniedError, "forbidden"),
     (RateLimitError, "rate limited"),
     (APITimeoutError, "timed out"),
+    (APICertificateError, "certificate rejected"),
     (APIConnectionError, "connection failed"),
     (APIResponseValidationError, "bad answer"),
 )

@@ -10,10 +10,12 @@ import math
 import random
 import re
 import secrets
+import ssl
 import threading
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from typing import Any, Final, Literal, TypeAlias
 
 import attrs
@@ -192,6 +194,13 @@ class FakeBrowserbase:
         project_id: The project of the sessions it creates.
         port: The port to listen on; 0 picks a free one.
         record_exchanges: Keep every request and answer in ``received.exchanges``.
+        ssl_context: Serve HTTPS with this server context (a test's own CA,
+            from ``trustme`` for instance); ``base_url`` is then ``https://``.
+
+    Attributes:
+        clock_offset: Seconds by which the fake's clock runs ahead of the real
+            one (negative: behind), as its ``Date`` headers show: a server
+            whose clock disagrees with the client's.
     """
 
     def __init__(
@@ -202,6 +211,7 @@ class FakeBrowserbase:
         project_id: str = DEFAULT_PROJECT_ID,
         port: int = 0,
         record_exchanges: bool = False,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.api_key: Final = api_key
         self.project_id: Final = project_id
@@ -210,6 +220,8 @@ class FakeBrowserbase:
         self.received = Received()
         self._port = port
         self._record = record_exchanges
+        self._ssl_context = ssl_context
+        self.clock_offset = 0.0
         self._random = random.Random(self.faults.seed)
         self._script: list[tuple[Route | None, Fault]] = []
         self._in_flight = 0
@@ -237,10 +249,11 @@ class FakeBrowserbase:
         # Handlers are cancelled when their client goes away, so a hung one ends too.
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", self._port)
+        site = web.TCPSite(self._runner, "127.0.0.1", self._port, ssl_context=self._ssl_context)
         await site.start()
         host, port = self._runner.addresses[0][:2]
-        self.base_url = f"http://{host}:{port}"
+        scheme = "http" if self._ssl_context is None else "https"
+        self.base_url = f"{scheme}://{host}:{port}"
         return self
 
     async def close(self) -> None:
@@ -521,6 +534,9 @@ class FakeBrowserbase:
             answer = await self._answer(request, route, act)
         finally:
             self._in_flight -= 1
+        if self.clock_offset:
+            moment = datetime.now(UTC) + timedelta(seconds=self.clock_offset)
+            answer.headers["Date"] = format_datetime(moment, usegmt=True)
         if answer.status != _CUT:
             self.received.answers[answer.status] += 1
             if self._record:

@@ -44,6 +44,7 @@ async def fake_browserbase(request: pytest.FixtureRequest) -> AsyncIterator[Fake
 
     Its fault plan is the one given by the test's ``browserbase_faults`` marker, if any.
     """
+    _check_loop_scope(request)
     marker = request.node.get_closest_marker(MARKER)
     plan = None
     if marker is not None:
@@ -52,6 +53,43 @@ async def fake_browserbase(request: pytest.FixtureRequest) -> AsyncIterator[Fake
             raise TypeError(f"@pytest.mark.{MARKER} takes a FaultPlan, got {plan!r}")
     async with FakeBrowserbase(faults=plan) as fake:
         yield fake
+
+
+def _check_loop_scope(request: pytest.FixtureRequest) -> None:
+    """Fail at once when the test's event loop is not the one that will serve the fake.
+
+    The fake is served on the loop of this fixture (``asyncio_default_fixture_loop_scope``);
+    a test on a loop of another scope would find it idle, and wait on every request.
+    """
+    test_marker = request.node.get_closest_marker("asyncio")
+    if test_marker is None:
+        return
+    config = request.config
+    test_scope = (
+        test_marker.kwargs.get("loop_scope")
+        or test_marker.kwargs.get("scope")
+        or _ini(config, "asyncio_default_test_loop_scope")
+        or "function"
+    )
+    fixture_scope = _ini(config, "asyncio_default_fixture_loop_scope")
+    if fixture_scope in (None, "fixture-scope"):
+        fixture_scope = "function"
+    if test_scope != fixture_scope:
+        pytest.fail(
+            f"fake_browserbase is served on the {fixture_scope}-scoped event loop, but this "
+            f"test runs on the {test_scope}-scoped one, where the fake would never answer: "
+            f"set asyncio_default_fixture_loop_scope = {test_scope} in the pytest "
+            f"configuration, or run the test with loop_scope={fixture_scope!r}",
+            pytrace=False,
+        )
+
+
+def _ini(config: pytest.Config, name: str) -> str | None:
+    try:
+        value = config.getini(name)
+    except ValueError:  # an option this pytest-asyncio does not know
+        return None
+    return str(value) if value else None
 
 
 @pytest_asyncio.fixture
