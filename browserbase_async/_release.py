@@ -46,8 +46,9 @@ DEFAULT_WAIT_TIMEOUT: Final = 30.0
 DEFAULT_GUARD_TIMEOUT: Final = 30.0
 """Seconds that a guard's release on exit may take, retries included."""
 CANCELLED_RELEASE_TIMEOUT: Final = 10.0
-"""Seconds that a guard's release may still take once its task is cancelled, whatever
-its own timeout: a cancellation is never held back for longer (a second one stops it at once)."""
+"""Seconds that a guard's release may still take once its task is cancelled, whatever its
+own timeout: a cancellation is never held back for longer. A block that was cancelled has
+its session released without waiting for the end to be confirmed."""
 
 UPDATE_STATUSES: Final = frozenset({REQUEST_RELEASE})
 ALREADY_ENDED_STATUSES: Final = frozenset({400, 409, 410, 422})
@@ -246,8 +247,9 @@ class Releaser:
             yield
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError):
-                # Cancelled: the release still goes out, but the cancellation waits only so long.
-                release_timeout = min(release_timeout, CANCELLED_RELEASE_TIMEOUT)
+                # The release still goes out, but a cancellation waits only so long, and
+                # not for the confirmation of the end.
+                wait, release_timeout = False, min(release_timeout, CANCELLED_RELEASE_TIMEOUT)
             try:
                 error = await self.release_shielded(session_id, project_id, wait, release_timeout)
             except Exception as failure:  # of any class: the block's own error goes first
@@ -271,15 +273,15 @@ class Releaser:
         """Release *session_id*, shielded from our cancellation and bounded by *limit* seconds.
 
         A cancellation meanwhile bounds what is left of the release by
-        `CANCELLED_RELEASE_TIMEOUT`; a second one stops it at once. So no
-        timeout, however long, holds a cancellation back for longer.
+        `CANCELLED_RELEASE_TIMEOUT`: no timeout, however long, holds a
+        cancellation back for longer.
 
         Returns:
             The release's error, or ``None`` once it is released.
 
         Raises:
             asyncio.CancelledError: We were cancelled meanwhile; raised once the
-                release is done, or at once when cancelled twice.
+                release is done (or its shortened time is up).
         """
         deadline: list[asyncio.Timeout] = []
         cancelled = False
@@ -303,11 +305,8 @@ class Releaser:
                 result = await asyncio.shield(task)
                 break
             except asyncio.CancelledError:
+                # Cancelled while releasing: finish the release first, in the time left.
                 if task.done():
-                    raise
-                if cancelled:
-                    # Cancelled again while releasing: the caller will not wait any longer.
-                    task.cancel()
                     raise
                 cancelled = True
                 _shorten(deadline, CANCELLED_RELEASE_TIMEOUT)
