@@ -78,3 +78,56 @@ def test_the_fault_marker_takes_a_plan_and_nothing_else(pytester: pytest.Pyteste
     )
     result.assert_outcomes(passed=1, errors=1)
     result.stdout.fnmatch_lines(["*browserbase_faults takes a FaultPlan, got {'error_rate': 0.5}*"])
+
+
+LOOP_SCOPED_TESTS = """
+import pytest
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+async def test_release(fake_browserbase, browserbase_api) -> None:
+    (sid,) = fake_browserbase.add_sessions(1)
+    assert (await browserbase_api.release(sid)).status == "COMPLETED"
+"""
+
+
+def test_a_test_on_another_loop_than_the_fixtures_fails_at_once(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest('pytest_plugins = ["browserbase_async.testing.pytest_plugin"]\n')
+    pytester.makepyfile(LOOP_SCOPED_TESTS)
+    result = pytester.runpytest_inprocess(
+        "-p",
+        "no:cacheprovider",
+        "-o",
+        "asyncio_mode=strict",
+        "-o",
+        "asyncio_default_fixture_loop_scope=function",
+        # Were the fake left on an idle loop, the release would wait for its timeout.
+        "-o",
+        "timeout=20",
+    )
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*fake_browserbase is served on the function-scoped event loop, but this test runs on "
+            "the module-scoped one*set asyncio_default_fixture_loop_scope = module*"
+        ]
+    )
+
+
+def test_a_test_on_the_fixtures_loop_scope_runs(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest('pytest_plugins = ["browserbase_async.testing.pytest_plugin"]\n')
+    pytester.makepyfile(LOOP_SCOPED_TESTS)
+    result = pytester.runpytest_inprocess(
+        "-p",
+        "no:cacheprovider",
+        "-W",
+        "error",
+        "-o",
+        "asyncio_mode=strict",
+        "-o",
+        "asyncio_default_fixture_loop_scope=module",
+        "-o",
+        "timeout=20",
+    )
+    result.assert_outcomes(passed=1)

@@ -151,3 +151,17 @@ def test_help_shows_where_the_clients_timeout_applies() -> None:
     import inspect
 
     assert "= USE_CLIENT_DEFAULT" in str(inspect.signature(SessionsAPI.retrieve))
+
+
+@pytest.mark.asyncio
+async def test_an_extra_body_nested_too_deeply_is_a_value_error(
+    fake_browserbase: FakeBrowserbase,
+) -> None:
+    deep: dict[str, object] = {}
+    for _ in range(100_000):
+        deep = {"a": deep}
+    (sid,) = fake_browserbase.add_sessions(1)
+    async with SessionsAPI(fake_browserbase.api_key, base_url=fake_browserbase.base_url) as api:
+        with pytest.raises(ValueError, match="nested too deeply"):
+            await api.update(sid, extra_body={"userMetadata": deep})
+    assert fake_browserbase.received.total == 0
