@@ -6,6 +6,15 @@ import pytest
 
 pytest_plugins = ["pytester"]
 
+STRICT_AND_WARNINGS_AS_ERRORS = (
+    "-p",
+    "no:cacheprovider",
+    "-W",
+    "error",
+    "-o",
+    "asyncio_mode=strict",
+)
+
 
 def test_the_fixtures_from_a_project_of_its_own(pytester: pytest.Pytester) -> None:
     pytester.makeconftest('pytest_plugins = ["browserbase_async.testing.pytest_plugin"]\n')
@@ -34,14 +43,7 @@ def test_the_fixtures_from_a_project_of_its_own(pytester: pytest.Pytester) -> No
         """
     )
     result = pytester.runpytest_inprocess(
-        "-p",
-        "no:cacheprovider",
-        "-W",
-        "error",
-        "-o",
-        "asyncio_mode=strict",
-        "-o",
-        "asyncio_default_fixture_loop_scope=function",
+        *STRICT_AND_WARNINGS_AS_ERRORS, "-o", "asyncio_default_fixture_loop_scope=function"
     )
     result.assert_outcomes(passed=2)
 
@@ -92,20 +94,22 @@ async def test_release(fake_browserbase, browserbase_api) -> None:
 """
 
 
-def test_a_test_on_another_loop_than_the_fixtures_fails_at_once(pytester: pytest.Pytester) -> None:
+def run_loop_scoped(pytester: pytest.Pytester, fixture_loop_scope: str) -> pytest.RunResult:
+    """Run `LOOP_SCOPED_TESTS` as a project whose fixtures use *fixture_loop_scope*."""
     pytester.makeconftest('pytest_plugins = ["browserbase_async.testing.pytest_plugin"]\n')
     pytester.makepyfile(LOOP_SCOPED_TESTS)
-    result = pytester.runpytest_inprocess(
-        "-p",
-        "no:cacheprovider",
+    return pytester.runpytest_inprocess(
+        *STRICT_AND_WARNINGS_AS_ERRORS,
         "-o",
-        "asyncio_mode=strict",
-        "-o",
-        "asyncio_default_fixture_loop_scope=function",
-        # Were the fake left on an idle loop, the release would wait for its timeout.
+        f"asyncio_default_fixture_loop_scope={fixture_loop_scope}",
+        # Were the fake left on an idle loop, the release would wait for this timeout.
         "-o",
         "timeout=20",
     )
+
+
+def test_a_test_on_another_loop_than_the_fixtures_fails_at_once(pytester: pytest.Pytester) -> None:
+    result = run_loop_scoped(pytester, "function")
     result.assert_outcomes(errors=1)
     result.stdout.fnmatch_lines(
         [
@@ -116,18 +120,4 @@ def test_a_test_on_another_loop_than_the_fixtures_fails_at_once(pytester: pytest
 
 
 def test_a_test_on_the_fixtures_loop_scope_runs(pytester: pytest.Pytester) -> None:
-    pytester.makeconftest('pytest_plugins = ["browserbase_async.testing.pytest_plugin"]\n')
-    pytester.makepyfile(LOOP_SCOPED_TESTS)
-    result = pytester.runpytest_inprocess(
-        "-p",
-        "no:cacheprovider",
-        "-W",
-        "error",
-        "-o",
-        "asyncio_mode=strict",
-        "-o",
-        "asyncio_default_fixture_loop_scope=module",
-        "-o",
-        "timeout=20",
-    )
-    result.assert_outcomes(passed=1)
+    run_loop_scoped(pytester, "module").assert_outcomes(passed=1)
