@@ -290,8 +290,6 @@ class Releaser:
             try:
                 async with asyncio.timeout(limit) as scope:
                     deadline.append(scope)
-                    if cancelled:  # before this task even started
-                        _shorten(deadline, CANCELLED_RELEASE_TIMEOUT)
                     return await self.release_result(
                         session_id, project_id=project_id, wait=wait, wait_timeout=limit
                     )
@@ -309,21 +307,18 @@ class Releaser:
                 if task.done():
                     raise
                 cancelled = True
-                _shorten(deadline, CANCELLED_RELEASE_TIMEOUT)
+                # The task ran its first step before ours could see a cancellation.
+                _shorten(deadline[0], CANCELLED_RELEASE_TIMEOUT)
         if cancelled:
             raise asyncio.CancelledError
         return result.error
 
 
-def _shorten(deadline: list[asyncio.Timeout], seconds: float) -> None:
-    """Bring the timeout in *deadline* (once it is set) to at most *seconds* from now."""
-    if not deadline:
-        return
-    scope = deadline[0]
+def _shorten(scope: asyncio.Timeout, seconds: float) -> None:
+    """Bring *scope*'s deadline to at most *seconds* from now."""
     soon = asyncio.get_running_loop().time() + seconds
     when = scope.when()
-    if when is None or when > soon:
-        scope.reschedule(soon)
+    scope.reschedule(soon if when is None else min(when, soon))
 
 
 async def _finished(result: ReleaseResult) -> ReleaseResult:

@@ -133,8 +133,9 @@ class Transport:
             timeout, limit = self.timeout, self._timeout
         else:
             limit = aiohttp.ClientTimeout(total=timeout)
+        session = self._session()  # a closed client's RuntimeError, as it is
         try:
-            async with self._session().request(
+            async with session.request(
                 method,
                 self.base_url + path,
                 data=body,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from browserbase_async.testing.pytest_plugin import _ini, loop_scope_mismatch
+
 pytest_plugins = ["pytester"]
 
 STRICT_AND_WARNINGS_AS_ERRORS = (
@@ -121,3 +123,24 @@ def test_a_test_on_another_loop_than_the_fixtures_fails_at_once(pytester: pytest
 
 def test_a_test_on_the_fixtures_loop_scope_runs(pytester: pytest.Pytester) -> None:
     run_loop_scoped(pytester, "module").assert_outcomes(passed=1)
+
+
+@pytest.mark.parametrize(
+    ("marker", "settings", "wrong"),
+    [
+        ({}, {}, False),
+        ({"loop_scope": "module"}, {"asyncio_default_fixture_loop_scope": "module"}, False),
+        ({"scope": "module"}, {"asyncio_default_fixture_loop_scope": "fixture-scope"}, True),
+        ({}, {"asyncio_default_test_loop_scope": "session"}, True),
+    ],
+)
+def test_the_loop_scopes_are_compared_as_pytest_asyncio_sets_them(
+    marker: dict[str, str], settings: dict[str, str], wrong: bool
+) -> None:
+    problem = loop_scope_mismatch(marker, settings.get)
+    assert (problem is not None) is wrong
+
+
+def test_an_unknown_setting_reads_as_unset(pytestconfig: pytest.Config) -> None:
+    assert _ini(pytestconfig, "no_such_setting") is None
+    assert _ini(pytestconfig, "asyncio_default_fixture_loop_scope") == "function"

@@ -14,7 +14,7 @@ sleep, closed after the test. Give the fake a fault plan with a marker::
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Mapping
 
 import pytest
 import pytest_asyncio
@@ -56,32 +56,44 @@ async def fake_browserbase(request: pytest.FixtureRequest) -> AsyncIterator[Fake
 
 
 def _check_loop_scope(request: pytest.FixtureRequest) -> None:
-    """Fail at once when the test's event loop is not the one that will serve the fake.
+    """Fail at once when the test's event loop is not the one that will serve the fake."""
+    marker = request.node.get_closest_marker("asyncio")
+    problem = loop_scope_mismatch(
+        {} if marker is None else marker.kwargs, lambda name: _ini(request.config, name)
+    )
+    if problem is not None:
+        pytest.fail(problem, pytrace=False)
 
-    The fake is served on the loop of this fixture (``asyncio_default_fixture_loop_scope``);
-    a test on a loop of another scope would find it idle, and wait on every request.
+
+def loop_scope_mismatch(
+    marker_kwargs: Mapping[str, object], ini: Callable[[str], str | None]
+) -> str | None:
+    """Say why the fake would never answer the test, or ``None`` when it will.
+
+    The fake is served on the loop of its fixture (``asyncio_default_fixture_loop_scope``);
+    a test on a loop of another scope would find that loop idle, and wait on every request.
+
+    Args:
+        marker_kwargs: The arguments of the test's ``asyncio`` marker.
+        ini: Reads a pytest setting (``None`` when unset or unknown).
     """
-    test_marker = request.node.get_closest_marker("asyncio")
-    if test_marker is None:
-        return
-    config = request.config
     test_scope = (
-        test_marker.kwargs.get("loop_scope")
-        or test_marker.kwargs.get("scope")
-        or _ini(config, "asyncio_default_test_loop_scope")
+        marker_kwargs.get("loop_scope")
+        or marker_kwargs.get("scope")
+        or ini("asyncio_default_test_loop_scope")
         or "function"
     )
-    fixture_scope = _ini(config, "asyncio_default_fixture_loop_scope")
+    fixture_scope = ini("asyncio_default_fixture_loop_scope")
     if fixture_scope in (None, "fixture-scope"):
-        fixture_scope = "function"
-    if test_scope != fixture_scope:
-        pytest.fail(
-            f"fake_browserbase is served on the {fixture_scope}-scoped event loop, but this "
-            f"test runs on the {test_scope}-scoped one, where the fake would never answer: "
-            f"set asyncio_default_fixture_loop_scope = {test_scope} in the pytest "
-            f"configuration, or run the test with loop_scope={fixture_scope!r}",
-            pytrace=False,
-        )
+        fixture_scope = "function"  # the scope of our fixtures
+    if test_scope == fixture_scope:
+        return None
+    return (
+        f"fake_browserbase is served on the {fixture_scope}-scoped event loop, but this "
+        f"test runs on the {test_scope}-scoped one, where the fake would never answer: "
+        f"set asyncio_default_fixture_loop_scope = {test_scope} in the pytest "
+        f"configuration, or run the test with loop_scope={fixture_scope!r}"
+    )
 
 
 def _ini(config: pytest.Config, name: str) -> str | None:
