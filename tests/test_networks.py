@@ -87,7 +87,7 @@ def dead_port() -> int:
 class ProxyProcess:
     """proxy.py in a process of its own, its log read line by line as it comes."""
 
-    def __init__(self) -> None:
+    def __init__(self, *options: str) -> None:
         self.process = subprocess.Popen(
             [
                 sys.executable,
@@ -103,6 +103,7 @@ class ProxyProcess:
                 "1",
                 "--log-level",
                 "DEBUG",
+                *options,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -155,6 +156,15 @@ def proxy_py() -> Iterator[ProxyProcess]:
         proxy.close()
 
 
+@pytest.fixture(scope="module")
+def proxy_with_auth() -> Iterator[ProxyProcess]:
+    proxy = ProxyProcess("--basic-auth", "scraper:proxy-pass")
+    try:
+        yield proxy
+    finally:
+        proxy.close()
+
+
 # -- 1. proxies ---------------------------------------------------------------------
 
 
@@ -182,6 +192,30 @@ async def test_an_https_api_is_reached_through_the_proxy_and_the_key_stays_in_th
     connect = f"CONNECT 127.0.0.1:{port} "
     await asyncio.to_thread(proxy_py.wait_for, re.escape(connect))
     assert not any(tls_fake.api_key in line for line in proxy_py.lines)
+
+
+@pytest.mark.asyncio
+async def test_a_proxy_that_asks_for_credentials_gets_those_of_its_url(
+    tls_fake: FakeBrowserbase,
+    ca_file: str,
+    proxy_with_auth: ProxyProcess,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with_credentials = proxy_with_auth.url.replace("//", "//scraper:proxy-pass@")
+    wrong = proxy_with_auth.url.replace("//", "//scraper:wrong-pass@")
+    sid = tls_fake.add_session()
+    async with SessionsAPI(
+        tls_fake.api_key, base_url=tls_fake.base_url, ssl=ca_file, proxy=with_credentials
+    ) as api:
+        assert (await api.release(sid)).status == "COMPLETED"
+    monkeypatch.setenv("HTTPS_PROXY", wrong)
+    async with SessionsAPI(
+        tls_fake.api_key, base_url=tls_fake.base_url, ssl=ca_file, retry=RetryPolicy(max_attempts=1)
+    ) as api:
+        with pytest.raises(APIConnectionError) as refused:
+            await api.release(sid)
+    assert "wrong-pass" not in "".join(traceback.format_exception(refused.value))
+    assert "proxy-pass" not in repr(api)
 
 
 @pytest.mark.asyncio
