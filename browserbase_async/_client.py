@@ -239,7 +239,10 @@ class SessionsAPI:
         Args:
             session_id: The session's id.
             project_id: Sent as ``projectId``; else the client's, else none.
-            wait: Poll `retrieve` until the session is in a terminal state.
+            wait: Poll `retrieve` until the session is in a terminal state, at
+                the polls' own pace (0.25 s growing to 2 s); a poll that fails
+                for a reason that may pass is tried again until *wait_timeout*,
+                and a 404 means the session ended (it is returned as last seen).
             wait_timeout: Seconds to wait for it, with *wait*.
             timeout: Seconds allowed for each attempt of this call (the update,
                 its checks and polls), instead of the client's; ``None``: no limit.
@@ -501,10 +504,13 @@ class SessionsAPI:
         """Release *session_id* when the block exits, however it exits.
 
         The release on exit is shielded from a cancellation of the block and
-        bounded by *release_timeout*. If the block raised, a failed release is logged
-        and added to the block's exception as a note, never hiding it; if the
-        block ended normally, a failed release raises. A `CancelledError` is
-        re-raised once the release is done.
+        bounded by *release_timeout*. If the block raised, a failed release (of
+        any exception class) is logged and added to the block's exception as a
+        note, never hiding it; if the block ended normally, a failed release
+        raises. A `CancelledError` is re-raised once the release is done: a
+        cancelled block's release does not wait for the end to be confirmed,
+        and a cancellation never waits more than ``CANCELLED_RELEASE_TIMEOUT``
+        (10 s), whatever *release_timeout*.
 
         Args:
             session_id: The session to release.
