@@ -321,8 +321,7 @@ class SessionsAPI:
         check_timeout(timeout)
         call = Call("GET", "/v1/sessions", None, params=params or None, timeout=timeout)
         sessions = structure_sessions(await self._requester.call(call))
-        if call.answered is not None:
-            self._clock_offset = _bulk.clock_offset(call.answered, datetime.now(UTC))
+        self._clock_offset = _bulk.clock_offset(call.answered or {}, datetime.now(UTC))
         return sessions
 
     def server_now(self) -> datetime:
