@@ -126,12 +126,13 @@ class ProxyProcess:
             self.lines.append("<exited>")
             self._changed.notify_all()
 
-    def wait_for(self, pattern: str, timeout: float = 30.0) -> re.Match[str]:
-        """The first log line matching *pattern*, once it is written."""
+    def wait_for(self, pattern: str, since: int = 0, timeout: float = 30.0) -> re.Match[str]:
+        """The first log line from line *since* on matching *pattern*, once it is written."""
         found: list[re.Match[str]] = []
 
         def seen() -> bool:
-            found[:] = [m for line in self.lines if (m := re.search(pattern, line))][:1]
+            lines = self.lines[since:]
+            found[:] = [m for line in lines if (m := re.search(pattern, line))][:1]
             return bool(found) or "<exited>" in self.lines
 
         with self._changed:
@@ -184,13 +185,14 @@ async def test_an_https_api_is_reached_through_the_proxy_and_the_key_stays_in_th
     else:
         kwargs = {"proxy": proxy_py.url}
     sid = tls_fake.add_session()
+    since = len(proxy_py.lines)
     async with SessionsAPI(
         tls_fake.api_key, base_url=tls_fake.base_url, ssl=ca_file, retry=FAST, **kwargs
     ) as api:
         assert (await api.release(sid)).status == "COMPLETED"
     # proxy.py logs a tunnel when it closes; closing the client closed it.
     connect = f"CONNECT 127.0.0.1:{port} "
-    await asyncio.to_thread(proxy_py.wait_for, re.escape(connect))
+    await asyncio.to_thread(proxy_py.wait_for, re.escape(connect), since)
     assert not any(tls_fake.api_key in line for line in proxy_py.lines)
 
 
@@ -278,11 +280,12 @@ async def test_the_cli_takes_a_proxy_and_a_ca_file(
     tls_fake: FakeBrowserbase, ca_file: str, proxy_py: ProxyProcess
 ) -> None:
     ids = tls_fake.add_sessions(2)
+    since = len(proxy_py.lines)
     ran = await run_cli(tls_fake, "release", *ids, "--proxy", proxy_py.url, "--ca-file", ca_file)
     assert ran.code == 0, ran.err
     assert all(tls_fake.status(sid) == "COMPLETED" for sid in ids)
     port = tls_fake.base_url.rsplit(":", 1)[1]
-    await asyncio.to_thread(proxy_py.wait_for, re.escape(f"CONNECT 127.0.0.1:{port} "))
+    await asyncio.to_thread(proxy_py.wait_for, re.escape(f"CONNECT 127.0.0.1:{port} "), since)
 
 
 # -- 2. certificates ----------------------------------------------------------------
