@@ -217,6 +217,7 @@ class Releaser:
                 failed[:] = [exc]
                 raise
             seen[0] = session
+            failed.clear()  # the last poll answered: no failure to name
             return session
 
         try:

@@ -91,6 +91,19 @@ async def test_a_wait_that_runs_out_names_the_last_failure(
             await api.release(sid, wait=True, wait_timeout=0.3)
 
 
+async def test_a_wait_that_runs_out_after_polls_that_answered_names_no_failure(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    fake_browserbase.faults = FaultPlan(release_delay=math.inf)
+    (sid,) = fake_browserbase.add_sessions(1)
+    fake_browserbase.inject(Fault.status(503), route="retrieve")  # then it answers RUNNING
+    async with make_api(retry=ONE_ATTEMPT) as api:
+        with pytest.raises(APITimeoutError) as caught:
+            await api.release(sid, wait=True, wait_timeout=1.2)
+    assert fake_browserbase.received.requests["retrieve"] >= 2
+    assert "failed" not in str(caught.value)
+
+
 async def test_polls_keep_their_own_pace_whatever_the_retry_policy(
     fake_browserbase: FakeBrowserbase, make_api: ApiFactory
 ) -> None:
