@@ -39,6 +39,10 @@ async def contract() -> None:
         assert_type(await api.release("s-1", wait=True, wait_timeout=5.0), Session)
         async with api.guard("s-1"):
             pass
+    network = SessionsAPI("key", proxy="http://proxy:3128", ssl="/etc/ssl/ca.pem")
+    assert_type(network.server_now(), datetime)
+    assert_type((await network.release_all(status=None)).already_ended, list[Session])
+    await network.aclose()
     try:
         pass
     except APIStatusError as exc:
