@@ -166,6 +166,54 @@ def proxy_with_auth() -> Iterator[ProxyProcess]:
         proxy.close()
 
 
+class RecordingTunnel:
+    """A CONNECT proxy of a few lines on loopback that keeps every byte a client sent it."""
+
+    def __init__(self) -> None:
+        self.received = bytearray()
+        self._handlers: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> RecordingTunnel:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._server.close()
+        for task in self._handlers:
+            task.cancel()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        head = await reader.readuntil(b"\r\n\r\n")
+        self.received += head
+        host, port = head.split()[1].decode().rsplit(":", 1)
+        upstream_reader, upstream_writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        try:
+            await asyncio.gather(
+                self._pipe(reader, upstream_writer, record=True),
+                self._pipe(upstream_reader, writer, record=False),
+            )
+        finally:
+            writer.close()
+            upstream_writer.close()
+
+    async def _pipe(
+        self, source: asyncio.StreamReader, sink: asyncio.StreamWriter, *, record: bool
+    ) -> None:
+        while data := await source.read(65536):
+            if record:
+                self.received += data
+            sink.write(data)
+            await sink.drain()
+        sink.close()
+
+
 # -- 1. proxies ---------------------------------------------------------------------
 
 
@@ -218,6 +266,31 @@ async def test_a_proxy_that_asks_for_credentials_gets_those_of_its_url(
             await api.release(sid)
     assert "wrong-pass" not in "".join(traceback.format_exception(refused.value))
     assert "proxy-pass" not in repr(api)
+
+
+@pytest.mark.asyncio
+async def test_the_key_never_reaches_the_proxy_in_clear(
+    tls_fake: FakeBrowserbase,
+    fake_browserbase: FakeBrowserbase,
+    ca_file: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with RecordingTunnel() as tunnel:
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+            monkeypatch.setenv(name, tunnel.url)
+        secure, plain = tls_fake.add_session(), fake_browserbase.add_session()
+        async with SessionsAPI(tls_fake.api_key, base_url=tls_fake.base_url, ssl=ca_file) as api:
+            assert (await api.release(secure)).status == "COMPLETED"
+        port = tls_fake.base_url.rsplit(":", 1)[1]
+        assert tunnel.received.startswith(f"CONNECT 127.0.0.1:{port} ".encode())
+        sent = len(tunnel.received)
+        async with SessionsAPI(
+            fake_browserbase.api_key, base_url=fake_browserbase.base_url, proxy=tunnel.url
+        ) as api:
+            assert (await api.release(plain)).status == "COMPLETED"
+        assert len(tunnel.received) == sent  # plain http went direct, not to the proxy
+    assert tls_fake.api_key.encode() not in tunnel.received
+    assert b"X-BB-API-Key" not in tunnel.received
 
 
 @pytest.mark.asyncio
