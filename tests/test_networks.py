@@ -463,6 +463,17 @@ async def test_the_cli_strips_a_key_from_the_environment(fake_browserbase: FakeB
     assert ran.code == 0, ran.err
 
 
+@pytest.mark.asyncio
+async def test_the_cli_names_a_key_with_a_control_character_and_exits_2(
+    fake_browserbase: FakeBrowserbase,
+) -> None:
+    ran = await run_cli(fake_browserbase, "release", "s-1", "--api-key", "bb_SECRETVALUE\x07x")
+    assert ran.code == 2
+    assert "API key" in ran.err
+    assert "SECRETVALUE" not in ran.err
+    assert fake_browserbase.received.total == 0
+
+
 # -- 4. credentials in the base URL -------------------------------------------------
 
 
