@@ -33,25 +33,29 @@ TERMINAL_STATUSES: Final = frozenset(
 )
 
 
-@attrs.frozen
+@attrs.frozen(kw_only=True)
 class Session:
     """One browser session, as the API returns it.
 
-    ``status`` and ``region`` are enum members, or the raw string when the
-    server sends a value this version does not know yet; both compare equal
-    to their string value (``session.status == "COMPLETED"``). Datetimes are
-    timezone-aware, in UTC.
+    Only ``id`` and ``status`` are essential: every other field is ``None``
+    when the server leaves it out, sends ``null``, or sends a value the schema
+    does not allow (a drift of the server's schema never fails a call; the
+    mismatch is logged at DEBUG). ``status`` and ``region`` are enum members,
+    or the raw string when the server sends a value this version does not
+    know yet; both compare equal to their string value
+    (``session.status == "COMPLETED"``). Datetimes are timezone-aware, in UTC.
+    Fields are keyword-only.
     """
 
     id: str
-    created_at: datetime
-    updated_at: datetime
-    project_id: str
-    started_at: datetime
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    project_id: str | None = None
+    started_at: datetime | None = None
     status: SessionStatus | str
-    proxy_bytes: int
-    keep_alive: bool
-    region: Region | str
+    proxy_bytes: int | None = None
+    keep_alive: bool | None = None
+    region: Region | str | None = None
     ended_at: datetime | None = None
     expires_at: datetime | None = None
     context_id: str | None = None
