@@ -34,7 +34,7 @@ from ._config import (
 )
 from ._converter import structure_session, structure_sessions
 from ._flow import FlowControl, FlowStats
-from ._models import Session, SessionStatus
+from ._models import Session, SessionStatus, bare_session
 from ._release import (
     CLOSE_RELEASE_TIMEOUT,
     DEFAULT_GUARD_TIMEOUT,
@@ -245,7 +245,8 @@ class SessionsAPI:
             APIResponseValidationError: The answer is not a Session.
         """
         check_timeout(timeout)
-        check_seconds("wait_timeout", wait_timeout)
+        if wait_timeout != DEFAULT_WAIT_TIMEOUT:  # the default needs no check, on every call
+            check_seconds("wait_timeout", wait_timeout)
         valid = check_session_id(session_id)
         result = await self._releaser.release_result(
             valid, project_id=project_id, wait=wait, wait_timeout=wait_timeout, timeout=timeout
@@ -254,7 +255,7 @@ class SessionsAPI:
             raise result.error
         if result.session is None:
             # Accepted, but neither the answer nor a retrieve could be read: say no more.
-            return Session(id=valid, status=REQUEST_RELEASE)
+            return bare_session(valid, REQUEST_RELEASE)
         return result.session
 
     async def retrieve(

@@ -35,7 +35,10 @@ def _camel(name: str) -> str:
     return head + "".join(word.title() for word in rest)
 
 
-def _structure_datetime(value: object, _: type) -> datetime:
+def _structure_datetime(value: object, _: type) -> datetime | None:
+    # Every datetime of a Session is optional: null is None.
+    if value is None:
+        return None
     if not isinstance(value, str):
         raise TypeError(f"expected an ISO 8601 string, got {type(value).__name__}")
     try:
@@ -60,28 +63,25 @@ def _unstructure_datetime(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def _strict(kind: type[_T]) -> Callable[[object, type], _T]:
-    def structure(value: object, _: type) -> _T:
+def _strict(kind: type[_T], *, optional: bool = False) -> Callable[[object, type], _T | None]:
+    def structure(value: object, _: type) -> _T | None:
         # bool is an int in Python, never in JSON.
-        if type(value) is not kind:
-            raise TypeError(f"expected {kind.__name__}, got {type(value).__name__}")
-        return value
+        if type(value) is kind or (optional and value is None):
+            return value
+        raise TypeError(f"expected {kind.__name__}, got {type(value).__name__}")
 
     return structure
 
 
-def _optional(structure: Callable[[object, type], _T]) -> Callable[[object, type], _T | None]:
-    def structure_optional(value: object, kind: type) -> _T | None:
-        return None if value is None else structure(value, kind)
-
-    return structure_optional
-
-
-def _tolerant_enum(enum_type: type[_E]) -> Callable[[object, type], _E | str]:
+def _tolerant_enum(
+    enum_type: type[_E], *, optional: bool = False
+) -> Callable[[object, type], _E | str | None]:
     members: dict[object, _E] = {member.value: member for member in enum_type}
 
-    def structure(value: object, _: type) -> _E | str:
+    def structure(value: object, _: type) -> _E | str | None:
         if not isinstance(value, str):
+            if optional and value is None:
+                return None
             raise TypeError(f"expected a string, got {type(value).__name__}")
         # A value added to the API after this release must not fail the call.
         return members.get(value, value)
@@ -99,15 +99,15 @@ def _renames() -> dict[str, Any]:
 
 def _build() -> cattrs.Converter:
     converter = cattrs.Converter()
-    converter.register_structure_hook(datetime, _structure_datetime)
-    # The optional fields, directly: cattrs' general Optional path costs more than the parse.
-    converter.register_structure_hook(datetime | None, _optional(_structure_datetime))
+    # The optional fields, each with one function: cattrs' general Optional path costs
+    # more than the parse.
+    converter.register_structure_hook(datetime | None, _structure_datetime)
     converter.register_unstructure_hook(datetime, _unstructure_datetime)
     for kind in (str, int, bool):
         converter.register_structure_hook(kind, _strict(kind))
-        converter.register_structure_hook(kind | None, _optional(_strict(kind)))
+        converter.register_structure_hook(kind | None, _strict(kind, optional=True))
     converter.register_structure_hook(SessionStatus | str, _tolerant_enum(SessionStatus))
-    converter.register_structure_hook(Region | str | None, _optional(_tolerant_enum(Region)))
+    converter.register_structure_hook(Region | str | None, _tolerant_enum(Region, optional=True))
     renames = _renames()
     converter.register_structure_hook(
         Session, make_dict_structure_fn(Session, converter, **renames)
@@ -126,6 +126,7 @@ _FIELDS: Final = tuple(
     for field in attrs.fields(attrs.resolve_types(Session))
 )
 """Each field of a Session: its name, its JSON key, its type."""
+_NAMES: Final = tuple(name for name, _, _ in _FIELDS)
 # The same hooks without cattrs' detailed validation: a quarter cheaper, and a valid Session
 # (every answer but a broken one) needs nothing more. A failure is structured again by the
 # converter's own hook, which names every bad field.
@@ -168,7 +169,7 @@ def _structure_lenient(data: object) -> Session:
             f"the Session in the response is not valid: {'; '.join(problems)}",
             body=json_excerpt(data),
         )
-    fields: dict[str, Any] = {}
+    fields: dict[str, Any] = dict.fromkeys(_NAMES)
     for name, key, kind in _FIELDS:
         value = data.get(key)
         if value is None:

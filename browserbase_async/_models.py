@@ -33,7 +33,7 @@ TERMINAL_STATUSES: Final = frozenset(
 )
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen
 class Session:
     """One browser session, as the API returns it.
 
@@ -44,18 +44,17 @@ class Session:
     or the raw string when the server sends a value this version does not
     know yet; both compare equal to their string value
     (``session.status == "COMPLETED"``). Datetimes are timezone-aware, in UTC.
-    Fields are keyword-only.
     """
 
     id: str
-    created_at: datetime | None = None
-    updated_at: datetime | None = None
-    project_id: str | None = None
-    started_at: datetime | None = None
+    created_at: datetime | None
+    updated_at: datetime | None
+    project_id: str | None
+    started_at: datetime | None
     status: SessionStatus | str
-    proxy_bytes: int | None = None
-    keep_alive: bool | None = None
-    region: Region | str | None = None
+    proxy_bytes: int | None
+    keep_alive: bool | None
+    region: Region | str | None
     ended_at: datetime | None = None
     expires_at: datetime | None = None
     context_id: str | None = None
@@ -65,3 +64,8 @@ class Session:
     def is_terminal(self) -> bool:
         """Whether the session has ended (``COMPLETED``, ``ERROR`` or ``TIMED_OUT``)."""
         return self.status in TERMINAL_STATUSES
+
+
+def bare_session(session_id: str, status: SessionStatus | str) -> Session:
+    """A `Session` of which only the id and the status are known; every other field ``None``."""
+    return Session(session_id, None, None, None, None, status, None, None, None)
