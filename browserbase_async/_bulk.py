@@ -28,7 +28,7 @@ from typing import Final, TypeAlias
 import attrs
 
 from ._config import check_session_id
-from ._errors import BrowserbaseError
+from ._errors import BrowserbaseError, ClientClosedError
 from ._flow import FlowStats
 from ._models import Session
 
@@ -106,9 +106,10 @@ class BulkReleaseReport:
 class BulkReleaseAborted(BrowserbaseError):
     """A bulk release stopped because its input or its ``on_result`` callback raised.
 
-    The run stopped taking ids and let the releases already sent finish: no
-    release that was sent goes unreported. The original exception is the
-    ``__cause__``.
+    (Or because the client was closed under it: the cause is then the
+    closed-client `RuntimeError`.) The run stopped taking ids and let the
+    releases already sent finish: no release that was sent goes unreported.
+    The original exception is the ``__cause__``.
 
     Attributes:
         report: Every session tried before the stop, in input order (in
@@ -119,9 +120,9 @@ class BulkReleaseAborted(BrowserbaseError):
 
     def __init__(self, report: BulkReleaseReport, cause: BaseException) -> None:
         super().__init__(
-            f"the bulk release stopped, as {type(cause).__name__} was raised by its input or "
-            f"its on_result callback ({cause}); {len(report.results)} sessions tried are in "
-            ".report, the releases sent all finished"
+            f"the bulk release stopped on {type(cause).__name__} ({cause}), raised by its "
+            f"input, its on_result callback, or a close of the client; the "
+            f"{len(report.results)} sessions tried are in .report, the releases sent all finished"
         )
         self.report = report
 
@@ -340,8 +341,8 @@ async def drive(
     Raises:
         ValueError: *concurrency* is below 1.
         TypeError: *session_ids* is a single string.
-        RunAborted: The input or *emit* raised (its ``cause``); raised once the
-            releases already sent are done.
+        RunAborted: The input or *emit* raised, or the client was closed (its
+            ``cause``); raised once the releases already sent are done.
     """
     check_concurrency(concurrency)
     source = _Source(session_ids)
@@ -368,7 +369,10 @@ async def drive(
                 done = await _release_once(release_one, session_id, memo)
                 if (waiting := emit(position, done)) is not None:
                     await waiting
-        except Exception as exc:  # the input's or the consumer's: stop taking ids
+                if done.error is not None and isinstance(done.error, ClientClosedError):
+                    # Closed under the run: the ids left would each fail the same way.
+                    raise done.error
+        except Exception as exc:  # the input's, the consumer's, or a close: stop taking ids
             errors.append(exc)
             source.exhausted = True
 

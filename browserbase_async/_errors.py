@@ -204,6 +204,10 @@ def excerpt(text: str) -> str:
     return flat[: EXCERPT_CHARS - 1] + "…"
 
 
-def client_closed() -> RuntimeError:
+class ClientClosedError(RuntimeError):
+    """A call made to, or still waiting in, a closed `SessionsAPI` (a `RuntimeError`)."""
+
+
+def client_closed() -> ClientClosedError:
     """The error of a call made to, or still waiting in, a closed `SessionsAPI`."""
-    return RuntimeError("this SessionsAPI is closed; create a new one")
+    return ClientClosedError("this SessionsAPI is closed; create a new one")

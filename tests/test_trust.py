@@ -253,6 +253,29 @@ async def test_a_callback_that_raises_stops_the_run_and_nothing_sent_goes_unrepo
     assert len(report.results) < len(ids)
 
 
+@pytest.mark.asyncio
+async def test_closing_the_client_under_a_run_of_endless_input_stops_it(
+    fake_browserbase: FakeBrowserbase,
+) -> None:
+    ids = fake_browserbase.add_sessions(10)
+
+    def endless() -> Iterator[str]:
+        while True:
+            yield from ids
+
+    api = SessionsAPI(fake_browserbase.api_key, base_url=fake_browserbase.base_url)
+    fake_browserbase.hold()
+    run = asyncio.create_task(api.release_many(endless(), concurrency=4))
+    await fake_browserbase.wait_for_in_flight(4)
+    await api.aclose()
+    with pytest.raises(BulkReleaseAborted) as caught:
+        await asyncio.wait_for(run, 10)
+    fake_browserbase.let_go()
+    assert isinstance(caught.value.__cause__, RuntimeError)
+    assert "closed" in str(caught.value.__cause__)
+    assert 4 <= len(caught.value.report.results) < 100
+
+
 # -- 3. guards and aclose ---------------------------------------------------------
 
 
