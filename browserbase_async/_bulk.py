@@ -54,9 +54,11 @@ class ReleaseResult:
 
     Attributes:
         session_id: The id as it was given.
-        session: The session, in the state the API last reported, when released.
-        error: Why it failed: a `BrowserbaseError`, or the `ValueError` of an
-            invalid id (which was sent to no one).
+        session: The session, in the state the API last reported, when released
+            (``None`` if neither the release's 2xx answer nor a retrieve could be read).
+        error: Why it failed: a `BrowserbaseError`, the `ValueError` of an
+            invalid id (which was sent to no one), the closed-client
+            `RuntimeError`, or whatever else one session's release raised.
         attempts: HTTP attempts made for the release (0 for an invalid id).
     """
 
