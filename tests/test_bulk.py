@@ -302,7 +302,7 @@ async def test_a_bug_in_one_release_is_its_result_and_the_run_goes_on() -> None:
     started = asyncio.Event()
 
     async def release_one(session_id: object) -> ReleaseResult:
-        if session_id == "boom":
+        if session_id == "boom" or not isinstance(session_id, str):
             await started.wait()
             raise RecursionError("a bug")
         started.set()
@@ -315,15 +315,16 @@ async def test_a_bug_in_one_release_is_its_result_and_the_run_goes_on() -> None:
 
     await drive(
         release_one,
-        ["boom", "ok", "boom", "ok-2"],
+        ["boom", "ok", "boom", "ok-2", 42],
         emit,
         concurrency=4,
         memo_size=None,
     )
     assert not our_tasks()
-    assert [result.ok for _, result in sorted(seen.items())] == [False, True, False, True]
+    assert [result.ok for _, result in sorted(seen.items())] == [False, True, False, True, False]
     assert isinstance(seen[0].error, RecursionError)
     assert seen[2] is seen[0]  # a repeat, answered from the memo
+    assert (seen[4].session_id, type(seen[4].error)) == ("42", RecursionError)
 
 
 async def test_release_iter_aborts_as_its_input_raises_after_the_started_releases(
