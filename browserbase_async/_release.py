@@ -15,7 +15,7 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Mapping
-from typing import Final
+from typing import Final, TypeVar
 
 import attrs
 
@@ -55,6 +55,7 @@ _OWN_BODY_KEYS: Final = {"status": "status", "projectId": "project_id"}
 """The update's own body keys, and the argument that sets each."""
 _FATAL_IN_BULK: Final = (AuthenticationError, PermissionDeniedError)
 """Refusals that end a bulk run: the key is wrong for every session alike."""
+_T = TypeVar("_T")
 
 
 @attrs.define(eq=False)
@@ -325,19 +326,7 @@ class Releaser:
             asyncio.CancelledError: We were cancelled meanwhile; raised once the
                 release is done.
         """
-        task = self._start_release(hold, hold.limit)
-        cancelled = False
-        while True:
-            try:
-                result = await asyncio.shield(task)
-                break
-            except asyncio.CancelledError:
-                # Cancelled again while releasing: finish the (bounded) release first.
-                if task.done():
-                    raise
-                cancelled = True
-        if cancelled:
-            raise asyncio.CancelledError
+        result = await finish_shielded(self._start_release(hold, hold.limit))
         return result.error
 
     async def release_held(self, limit: float) -> None:
@@ -376,6 +365,31 @@ class Hold:
     wait: bool
     limit: float
     release: asyncio.Future[ReleaseResult] | None = None
+
+
+async def finish_shielded(work: Awaitable[_T]) -> _T:
+    """Run *work* to its end, shielded from our cancellation; bound it yourself.
+
+    Returns:
+        What *work* returned.
+
+    Raises:
+        asyncio.CancelledError: We were cancelled meanwhile; raised once *work* is done.
+    """
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    while True:
+        try:
+            result = await asyncio.shield(task)
+            break
+        except asyncio.CancelledError:
+            # Cancelled (again) while the work runs: let it finish first.
+            if task.done():
+                raise
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    return result
 
 
 async def _finished(result: ReleaseResult) -> ReleaseResult:
