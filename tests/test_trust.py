@@ -690,3 +690,26 @@ async def _until(condition: Any, turns: int = 1000) -> None:
             return
         await asyncio.sleep(0)
     raise AssertionError("the condition never held")
+
+
+@pytest.mark.asyncio
+async def test_closing_at_any_moment_of_a_call_on_a_callers_session_never_cancels_its_caller(
+    fake_browserbase: FakeBrowserbase,
+) -> None:
+    ids = fake_browserbase.add_sessions(4)
+    outcomes: list[object] = []
+    async with aiohttp.ClientSession() as http:
+        # Every phase of a call: before it is sent, on the wire, answered but not yet resumed.
+        for turns in range(60):
+            api = SessionsAPI(
+                fake_browserbase.api_key, base_url=fake_browserbase.base_url, http_session=http
+            )
+            calls = [asyncio.create_task(api.retrieve(session_id)) for session_id in ids]
+            for _ in range(turns):
+                await asyncio.sleep(0)
+            await api.aclose()
+            outcomes += await asyncio.gather(*calls, return_exceptions=True)
+    kinds = {type(outcome).__name__ for outcome in outcomes}
+    assert kinds <= {"Session", "APIConnectionError", "ClientClosedError"}, kinds
+    assert "Session" in kinds
+    assert "APIConnectionError" in kinds, kinds
