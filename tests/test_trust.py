@@ -110,10 +110,11 @@ class EndingServer:
         (b"{}", 200, ""),
         (b"", 204, ""),
         (b'\xef\xbb\xbf{"surprise": true}', 200, "application/json"),
+        (b"\xef\xbb\xbf<html>behind a BOM</html>", 200, "text/html"),
         (b'{"id": "s-0"}', 200, "application/json"),
         (DEEP, 200, "application/json"),
     ],
-    ids=["html", "empty-object", "204", "bom", "no-status", "deep"],
+    ids=["html", "empty-object", "204", "bom", "bom-html", "no-status", "deep"],
 )
 @pytest.mark.asyncio
 async def test_a_2xx_release_whose_body_is_not_a_session_is_released(
@@ -358,6 +359,37 @@ async def test_a_failing_release_of_any_class_never_replaces_the_blocks_cancella
     with pytest.raises(asyncio.CancelledError):
         await task
     assert fake_browserbase.status(sid) == "RUNNING"
+
+
+@pytest.mark.asyncio
+async def test_a_close_cancelled_while_it_releases_the_guards_finishes_them_first(
+    fake_browserbase: FakeBrowserbase,
+) -> None:
+    (sid,) = fake_browserbase.add_sessions(1)
+    api = SessionsAPI(fake_browserbase.api_key, base_url=fake_browserbase.base_url)
+    inside = asyncio.Event()
+
+    async def block() -> None:
+        async with api.guard(sid):
+            inside.set()
+            await asyncio.Event().wait()
+
+    guarded = asyncio.create_task(block())
+    await inside.wait()
+    fake_browserbase.hold()
+    closing = asyncio.create_task(api.aclose())
+    await fake_browserbase.wait_for_in_flight(1)
+    closing.cancel()
+    await _until(lambda: closing.cancelling() == 1)
+    fake_browserbase.let_go()
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    assert fake_browserbase.status(sid) == "COMPLETED"
+    assert "closed" in repr(api)
+    guarded.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await guarded
+    assert fake_browserbase.received.requests["update"] == 1
 
 
 # -- 4. no foreign exception, whatever the answer --------------------------------
