@@ -93,6 +93,7 @@ class Requester:
         loop = asyncio.get_running_loop()
         if self.loop is None:
             self.loop = loop
+            self.transport.watch_loop()
             return
         raise RuntimeError(
             "this SessionsAPI belongs to another event loop (that of its first call): a client "

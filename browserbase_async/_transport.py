@@ -8,8 +8,9 @@ judged here; that is `_errors.for_status`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import platform
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Final, NamedTuple
 
 import aiohttp
@@ -68,6 +69,8 @@ class Transport:
     _wire: set[asyncio.Task[object]] | None = attrs.field(init=False, repr=False)
     """With a caller's session, the tasks of our requests on it: `aclose` ends them."""
     _cut: set[asyncio.Task[object]] = attrs.field(init=False, repr=False, factory=set)
+    _watch: AsyncGenerator[None, None] | None = attrs.field(init=False, repr=False, default=None)
+    """Closes our own session when the client's event loop shuts down (see `watch_loop`)."""
 
     def __attrs_post_init__(self) -> None:
         self._owns_session = self.session is None
@@ -225,9 +228,36 @@ class Transport:
                 self._cut.add(task)
                 task.cancel()
             self._wire.clear()
+        if self._watch is not None:
+            watch, self._watch = self._watch, None
+            await watch.aclose()  # closes our session, as below
+        await self._close_own_session()
+
+    async def _close_own_session(self) -> None:
         if self._owns_session and self.session is not None:
             session, self.session = self.session, None
             await session.close()
+
+    def watch_loop(self) -> None:
+        """Close our own session, and its sockets, when the running event loop shuts down.
+
+        A client used by one ``asyncio.run`` and never closed (a module-level
+        client, a sync wrapper) would otherwise leave that loop's keep-alive
+        sockets open for ever: ``asyncio.run`` closes the async generators of
+        its loop before it closes the loop, and this one closes the session then.
+        """
+        if not self._owns_session:
+            return
+        self._watch = self._until_the_loop_ends()
+        # Run to its `yield` now: that registers it with the loop, which will close it.
+        with contextlib.suppress(StopIteration):
+            self._watch.asend(None).send(None)
+
+    async def _until_the_loop_ends(self) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            await self._close_own_session()
 
     def owns_open_session(self) -> bool:
         """Whether an aiohttp ``ClientSession`` of ours is still open."""

@@ -8,9 +8,11 @@ the key in an error's chain.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import math
 import traceback
+import warnings
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -447,6 +449,22 @@ def test_a_client_used_from_a_second_event_loop_says_what_to_do() -> None:
         asyncio.run(api.aclose())
         assert fake.received.total == 0
         assert fake.status(sid) == "RUNNING"
+
+
+def test_a_client_left_open_by_its_loop_leaks_no_socket_into_the_next() -> None:
+    # The sync wrapper: one asyncio.run per call, a client made once and never closed.
+    with FakeBrowserbase.in_thread() as fake:
+        first, second = fake.add_sessions(2)
+        api = SessionsAPI(fake.api_key, base_url=fake.base_url)
+        assert asyncio.run(api.release(first)).status == SessionStatus.COMPLETED
+        with pytest.raises(RuntimeError, match="another event loop"):
+            asyncio.run(api.release(second))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            del api
+            gc.collect()
+        assert not [w for w in caught if issubclass(w.category, ResourceWarning)], caught
+        assert fake.status(second) == "RUNNING"
 
 
 # -- 6 and 7. closing ends what waits and what is on the wire --------------------
