@@ -343,16 +343,7 @@ async def test_a_failing_release_of_any_class_never_replaces_the_blocks_cancella
 ) -> None:
     (sid,) = fake_browserbase.add_sessions(1)
     api = SessionsAPI(fake_browserbase.api_key, base_url=fake_browserbase.base_url)
-    inside = asyncio.Event()
-
-    async def block() -> None:
-        async with api.guard(sid):
-            inside.set()
-            await asyncio.Event().wait()
-
-    task = asyncio.create_task(block())
-    await inside.wait()
-    # Closed without the guard's release: its exit then meets a closed client.
+    task = await _parked_in_a_guard(api, sid)
     # Forget the open guard, so that its exit meets a closed client (as where none is held).
     for held in [getattr(getattr(api, "_releaser", None), "holds", set())]:
         held.clear()
@@ -369,15 +360,7 @@ async def test_a_close_cancelled_while_it_releases_the_guards_finishes_them_firs
 ) -> None:
     (sid,) = fake_browserbase.add_sessions(1)
     api = SessionsAPI(fake_browserbase.api_key, base_url=fake_browserbase.base_url)
-    inside = asyncio.Event()
-
-    async def block() -> None:
-        async with api.guard(sid):
-            inside.set()
-            await asyncio.Event().wait()
-
-    guarded = asyncio.create_task(block())
-    await inside.wait()
+    guarded = await _parked_in_a_guard(api, sid)
     fake_browserbase.hold()
     closing = asyncio.create_task(api.aclose())
     await fake_browserbase.wait_for_in_flight(1)
@@ -392,6 +375,20 @@ async def test_a_close_cancelled_while_it_releases_the_guards_finishes_them_firs
     with pytest.raises(asyncio.CancelledError):
         await guarded
     assert fake_browserbase.received.requests["update"] == 1
+
+
+async def _parked_in_a_guard(api: SessionsAPI, session_id: str) -> asyncio.Task[None]:
+    """A task whose block holds *session_id* in a guard until cancelled; returned once inside."""
+    inside = asyncio.Event()
+
+    async def block() -> None:
+        async with api.guard(session_id):
+            inside.set()
+            await asyncio.Event().wait()
+
+    task = asyncio.create_task(block())
+    await inside.wait()
+    return task
 
 
 # -- 4. no foreign exception, whatever the answer --------------------------------
