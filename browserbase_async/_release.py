@@ -14,19 +14,20 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Mapping
-from typing import Final
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Final, TypeVar
 
 import attrs
 
 from . import _bulk
 from ._bulk import ReleaseResult
-from ._config import USE_CLIENT_DEFAULT, Timeout, check_session_id
+from ._config import USE_CLIENT_DEFAULT, Timeout, check_seconds, check_session_id
 from ._converter import structure_session
 from ._errors import (
     APICertificateError,
     APIConnectionError,
     APIError,
+    APIResponseValidationError,
     APIStatusError,
     APITimeoutError,
     AuthenticationError,
@@ -45,6 +46,8 @@ DEFAULT_WAIT_TIMEOUT: Final = 30.0
 """Seconds that ``release(wait=True)`` waits for a terminal state."""
 DEFAULT_GUARD_TIMEOUT: Final = 30.0
 """Seconds that a guard's release on exit may take, retries included."""
+CLOSE_RELEASE_TIMEOUT: Final = 5.0
+"""Seconds that closing the client gives each session open guards still hold to be released."""
 CANCELLED_RELEASE_TIMEOUT: Final = 10.0
 """Seconds that a guard's release may still take once its task is cancelled, whatever its
 own timeout: a cancellation is never held back for longer. A block that was cancelled has
@@ -59,6 +62,7 @@ _OWN_BODY_KEYS: Final = {"status": "status", "projectId": "project_id"}
 _FATAL_IN_BULK: Final = (AuthenticationError, PermissionDeniedError, APICertificateError)
 """Failures that end a bulk run: the key, or the server's certificate, is wrong for every
 session alike."""
+_T = TypeVar("_T")
 
 
 @attrs.define(eq=False)
@@ -72,6 +76,8 @@ class Releaser:
 
     requester: Requester
     project_id: str | None
+    holds: set[Hold] = attrs.field(init=False, factory=set)
+    """The sessions that open guards hold, for `release_held`."""
 
     def update_call(
         self,
@@ -110,29 +116,38 @@ class Releaser:
     ) -> ReleaseResult:
         """Release one valid id; the outcome, good or bad, is in the result.
 
-        *fatal* is a bulk run's: its first 401, 403 or certificate failure goes there, and no
-        request of the run is sent after that.
+        *fatal* is a bulk run's: its first 401, 403 or certificate failure goes
+        there, and no request of the run is sent after that.
         """
         call = self.update_call(session_id, project_id, timeout=timeout)
         call.fatal = fatal
+        session: Session | None
         try:
             try:
-                session = structure_session(await self.requester.call(call))
+                answer = await self.requester.call(call)
             except APIError as exc:
                 session = await self.check_ended(session_id, exc, timeout)
-            if wait and not session.is_terminal:
+            else:
+                try:
+                    session = structure_session(answer)
+                except APIResponseValidationError as exc:
+                    session = await self.confirm(session_id, exc, timeout)
+            if wait and (session is None or not session.is_terminal):
                 session = await self.wait_terminal(session_id, wait_timeout, session, timeout)
         except APIError as exc:
             if fatal is not None and not fatal and isinstance(exc, _FATAL_IN_BULK):
                 fatal.append(exc)
             return ReleaseResult(session_id, None, exc, call.attempts)
+        except Exception as exc:  # a closed client, or a bug: this session's outcome, no more
+            return ReleaseResult(session_id, None, exc, call.attempts)
         return ReleaseResult(session_id, session, None, call.attempts)
 
     async def check_ended(
         self, session_id: str, failure: APIError, timeout: Timeout = USE_CLIENT_DEFAULT
-    ) -> Session:
+    ) -> Session | None:
         """Return the session if a failed release found it ended; else raise *failure*.
 
+        A 2xx whose body could not be read is the server's yes: see `confirm`.
         A refusal that may mean "already ended" (`ALREADY_ENDED_STATUSES`) is
         always checked. A connection error, a timeout or a 5xx is checked when
         the retry budget allows: the server may have acted before the answer
@@ -142,6 +157,8 @@ class Releaser:
         requester = self.requester
         if isinstance(failure, APIStatusError) and failure.status_code in ALREADY_ENDED_STATUSES:
             pass
+        elif isinstance(failure, APIResponseValidationError) and failure.accepted:
+            return await self.confirm(session_id, failure, timeout)
         elif not (
             isinstance(failure, APIConnectionError | InternalServerError)
             and not isinstance(failure, APICertificateError)
@@ -157,6 +174,31 @@ class Releaser:
         if not session.is_terminal:
             raise failure
         return session
+
+    async def confirm(
+        self,
+        session_id: str,
+        unreadable: APIResponseValidationError,
+        timeout: Timeout = USE_CLIENT_DEFAULT,
+    ) -> Session | None:
+        """The session of a release that the server accepted (2xx) with an answer not a Session.
+
+        A 2xx is never a failure: the session is retrieved, and where it cannot
+        be read either, the release stands with no `Session` (``None``), the
+        parse error logged.
+        """
+        try:
+            return await self.requester.retrieve(session_id, timeout)
+        except APIError as check:
+            logger.warning(
+                "session %s released (the server answered %s), but its answer could not be "
+                "read: %s; nor could retrieving it: %s",
+                session_id,
+                unreadable.status_code or "2xx",
+                unreadable,
+                check,
+            )
+            return None
 
     def bulk_release_one(
         self, project_id: str | None, wait: bool, wait_timeout: float
@@ -188,15 +230,16 @@ class Releaser:
         self,
         session_id: str,
         wait_timeout: float,
-        last: Session,
+        last: Session | None,
         timeout: Timeout = USE_CLIENT_DEFAULT,
-    ) -> Session:
+    ) -> Session | None:
         """Poll `retrieve` at the polls' own pace until the session is terminal.
 
         Called once the server accepted the release: a 404 then means that the
-        session ended and is gone (the session as last seen, from *last* on,
-        is returned), and a poll that fails for a reason that may pass (a 5xx, a
-        connection error, a timeout) is tried again until *wait_timeout*.
+        session ended and is gone (the session as last seen, from *last* on, is
+        returned: ``None`` if never read), and a poll that fails for a reason
+        that may pass (a 5xx, a connection error, a timeout) is tried again
+        until *wait_timeout*.
 
         Raises:
             APITimeoutError: Not terminal within *wait_timeout* seconds.
@@ -223,7 +266,10 @@ class Releaser:
         try:
             async with asyncio.timeout(wait_timeout):
                 found = await poll_until(
-                    fetch, lambda session: session is None or session.is_terminal, is_retryable
+                    fetch,
+                    lambda session: session is None or session.is_terminal,
+                    is_retryable,
+                    requester.sleep,
                 )
         except TimeoutError:
             last_failure = f"; the last poll failed: {failed[0]}" if failed else ""
@@ -235,91 +281,177 @@ class Releaser:
 
     @contextlib.asynccontextmanager
     async def guard(
-        self, session_id: str, project_id: str | None, wait: bool, release_timeout: float
+        self, session_id: str | Session, project_id: str | None, wait: bool, release_timeout: float
     ) -> AsyncIterator[None]:
         """Release *session_id* when the block exits, however it exits (see `SessionsAPI.guard`).
 
+        While the block runs, the session is held in `holds`, so that closing
+        the client releases it first (`release_held`). Nothing the release
+        raises replaces the block's own exception or cancellation.
+
         Raises:
-            ValueError: A bad id, on entry.
-            APIError: The block ended normally and the release failed.
+            ValueError: A bad id or *release_timeout*, on entry.
+            RuntimeError: The client is closed, on entry.
+            Exception: The block ended normally and the release failed.
         """
-        check_session_id(session_id)
+        hold = self.hold(session_id, project_id, wait, release_timeout)
         try:
             yield
         except BaseException as exc:
             if isinstance(exc, asyncio.CancelledError):
                 # The release still goes out, but a cancellation waits only so long, and
                 # not for the confirmation of the end.
-                wait, release_timeout = False, min(release_timeout, CANCELLED_RELEASE_TIMEOUT)
-            try:
-                error = await self.release_shielded(session_id, project_id, wait, release_timeout)
-            except Exception as failure:  # of any class: the block's own error goes first
-                error = failure
+                hold.wait, hold.limit = False, min(hold.limit, CANCELLED_RELEASE_TIMEOUT)
+            error = await self.release_shielded(hold)
             if error is not None:
                 logger.warning(
                     "could not release session %s after %s: %s",
-                    session_id,
+                    hold.session_id,
                     type(exc).__name__,
                     error,
                 )
-                exc.add_note(f"and releasing session {session_id} failed: {error!r}")
+                exc.add_note(f"and releasing session {hold.session_id} failed: {error!r}")
             raise
-        error = await self.release_shielded(session_id, project_id, wait, release_timeout)
+        error = await self.release_shielded(hold)
         if error is not None:
             raise error
 
-    async def release_shielded(
-        self, session_id: str, project_id: str | None, wait: bool, limit: float
-    ) -> Exception | None:
-        """Release *session_id*, shielded from our cancellation and bounded by *limit* seconds.
+    def hold(
+        self, session_id: str | Session, project_id: str | None, wait: bool, limit: float
+    ) -> Hold:
+        """Hold *session_id* until `release_shielded` releases it, or `release_held` does.
 
-        A cancellation meanwhile bounds what is left of the release by
+        Args:
+            session_id: The session (or its id) to release in the end.
+            project_id: Sent as ``projectId``; else the client's, else none.
+            wait: Confirm the session reached a terminal state.
+            limit: Seconds that its release may take in all.
+
+        Raises:
+            ValueError: A bad id or *limit*.
+            RuntimeError: The client is closed, or belongs to another loop.
+        """
+        valid = check_session_id(session_id)
+        check_seconds("release_timeout", limit)
+        self.requester.check_open()
+        hold = Hold(valid, project_id, wait, limit)
+        self.holds.add(hold)
+        return hold
+
+    def _start_release(self, hold: Hold, limit: float) -> asyncio.Future[ReleaseResult]:
+        """The release of *hold*, started now unless it already was: it is released once."""
+        if hold.release is None:
+            hold.release = asyncio.ensure_future(self._release_bounded(hold, limit))
+            hold.release.add_done_callback(lambda _: self.holds.discard(hold))
+        return hold.release
+
+    async def _release_bounded(self, hold: Hold, limit: float) -> ReleaseResult:
+        try:
+            async with asyncio.timeout(limit) as hold.deadline:
+                return await self.release_result(
+                    hold.session_id, project_id=hold.project_id, wait=hold.wait, wait_timeout=limit
+                )
+        except TimeoutError:
+            error = APITimeoutError(f"releasing session {hold.session_id} took over {limit} s")
+            return ReleaseResult(hold.session_id, None, error, 0)
+
+    async def release_shielded(self, hold: Hold) -> Exception | None:
+        """Release *hold*, shielded from our cancellation and bounded by its limit.
+
+        If `release_held` released it already (the client was closed), that
+        release's outcome is the answer: the session is never released twice.
+        A cancellation meanwhile cuts what is left of the release to
         `CANCELLED_RELEASE_TIMEOUT`: no timeout, however long, holds a
         cancellation back for longer.
 
         Returns:
-            The release's error, or ``None`` once it is released.
+            The release's error, of whatever class, or ``None`` once it is released.
 
         Raises:
             asyncio.CancelledError: We were cancelled meanwhile; raised once the
-                release is done (or its shortened time is up).
+                release is done.
         """
-        deadline: list[asyncio.Timeout] = []
-        cancelled = False
-
-        async def bounded() -> ReleaseResult:
-            try:
-                async with asyncio.timeout(limit) as scope:
-                    deadline.append(scope)
-                    return await self.release_result(
-                        session_id, project_id=project_id, wait=wait, wait_timeout=limit
-                    )
-            except TimeoutError:
-                error = APITimeoutError(f"releasing session {session_id} took over {limit} s")
-                return ReleaseResult(session_id, None, error, 0)
-
-        task = asyncio.ensure_future(bounded())
-        while True:
-            try:
-                result = await asyncio.shield(task)
-                break
-            except asyncio.CancelledError:
-                # Cancelled while releasing: finish the release first, in the time left.
-                if task.done():
-                    raise
-                cancelled = True
-                # The task ran its first step before ours could see a cancellation.
-                _shorten(deadline[0], CANCELLED_RELEASE_TIMEOUT)
-        if cancelled:
-            raise asyncio.CancelledError
+        result = await finish_shielded(self._start_release(hold, hold.limit), hold.hurry)
         return result.error
 
+    async def release_held(self, limit: float) -> None:
+        """Release every session that open guards hold, each within *limit* seconds.
 
-def _shorten(scope: asyncio.Timeout, seconds: float) -> None:
-    """Bring *scope*'s deadline to at most *seconds* from now."""
-    soon = asyncio.get_running_loop().time() + seconds
-    when = scope.when()
-    scope.reschedule(soon if when is None else min(when, soon))
+        For closing the client: a program stopped by Ctrl-C, whose guards are
+        still open in tasks not yet cancelled, leaves nothing running. Each
+        guard, on its exit, then finds its session released. Shielded: a
+        cancellation of the closing waits for these bounded releases.
+        """
+        cancelled = False
+        while self.holds:
+            releases = [self._start_release(hold, min(hold.limit, limit)) for hold in self.holds]
+            try:
+                await asyncio.wait(releases)
+            except asyncio.CancelledError:
+                cancelled = True  # the releases go on: wait for them, then say so
+        if cancelled:
+            raise asyncio.CancelledError
+
+
+@attrs.define(eq=False)
+class Hold:
+    """A session an open guard holds: released once, by the guard's exit or the client's close.
+
+    Attributes:
+        session_id: The session to release.
+        project_id: Sent as ``projectId``; else the client's, else none.
+        wait: Confirm the session reached a terminal state.
+        limit: Seconds that its release may take in all.
+        release: The release, once started.
+    """
+
+    session_id: str
+    project_id: str | None
+    wait: bool
+    limit: float
+    release: asyncio.Future[ReleaseResult] | None = None
+    deadline: asyncio.Timeout | None = None
+    """The release's timeout, once it runs."""
+
+    def hurry(self) -> None:
+        """Cut what is left of the release to `CANCELLED_RELEASE_TIMEOUT`: we were cancelled."""
+        # The release ran its first step, which set the deadline, before we could be told.
+        assert self.deadline is not None
+        loop_now = asyncio.get_running_loop().time()
+        when = self.deadline.when()
+        soon = loop_now + CANCELLED_RELEASE_TIMEOUT
+        self.deadline.reschedule(soon if when is None else min(when, soon))
+
+
+async def finish_shielded(
+    work: Awaitable[_T], on_cancel: Callable[[], object] = lambda: None
+) -> _T:
+    """Run *work* to its end, shielded from our cancellation; bound it yourself.
+
+    *on_cancel* is called at each cancellation that arrives meanwhile (to
+    shorten the work's bound, say).
+
+    Returns:
+        What *work* returned.
+
+    Raises:
+        asyncio.CancelledError: We were cancelled meanwhile; raised once *work* is done.
+    """
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    while True:
+        try:
+            result = await asyncio.shield(task)
+            break
+        except asyncio.CancelledError:
+            # Cancelled (again) while the work runs: let it finish first.
+            if task.done():
+                raise
+            cancelled = True
+            on_cancel()
+    if cancelled:
+        raise asyncio.CancelledError
+    return result
 
 
 async def _finished(result: ReleaseResult) -> ReleaseResult:

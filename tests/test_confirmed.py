@@ -22,6 +22,8 @@ from .conftest import ApiFactory
 pytestmark = pytest.mark.asyncio
 
 ONE_ATTEMPT = RetryPolicy(max_attempts=1)
+NEVER = 1e9
+"""Seconds that a guard's release may take: as good as never bounded (infinity is refused)."""
 
 
 def completed(fake: FakeBrowserbase, session_id: str) -> Fault:
@@ -125,7 +127,7 @@ async def test_a_cancelled_guard_is_never_held_back_by_its_timeouts(
     entered = asyncio.Event()
 
     async def scrape(api: SessionsAPI) -> None:
-        async with api.guard(sid, wait=True, release_timeout=math.inf):
+        async with api.guard(sid, wait=True, release_timeout=NEVER):
             entered.set()
             await asyncio.Event().wait()
 
@@ -148,7 +150,7 @@ async def test_a_guard_cancelled_while_its_release_waits_waits_only_so_long(
     (sid,) = fake_browserbase.add_sessions(1)
 
     async def scrape(api: SessionsAPI) -> None:
-        async with api.guard(sid, wait=True, release_timeout=math.inf):
+        async with api.guard(sid, wait=True, release_timeout=NEVER):
             pass
 
     async with SessionsAPI(fake_browserbase.api_key, base_url=fake_browserbase.base_url) as api:

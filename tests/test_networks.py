@@ -578,12 +578,12 @@ async def test_a_guard_keeps_its_block_error_whatever_the_release_raises(
 
     async def block() -> None:
         async with api.guard(sid):
-            await api.aclose()  # the release on exit then fails with a RuntimeError
+            await api.aclose()  # releases the session; the guard's exit finds it released
             raise ZeroDivisionError
 
-    with pytest.raises(ZeroDivisionError) as caught:
+    with pytest.raises(ZeroDivisionError):
         await block()
-    assert any("releasing session" in note for note in caught.value.__notes__)
+    assert fake_browserbase.status(sid) == "COMPLETED"
 
 
 # -- 5 bis: excerpts of 5xx bodies that are not JSON ----------------------------------
