@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import attrs
 import pytest
 
-from browserbase_async import APIResponseValidationError, Session
+from browserbase_async import Session
 from browserbase_async._bulk import clock_offset, sort_out
 from browserbase_async._converter import structure_session
 from browserbase_async.testing import FakeBrowserbase
@@ -109,11 +109,6 @@ def test_a_session_whose_age_cannot_be_told_is_skipped_with_a_warning(
     assert sort_out(unknown, older_than=None, where=None, now=now).chosen == unknown
 
 
-@pytest.mark.xfail(
-    raises=APIResponseValidationError,
-    strict=False,
-    reason="a Session without startedAt is read once the model allows it (issue 22)",
-)
 @pytest.mark.asyncio
 async def test_the_reaper_skips_a_listed_session_without_started_at(
     fake_browserbase: FakeBrowserbase, make_api: ApiFactory
