@@ -569,23 +569,6 @@ async def test_any_exception_of_the_stack_is_an_api_error_and_a_guard_keeps_its_
     assert fake_browserbase.received.total == 0
 
 
-@pytest.mark.asyncio
-async def test_a_guard_keeps_its_block_error_whatever_the_release_raises(
-    fake_browserbase: FakeBrowserbase,
-) -> None:
-    (sid,) = fake_browserbase.add_sessions(1)
-    api = SessionsAPI(fake_browserbase.api_key, base_url=fake_browserbase.base_url)
-
-    async def block() -> None:
-        async with api.guard(sid):
-            await api.aclose()  # releases the session; the guard's exit finds it released
-            raise ZeroDivisionError
-
-    with pytest.raises(ZeroDivisionError):
-        await block()
-    assert fake_browserbase.status(sid) == "COMPLETED"
-
-
 # -- 5 bis: excerpts of 5xx bodies that are not JSON ----------------------------------
 
 
