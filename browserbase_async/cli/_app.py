@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import signal
 import sys
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
@@ -13,7 +14,6 @@ from typing import IO, Any, Final, TypeVar
 
 import attrs
 import click
-from rich.console import Console
 
 from .._bulk import select
 from .._client import SessionsAPI
@@ -23,13 +23,23 @@ from .._errors import APIError
 from .._models import Session, SessionStatus
 from .._retry import RetryPolicy
 from .._version import __version__
-from ._output import Tally, duration, print_candidates, print_sessions
+from ._output import (
+    Stdout,
+    Tally,
+    duration,
+    print_candidates,
+    print_sessions,
+    silence_stdout,
+    stdout_console,
+)
 
 PROG: Final = "browserbase-async"
 EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_INTERRUPTED: Final = 130
+EXIT_TERMINATED: Final = 143
+"""128 + SIGTERM: what systemd, Docker and Kubernetes send to stop a service."""
 DEFAULT_DEMO_SESSIONS: Final = 1000
 DEMO_RETRY: Final = RetryPolicy(max_attempts=5, initial_delay=0.05, max_delay=1.0)
 """The demo's policy: the defaults' shape, quicker, with room for its injected faults."""
@@ -100,13 +110,41 @@ def _release_options(command: _F) -> _F:
     return command
 
 
+@attrs.define
+class _Terminate:
+    """SIGTERM, taken as Ctrl-C is: the command's task is cancelled, its summary said."""
+
+    received: bool = False
+
+    async def around(self, command: Coroutine[Any, Any, int]) -> int:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        # Outside the main thread (or without signals) SIGTERM keeps its default.
+        with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
+            loop.add_signal_handler(signal.SIGTERM, self._cancel, task)
+        try:
+            return await command
+        finally:
+            with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
+                loop.remove_signal_handler(signal.SIGTERM)
+
+    def _cancel(self, task: asyncio.Task[int]) -> None:
+        self.received = True
+        task.cancel()
+
+
 def _run(main: Callable[..., Coroutine[Any, Any, int]]) -> Callable[..., None]:
-    """Run an async command; turn config errors, API errors and Ctrl-C into exit codes."""
+    """Run an async command; turn config errors, API errors, Ctrl-C and SIGTERM into exit
+    codes; and never let a reader that closed standard output end it with noise."""
 
     @functools.wraps(main)
     def command(**kwargs: Any) -> None:
+        terminate = _Terminate()
         try:
-            code = asyncio.run(main(**kwargs))
+            code = asyncio.run(terminate.around(main(**kwargs)))
+        except asyncio.CancelledError:  # SIGTERM outside a release: nothing to summarise
+            code = EXIT_INTERRUPTED
         except ConfigError as exc:
             _fail(str(exc))
             code = EXIT_USAGE
@@ -118,6 +156,12 @@ def _run(main: Callable[..., Coroutine[Any, Any, int]]) -> Callable[..., None]:
             code = EXIT_FAILED
         except KeyboardInterrupt:
             code = EXIT_INTERRUPTED
+        if terminate.received and code == EXIT_INTERRUPTED:
+            code = EXIT_TERMINATED
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            silence_stdout()
         sys.exit(code)
 
     return command
@@ -227,7 +271,7 @@ class Sweep:
         if prefix:
             prefix += f"listed {len(listed)}; "
         if self.options["dry_run"]:
-            print_candidates(chosen, now, Console(), json_rows=self.options["json_rows"])
+            print_candidates(chosen, now, stdout_console(), json_rows=self.options["json_rows"])
             if not self.options["quiet"]:
                 noun = "session" if len(chosen) == 1 else "sessions"
                 click.echo(
@@ -239,10 +283,11 @@ class Sweep:
         return await release_ids(self.api, ids, summary_prefix=prefix, **self.options)
 
     async def watch(self, every: float) -> int:
-        """Sweep every *every* seconds until Ctrl-C; a failed sweep is said, and the next runs.
+        """Sweep every *every* seconds until Ctrl-C or SIGTERM; a failed sweep is said, and
+        the next runs.
 
         Returns:
-            `EXIT_INTERRUPTED`, once Ctrl-C ends it (between sweeps or inside one).
+            `EXIT_INTERRUPTED`, once Ctrl-C or SIGTERM ends it (between sweeps or inside one).
         """
         number = 0
         try:
@@ -277,11 +322,12 @@ async def list_sessions(
     """Print sessions: a table on a terminal, else tab-separated rows, or JSON lines."""
     async with _client(api_key, base_url, None) as api:
         sessions = await api.list(status=status, q=query)
+    out = Stdout()
     if json_rows:
         for session in sessions:
-            click.echo(json.dumps(unstructure_session(session)))
+            out.write(json.dumps(unstructure_session(session)) + "\n")
         return EXIT_OK
-    print_sessions(sessions, Console())
+    print_sessions(sessions, stdout_console())
     click.echo(f"{len(sessions)} sessions", err=True)
     return EXIT_OK
 
@@ -336,10 +382,16 @@ async def release_ids(
     wait: bool,
     summary_prefix: str = "",
 ) -> int:
-    """Release *ids* with a progress bar; return the exit code. Ctrl-C stops cleanly."""
+    """Release *ids* with a progress bar; return the exit code.
+
+    Ctrl-C and SIGTERM stop it cleanly: the summary is said, and ``--failed-out`` holds
+    the failed ids and those never answered, to resume with ``--from-file``. A closed
+    standard output stops nothing: the rows go nowhere, and the releases go on.
+    """
     if dry_run:
+        out = Stdout()
         for session_id in ids:
-            click.echo(session_id)
+            out.write(session_id + "\n")
         if not quiet:
             noun = "session" if len(ids) == 1 else "sessions"
             click.echo(f"dry run: would release {len(ids)} {noun}", err=True)
@@ -356,10 +408,10 @@ async def release_ids(
                 async for result in results:
                     tally.add(result)
         except asyncio.CancelledError:
-            # Ctrl-C: what was in flight is cancelled; say what was done.
+            # Ctrl-C or SIGTERM: what was in flight is cancelled; say what was done.
             interrupted = True
         if failed_file is not None:
-            failed_file.writelines(session_id + "\n" for session_id in tally.failed_ids)
+            failed_file.writelines(session_id + "\n" for session_id in tally.to_resume(ids))
     stats = api.flow_stats().since(before)
     tally.say(summary_prefix + tally.summary(interrupted=interrupted, stats=stats))
     if interrupted:
@@ -368,11 +420,13 @@ async def release_ids(
 
 
 def _read_ids(source: str) -> list[str]:
+    # utf-8-sig: a byte order mark (Notepad, PowerShell) is not part of the first id;
+    # splitlines and strip take CRLF line ends.
     try:
         if source == "-":
-            lines = sys.stdin.read().splitlines()
+            lines = sys.stdin.buffer.read().decode("utf-8-sig").splitlines()
         else:
-            with open(source, encoding="utf-8") as file:
+            with open(source, encoding="utf-8-sig") as file:
                 lines = file.read().splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read ids from {source!r}: {_reason(exc)}") from None

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import collections
+import contextlib
+import io
 import json
-import math
-import re
+import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import IO, Final
+from typing import IO, Final, cast
 
 import click
 from rich.console import Console
@@ -24,6 +25,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from .._bulk import ReleaseResult, session_age
 from .._errors import (
@@ -38,6 +40,7 @@ from .._errors import (
 )
 from .._flow import FlowStats
 from .._models import Session
+from ._duration import parse_duration
 
 KEY_REFUSED: Final = frozenset({"unauthorized", "forbidden"})
 """Failure kinds that mean the key is wrong: the summary names where it came from."""
@@ -78,9 +81,75 @@ def result_row(result: ReleaseResult) -> str:
     )
 
 
-def flow_summary(stats: FlowStats) -> str:
-    """What the flow control did, in a few words: why a run took as long as it did."""
+class Stdout(io.TextIOBase):
+    """Standard output for rows that a reader may stop reading (``--json | head -1``).
+
+    A reader that went away does not stop the job: from then on what is written
+    here goes nowhere, quietly, and the run goes on to its end. Each write is
+    flushed, so that a reader in a pipe sees each row as it is made.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reader_gone = False
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(sys.stdout, "encoding", None) or "utf-8"
+
+    def isatty(self) -> bool:
+        with contextlib.suppress(ValueError, OSError):
+            return sys.stdout.isatty()
+        return False
+
+    def write(self, text: str) -> int:
+        if not self.reader_gone:
+            try:
+                sys.stdout.write(text)
+                sys.stdout.flush()
+            except BrokenPipeError:
+                self.reader_gone = True
+                silence_stdout()
+        return len(text)
+
+    def writelines(self, lines: Iterable[str]) -> None:  # type: ignore[override]
+        self.write("".join(lines))
+
+    def flush(self) -> None:
+        self.write("")
+
+
+def stdout_console() -> Console:
+    """A rich console on a `Stdout`: tables and rows that a closed pipe cannot stop."""
+    # Stdout has every method of a text file that rich calls; typeshed types it apart.
+    return Console(file=cast(IO[str], Stdout()))
+
+
+def silence_stdout() -> None:
+    """Point standard output's descriptor at the null device, once its reader has gone.
+
+    What is still buffered then goes nowhere, and the interpreter's last flush
+    finds no broken pipe to complain about.
+    """
+    with contextlib.suppress(ValueError, OSError):  # no descriptor: click's test runner
+        fd = sys.stdout.fileno()
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, fd)
+        os.close(null)
+
+
+def flow_summary(stats: FlowStats, retried: int = 0) -> str:
+    """What the flow control did, in a few words: why a run took as long as it did.
+
+    Args:
+        stats: The run's flow figures.
+        retried: Requests of the releases sent again, 429s included.
+    """
     parts = [f"{stats.requests} requests"]
+    # A 429 does not use up an attempt: the retries are the requests sent again after
+    # an error (5xx, a lost answer), and the 429s are said apart.
+    if again := max(retried - stats.rate_limited, 0):
+        parts.append(f"{again} retried after an error")
     if stats.rate_limited:
         parts.append(f"{stats.rate_limited} answered 429, window now {stats.window:.0f}")
     if stats.pauses:
@@ -96,17 +165,18 @@ class Tally:
     """
 
     def __init__(
-        self, total: int | None, *, quiet: bool, json_rows: bool, stdout: IO[str] | None = None
+        self, total: int | None, *, quiet: bool, json_rows: bool, stdout: Stdout | None = None
     ) -> None:
         self.total = total
         self.done = 0
         self.failed = 0
-        self.retries = 0
+        self.retried = 0
         self.kinds: collections.Counter[str] = collections.Counter()
         self.failed_ids: list[str] = []
+        self.answered: set[str] = set()
         self.started = time.monotonic()
         self._json = json_rows
-        self._stdout = stdout or sys.stdout
+        self._stdout = stdout or Stdout()
         self._stderr = Console(stderr=True, highlight=False)
         self._progress: Progress | None = None
         self._task: TaskID | None = None
@@ -140,7 +210,8 @@ class Tally:
     def add(self, result: ReleaseResult) -> None:
         """Count *result*, print its JSON row if asked, and move the bar."""
         self.done += 1
-        self.retries += max(result.attempts - 1, 0)
+        self.retried += max(result.attempts - 1, 0)
+        self.answered.add(result.session_id)
         if result.error is not None:
             self.failed += 1
             self.kinds[failure_kind(result.error)] += 1
@@ -160,15 +231,23 @@ class Tally:
         if self.kinds:
             line += " (" + ", ".join(f"{n} {kind}" for kind, n in self.kinds.most_common()) + ")"
         line += f" in {seconds:.1f} s"
-        if self.retries:
-            line += f", {self.retries} retries"
         if stats is not None:
-            line += "; " + flow_summary(stats)
+            line += "; " + flow_summary(stats, self.retried)
         if KEY_REFUSED & self.kinds.keys():
             line += "; the API key was refused: check --api-key or BROWSERBASE_API_KEY"
         if interrupted:
             line += f"; interrupted, {total - self.done} not attempted or not confirmed"
         return line
+
+    def to_resume(self, ids: Iterable[str]) -> list[str]:
+        """What ``--failed-out`` holds: the ids that failed, then those of *ids* that got no
+        answer (never attempted, or cut short by an interruption), each once, in order."""
+        failed = dict.fromkeys(self.failed_ids)
+        return list(failed) + [
+            session_id
+            for session_id in dict.fromkeys(ids)
+            if session_id not in self.answered and session_id not in failed
+        ]
 
     def say(self, line: str) -> None:
         """Print *line* on standard error."""
@@ -201,7 +280,9 @@ def _print_rows(
     for header, width in zip(headers[1:], narrowest, strict=True):
         table.add_column(header, overflow="fold", min_width=width)
     for row in rows:
-        table.add_row(*row)
+        # Server text as text: a "[/]" in metadata is not rich markup (and Text drops
+        # control characters).
+        table.add_row(*(Text(cell) for cell in row))
     console.print(table, crop=False)
 
 
@@ -211,8 +292,11 @@ def print_sessions(sessions: list[Session], console: Console) -> None:
     _print_rows(console, headers, [session_cells(session) for session in sessions])
 
 
-_DURATION: Final = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([smhd]?)")
-_SECONDS_PER: Final = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+class OneLineUsageError(click.UsageError):
+    """A usage error said in one line, as ``cli.md`` promises: no usage block (exit code 2)."""
+
+    def show(self, file: object = None) -> None:
+        click.echo(f"browserbase-async: error: {self.format_message()}", err=True)
 
 
 def duration(_ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
@@ -224,19 +308,14 @@ def duration(_ctx: click.Context, param: click.Parameter, value: str | None) -> 
         Seconds, or ``None`` when the option was not given.
 
     Raises:
-        click.BadParameter: *value* is not a duration (exit code 2).
+        OneLineUsageError: *value* is not a duration (exit code 2).
     """
     if value is None:
         return None
-    match = _DURATION.fullmatch(value.strip().lower())
-    seconds = float(match[1]) * _SECONDS_PER[match[2]] if match else math.nan
-    if not math.isfinite(seconds):
-        raise click.BadParameter(
-            f"{value!r} is not a duration: a number with a unit s, m, h or d "
-            "(90s, 30m, 1.5h, 2d); a bare number is seconds",
-            param=param,
-        )
-    return seconds
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise OneLineUsageError(f"{param.opts[0]}: {exc}") from None
 
 
 def age_text(seconds: float) -> str:
