@@ -94,8 +94,12 @@ class Serving:
         return f"serving {', '.join(parts)}; Ctrl-C to stop"
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Parse the options, serve until Ctrl-C or SIGTERM, and return the exit code."""
+def parse_options(argv: list[str] | None = None) -> Serving:
+    """Read the command line into what to serve.
+
+    Raises:
+        SystemExit: A bad option (exit code 2, argparse's message).
+    """
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Serve a fake Browserbase sessions API on 127.0.0.1 until Ctrl-C or SIGTERM.",
@@ -145,13 +149,20 @@ def main(argv: list[str] | None = None) -> int:
         max_per_second=args.per_second,
         latency=plan.latency if args.latency is None else args.latency,
     )
-    serving = Serving(plan, args.port, args.sessions, tuple(args.aged))
+    return Serving(plan, args.port, args.sessions, tuple(args.aged))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse the options, serve until Ctrl-C or SIGTERM, and return the exit code."""
+    serving = parse_options(argv)
     try:
         asyncio.run(_serve(serving))
     except KeyboardInterrupt:
         pass
     except OSError as exc:  # the port is taken, or not ours to take
-        print(f"{PROG}: error: cannot listen on port {args.port}: {exc.strerror}", file=sys.stderr)
+        print(
+            f"{PROG}: error: cannot listen on port {serving.port}: {exc.strerror}", file=sys.stderr
+        )
         return 1
     print("stopped", file=sys.stderr)
     return 0

@@ -1,0 +1,368 @@
+"""The command line and the shell fake as an operator uses them (issue 23): a reader that goes
+away, SIGTERM, resumable runs, server text on a terminal, odd id files, the fake's plan options.
+
+Pipes, signals and terminals run the command in a real subprocess; the rest runs in process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import pty
+import signal
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from browserbase_async import RetryPolicy, SessionsAPI
+from browserbase_async._flow import FlowStats
+from browserbase_async.cli import _app
+from browserbase_async.cli._output import Tally
+from browserbase_async.testing import FakeBrowserbase, FaultPlan
+from browserbase_async.testing.__main__ import Serving, main, parse_options
+
+from .test_cli import CLI, cli_environ, one_line, run_cli, start_cli
+
+FAKE_FROM_A_SHELL = (sys.executable, "-m", "browserbase_async.testing")
+
+
+async def _read_line(fd: int) -> bytes:
+    """One line from a pipe's read end, byte by byte (in a thread: the fake serves here)."""
+    line = b""
+    while not line.endswith(b"\n"):
+        chunk = await asyncio.to_thread(os.read, fd, 1)
+        assert chunk, line
+        line += chunk
+    return line
+
+
+# -- 1. a closed standard output stops nothing ------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_a_reader_that_goes_away_stops_no_release(
+    fake_browserbase: FakeBrowserbase, tmp_path: Path
+) -> None:
+    ids = fake_browserbase.add_sessions(20)
+    failed = tmp_path / "failed.txt"
+    read_end, write_end = os.pipe()
+    fake_browserbase.hold()
+    process = await asyncio.create_subprocess_exec(
+        *CLI,
+        "release",
+        "--json",
+        "--concurrency",
+        "1",
+        "--failed-out",
+        str(failed),
+        *ids,
+        "no-such-session",
+        stdout=write_end,
+        stderr=asyncio.subprocess.PIPE,
+        env=cli_environ(fake_browserbase),
+    )
+    os.close(write_end)
+    # One release goes through, the others wait: the reader leaves after one row,
+    # with 20 still to be written, by construction.
+    await fake_browserbase.wait_for_in_flight(1)
+    fake_browserbase.let_go()
+    fake_browserbase.hold()
+    assert b'"ok": true' in await _read_line(read_end)
+    os.close(read_end)  # `| head -1`
+    fake_browserbase.let_go()
+    _, err = await process.communicate()
+    text = err.decode()
+    assert process.returncode == 1, text  # the releases' code: one id was not found
+    summary = one_line(text)
+    assert summary.startswith("released 20 of 21 sessions, 1 failed (1 not found)")
+    assert "Broken pipe" not in text
+    assert "Traceback" not in text
+    assert all(fake_browserbase.status(sid) == "COMPLETED" for sid in ids)
+    assert failed.read_text() == "no-such-session\n"
+
+
+@pytest.mark.asyncio
+async def test_list_json_into_head_exits_0_quietly(fake_browserbase: FakeBrowserbase) -> None:
+    # Far more than a pipe holds: the command is still writing when the reader leaves.
+    fake_browserbase.add_sessions(1000, user_metadata={"pad": "x" * 200})
+    read_end, write_end = os.pipe()
+    process = await asyncio.create_subprocess_exec(
+        *CLI,
+        "list",
+        "--json",
+        stdout=write_end,
+        stderr=asyncio.subprocess.PIPE,
+        env=cli_environ(fake_browserbase),
+    )
+    os.close(write_end)
+    assert (await _read_line(read_end)).startswith(b'{"id": ')
+    os.close(read_end)
+    _, err = await process.communicate()
+    assert process.returncode == 0
+    assert err == b""
+
+
+# -- 2. SIGTERM stops as Ctrl-C does; 3. --failed-out resumes ---------------------
+
+
+@pytest.mark.asyncio
+async def test_sigterm_says_the_summary_exits_143_and_the_run_resumes(
+    fake_browserbase: FakeBrowserbase, tmp_path: Path
+) -> None:
+    fake_browserbase.faults = FaultPlan(latency=0.05)
+    ids = fake_browserbase.add_sessions(500)
+    failed = tmp_path / "failed.txt"
+    process = await start_cli(
+        fake_browserbase, "release", "--concurrency", "8", "--failed-out", str(failed), *ids
+    )
+    await fake_browserbase.wait_for_requests(40)
+    process.send_signal(signal.SIGTERM)
+    _, err = await process.communicate()
+    assert process.returncode == 143, err
+    summary = one_line(err.decode())
+    assert "interrupted" in summary
+    # Every id not released for sure is in the file: failed, never tried, or cut short.
+    to_resume = failed.read_text().splitlines()
+    unreleased = {sid for sid in ids if fake_browserbase.status(sid) != "COMPLETED"}
+    assert unreleased <= set(to_resume)
+    assert 0 < len(unreleased) < 500
+    assert f"{len(to_resume)} not attempted or not confirmed" in summary
+    fake_browserbase.faults = FaultPlan()
+    resumed = await run_cli(fake_browserbase, "release", "--from-file", str(failed))
+    assert resumed.code == 0, resumed.err
+    assert all(fake_browserbase.status(sid) == "COMPLETED" for sid in ids)
+
+
+@pytest.mark.asyncio
+async def test_sigterm_ends_a_watch_after_its_sweep(fake_browserbase: FakeBrowserbase) -> None:
+    ids = fake_browserbase.add_sessions(3)
+    process = await start_cli(fake_browserbase, "release", "--all", "--watch", "1h", "--quiet")
+    assert process.stderr is not None
+    first = (await process.stderr.readline()).decode()
+    assert "sweep 1: listed 3; released 3 of 3 sessions" in first
+    process.send_signal(signal.SIGTERM)
+    _, rest = await process.communicate()
+    assert process.returncode == 143
+    assert rest == b""
+    assert all(fake_browserbase.status(sid) == "COMPLETED" for sid in ids)
+
+
+def test_sigterm_outside_a_release_is_exit_143(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def terminated_while_listing(**_: object) -> int:
+        os.kill(os.getpid(), signal.SIGTERM)
+        await asyncio.Event().wait()  # the listing, never answered
+        raise AssertionError("not cancelled")
+
+    monkeypatch.setattr(_app, "_client", lambda *_: _Listing(terminated_while_listing))
+    ran = CliRunner().invoke(_app.cli, ["list", "--api-key", "k"])
+    assert ran.exit_code == 143
+    assert ran.output == ""
+
+
+class _Listing:
+    """A client whose listing runs *listing* instead."""
+
+    def __init__(self, listing: object) -> None:
+        self.list = listing
+
+    async def __aenter__(self) -> _Listing:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        return None
+
+
+# -- 4. server text on a terminal is text -----------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_the_terminal_table_prints_markup_as_text(
+    fake_browserbase: FakeBrowserbase,
+) -> None:
+    fake_browserbase.add_session("s-markup", user_metadata={"note": "[/]", "tag": "[red]urgent"})
+    main_fd, terminal = pty.openpty()
+    process = await asyncio.create_subprocess_exec(
+        *CLI,
+        "list",
+        stdout=terminal,
+        stderr=asyncio.subprocess.PIPE,
+        env=cli_environ(fake_browserbase, TERM="xterm", COLUMNS="120"),
+    )
+    os.close(terminal)
+    _, err = await process.communicate()
+    drawn = b""
+    with contextlib.suppress(OSError):  # EIO once the child's end is closed
+        while chunk := os.read(main_fd, 65536):
+            drawn += chunk
+    os.close(main_fd)
+    assert process.returncode == 0, err
+    assert b"s-markup" in drawn
+    assert b'"[/]"' in drawn
+    assert b"[red]urgent" in drawn
+
+
+# -- 5. files of ids with a byte order mark, CRLF ---------------------------------
+
+
+@pytest.mark.parametrize("from_stdin", [False, True])
+def test_a_bom_and_crlf_are_not_part_of_an_id(from_stdin: bool, tmp_path: Path) -> None:
+    with FakeBrowserbase.in_thread() as fake:
+        ids = fake.add_sessions(2)
+        data = ("\ufeff" + "\r\n".join(ids) + "\r\n").encode()
+        source = tmp_path / "ids.txt"
+        source.write_bytes(data)
+        args = ["release", "--api-key", fake.api_key, "--base-url", fake.base_url, "--from-file"]
+        args.append("-" if from_stdin else str(source))
+        ran = CliRunner().invoke(_app.cli, args, input=data if from_stdin else None)
+        assert ran.exit_code == 0, ran.output
+        assert [fake.status(sid) for sid in ids] == ["COMPLETED", "COMPLETED"]
+
+
+# -- 6. a bad AGE is one line ------------------------------------------------------
+
+
+@pytest.mark.parametrize("option", ["--older-than", "--watch"])
+def test_a_bad_age_is_one_line(option: str) -> None:
+    args = ["release", "--api-key", "k", "--base-url", "http://127.0.0.1:9", "--all"]
+    ran = CliRunner().invoke(_app.cli, [*args, option, "30x"])
+    assert ran.exit_code == 2
+    assert one_line(ran.output) == (
+        f"browserbase-async: error: {option}: '30x' is not a duration: a number with a unit"
+        " s, m, h or d (90s, 30m, 1.5h, 2d); a bare number is seconds"
+    )
+
+
+# -- 7. 429s are not called retries -------------------------------------------------
+
+
+def test_the_summary_names_429s_apart_from_retries() -> None:
+    tally = Tally(3, quiet=True, json_rows=False)
+    tally.retried = 7  # requests of the releases sent again: 5 after a 429, 2 after an error
+    stats = FlowStats(
+        window=12, in_flight=0, requests=10, rate_limited=5, pauses=0, paused_seconds=0.0
+    )
+    line = tally.summary(stats=stats)
+    assert "; 10 requests, 2 retried after an error, 5 answered 429, window now 12" in line
+    assert "retries" not in line
+
+
+# -- 8. the fake from a shell: a plan's limits, latency, old sessions, SIGTERM -----
+
+
+def test_the_fakes_options_make_its_plan() -> None:
+    serving = parse_options(
+        [
+            "--max-in-flight",
+            "25",
+            "--per-second",
+            "200",
+            "--latency",
+            "0.05",
+            "--aged",
+            "3:2h",
+            "--aged",
+            "2:40m",
+            "--faults",
+        ]
+    )
+    assert serving.plan.max_in_flight == 25
+    assert serving.plan.max_per_second == 200
+    assert serving.plan.latency == 0.05
+    assert serving.plan.error_rate > 0  # --faults kept
+    assert serving.aged == ((3, 7200.0), (2, 2400.0))
+    assert serving.describe() == (
+        "serving 10 running sessions, 3 started 7200 s ago, 2 started 2400 s ago,"
+        " 429 past 25 in flight and 200 per second, 0.05 s a request; Ctrl-C to stop"
+    )
+    assert Serving(FaultPlan(), 0, 1, ()).describe() == "serving 1 running sessions; Ctrl-C to stop"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--aged", "3"],
+        ["--aged", "x:2h"],
+        ["--aged", "3:2y"],
+        ["--max-in-flight", "0"],
+        ["--per-second", "0"],
+        ["--per-second", "inf"],
+        ["--latency", "soon"],
+    ],
+)
+def test_the_fakes_bad_plan_options_exit_2(
+    args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(args)
+    assert exited.value.code == 2
+    assert "python -m browserbase_async.testing: error: argument" in capsys.readouterr().err
+
+
+@pytest.mark.asyncio
+async def test_the_shell_fake_serves_old_sessions_and_stops_on_sigterm() -> None:
+    process = await start_cli(
+        None, "--sessions", "2", "--aged", "3:2h", "--latency", "0", program=FAKE_FROM_A_SHELL
+    )
+    assert process.stdout is not None
+    assert process.stderr is not None
+    url = (await process.stdout.readline()).decode().strip().partition("=")[2]
+    await process.stdout.readline()
+    await process.stderr.readline()  # "serving ...": it listens
+    async with SessionsAPI("bb_fake_key", base_url=url, retry=RetryPolicy(max_attempts=10)) as api:
+        sessions = await api.list(status="running")
+    hour_ago = datetime.now(UTC) - timedelta(hours=1)
+    assert sorted(session.started_at < hour_ago for session in sessions) == [
+        False,
+        False,
+        True,
+        True,
+        True,
+    ]
+    process.send_signal(signal.SIGTERM)
+    _, err = await process.communicate()
+    assert process.returncode == 0
+    assert err.decode() == "stopped\n"
+
+
+# -- 9. a client that goes away is no traceback in the fake ------------------------
+
+
+@pytest.mark.asyncio
+async def test_a_client_that_leaves_mid_request_is_no_traceback(
+    fake_browserbase: FakeBrowserbase,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    session_id = fake_browserbase.add_session()
+    served = asyncio.Event()
+    serve = fake_browserbase._serve
+
+    async def watched(*args: object) -> object:
+        try:
+            return await serve(*args)  # type: ignore[arg-type]
+        finally:
+            served.set()
+
+    monkeypatch.setattr(fake_browserbase, "_serve", watched)
+    caplog.set_level(logging.DEBUG, logger="aiohttp")
+    host, port = fake_browserbase.base_url.removeprefix("http://").split(":")
+    reader, writer = await asyncio.open_connection(host, int(port))
+    # Half a body, then gone: the fake's read of it fails with ConnectionResetError.
+    writer.write(
+        f"POST /v1/sessions/{session_id} HTTP/1.1\r\nHost: x\r\n"
+        f"X-BB-API-Key: {fake_browserbase.api_key}\r\nContent-Type: application/json\r\n"
+        'Content-Length: 100\r\n\r\n{"status"'.encode()
+    )
+    await writer.drain()
+    await fake_browserbase.wait_for_requests(1)
+    writer.transport.abort()
+    await served.wait()
+    # aiohttp logs a handler's exception as soon as it comes out, before its next await.
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    assert fake_browserbase.status(session_id) == "RUNNING"
+    assert await reader.read() == b""
