@@ -116,7 +116,10 @@ class _Terminate:
 
     received: bool = False
 
-    async def around(self, command: Coroutine[Any, Any, int]) -> int:
+    async def run(
+        self, command: Callable[..., Coroutine[Any, Any, int]], kwargs: dict[str, Any]
+    ) -> int:
+        """Run ``command(**kwargs)``; SIGTERM meanwhile cancels it, as Ctrl-C does."""
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
@@ -124,7 +127,7 @@ class _Terminate:
         with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
             loop.add_signal_handler(signal.SIGTERM, self._cancel, task)
         try:
-            return await command
+            return await command(**kwargs)
         finally:
             with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
                 loop.remove_signal_handler(signal.SIGTERM)
@@ -142,7 +145,7 @@ def _run(main: Callable[..., Coroutine[Any, Any, int]]) -> Callable[..., None]:
     def command(**kwargs: Any) -> None:
         terminate = _Terminate()
         try:
-            code = asyncio.run(terminate.around(main(**kwargs)))
+            code = asyncio.run(terminate.run(main, kwargs))
         except asyncio.CancelledError:  # SIGTERM outside a release: nothing to summarise
             code = EXIT_INTERRUPTED
         except ConfigError as exc:
