@@ -99,7 +99,7 @@ def _release_options(command: _F) -> _F:
             click.option(
                 "--failed-out",
                 type=click.Path(dir_okay=False, writable=True),
-                help="Write the ids that failed here, one a line.",
+                help="Write the ids to do again here (failed, or cut short), one a line.",
             ),
             click.option("--dry-run", is_flag=True, help="Print the ids; release nothing."),
             click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
@@ -198,7 +198,7 @@ def cli() -> None:
     "--watch",
     callback=duration,
     metavar="EVERY",
-    help="With --all: sweep again every EVERY (30s, 5m) until Ctrl-C.",
+    help="With --all: sweep again every EVERY (30s, 5m) until Ctrl-C or SIGTERM.",
 )
 @_release_options
 @_connection_options
