@@ -7,10 +7,8 @@ Pipes, signals and terminals run the command in a real subprocess; the rest runs
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-import pty
 import signal
 import sys
 from datetime import UTC, datetime, timedelta
@@ -26,7 +24,7 @@ from browserbase_async.cli._output import Tally
 from browserbase_async.testing import FakeBrowserbase, FaultPlan
 from browserbase_async.testing.__main__ import Serving, main, parse_options
 
-from .test_cli import CLI, cli_environ, one_line, run_cli, start_cli
+from .test_cli import CLI, cli_environ, one_line, run_cli, run_on_a_terminal, start_cli
 
 FAKE_FROM_A_SHELL = (sys.executable, "-m", "browserbase_async.testing")
 
@@ -185,22 +183,8 @@ async def test_the_terminal_table_prints_markup_as_text(
     fake_browserbase: FakeBrowserbase,
 ) -> None:
     fake_browserbase.add_session("s-markup", user_metadata={"note": "[/]", "tag": "[red]urgent"})
-    main_fd, terminal = pty.openpty()
-    process = await asyncio.create_subprocess_exec(
-        *CLI,
-        "list",
-        stdout=terminal,
-        stderr=asyncio.subprocess.PIPE,
-        env=cli_environ(fake_browserbase, TERM="xterm", COLUMNS="120"),
-    )
-    os.close(terminal)
-    _, err = await process.communicate()
-    drawn = b""
-    with contextlib.suppress(OSError):  # EIO once the child's end is closed
-        while chunk := os.read(main_fd, 65536):
-            drawn += chunk
-    os.close(main_fd)
-    assert process.returncode == 0, err
+    code, drawn, err = await run_on_a_terminal(fake_browserbase, "list", terminal="stdout")
+    assert code == 0, err
     assert b"s-markup" in drawn
     assert b'"[/]"' in drawn
     assert b"[red]urgent" in drawn
