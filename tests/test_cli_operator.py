@@ -175,19 +175,26 @@ class _Listing:
         return None
 
 
-# -- 4. server text on a terminal is text -----------------------------------------
+# -- 4. server text on a terminal is text, without control characters -------------
 
 
 @pytest.mark.asyncio
 async def test_the_terminal_table_prints_markup_as_text(
     fake_browserbase: FakeBrowserbase,
 ) -> None:
-    fake_browserbase.add_session("s-markup", user_metadata={"note": "[/]", "tag": "[red]urgent"})
+    fake_browserbase.add_session(
+        "s-markup",
+        user_metadata={"note": "[/]", "tag": "[red]urgent"},
+        region="eu\x1b[2J\u202e",  # clear the screen, then read right to left
+    )
     code, drawn, err = await run_on_a_terminal(fake_browserbase, "list", terminal="stdout")
     assert code == 0, err
     assert b"s-markup" in drawn
     assert b'"[/]"' in drawn
     assert b"[red]urgent" in drawn
+    assert b"\x1b[2J" not in drawn
+    assert "\u202e".encode() not in drawn
+    assert b"eu\\x1b[2J\\u202e" in drawn
 
 
 # -- 5. files of ids with a byte order mark, CRLF ---------------------------------

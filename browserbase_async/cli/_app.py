@@ -29,6 +29,7 @@ from ._output import (
     duration,
     print_candidates,
     print_sessions,
+    printable,
     silence_stdout,
     stdout_console,
 )
@@ -52,7 +53,7 @@ class ConfigError(Exception):
 
 
 def _fail(message: str) -> None:
-    click.echo(f"{PROG}: error: {message}", err=True)
+    click.echo(f"{PROG}: error: {printable(message)}", err=True)
 
 
 def _client(api_key: str | None, base_url: str | None, project_id: str | None) -> SessionsAPI:
@@ -300,7 +301,7 @@ class Sweep:
                 try:
                     code = await self.run(prefix)
                 except APIError as exc:
-                    click.echo(f"{prefix}the listing failed: {exc}", err=True)
+                    click.echo(f"{prefix}the listing failed: {printable(str(exc))}", err=True)
                     code = EXIT_FAILED
                 if code == EXIT_INTERRUPTED:
                     return code

@@ -9,6 +9,7 @@ import json
 import os
 import sys
 import time
+import unicodedata
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from types import TracebackType
@@ -254,6 +255,22 @@ class Tally:
         self._stderr.print(line, markup=False, soft_wrap=True)
 
 
+_UNPRINTABLE: Final = frozenset({"Cc", "Cf"})
+
+
+def printable(text: str) -> str:
+    """*text* with its control and format characters escaped (``\\x1b``, ``\\u202e``): server
+    text on a terminal moves no cursor, colours nothing and reorders nothing."""
+    if text.isprintable():
+        return text
+    return "".join(
+        char.encode("unicode_escape").decode("ascii")
+        if unicodedata.category(char) in _UNPRINTABLE
+        else char
+        for char in text
+    )
+
+
 def session_cells(session: Session) -> tuple[str, str, str, str, str]:
     """A session's id, status, region, start time and user metadata, as text."""
     return (
@@ -280,9 +297,8 @@ def _print_rows(
     for header, width in zip(headers[1:], narrowest, strict=True):
         table.add_column(header, overflow="fold", min_width=width)
     for row in rows:
-        # Server text as text: a "[/]" in metadata is not rich markup (and Text drops
-        # control characters).
-        table.add_row(*(Text(cell) for cell in row))
+        # Server text as text: a "[/]" in metadata is not rich markup, an ESC moves nothing.
+        table.add_row(*(Text(printable(cell)) for cell in row))
     console.print(table, crop=False)
 
 
