@@ -119,8 +119,10 @@ async def test_sigterm_says_the_summary_exits_143_and_the_run_resumes(
         fake_browserbase, "release", "--concurrency", "8", "--failed-out", str(failed), *ids
     )
     await fake_browserbase.wait_for_requests(40)
+    fake_browserbase.hold()  # the rest wait: the signal comes mid-run, by construction
     process.send_signal(signal.SIGTERM)
     _, err = await process.communicate()
+    fake_browserbase.let_go()
     assert process.returncode == 143, err
     summary = one_line(err.decode())
     assert "interrupted" in summary
