@@ -1,0 +1,302 @@
+"""What "released" means: the release, its truth checks, waits, and the shielded guard.
+
+A release is an update to ``REQUEST_RELEASE`` on the one request path
+(`_request`). Its outcome is judged here: a refusal that may mean "already
+ended", or a failure after which the server may have acted, is checked with a
+retrieve, and an ended session counts as released; with *wait*, the session
+is polled until it is terminal. A guard's release on exit is shielded from the
+block's cancellation and bounded in time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Mapping
+from typing import Final
+
+import attrs
+
+from . import _bulk
+from ._bulk import ReleaseResult
+from ._config import USE_CLIENT_DEFAULT, Timeout, check_session_id
+from ._converter import structure_session
+from ._errors import (
+    APIConnectionError,
+    APIError,
+    APIStatusError,
+    APITimeoutError,
+    AuthenticationError,
+    InternalServerError,
+    PermissionDeniedError,
+)
+from ._models import Session
+from ._request import Call, Fatal, Requester
+from ._retry import poll_until
+
+logger: Final = logging.getLogger("browserbase_async")
+
+REQUEST_RELEASE: Final = "REQUEST_RELEASE"
+DEFAULT_WAIT_TIMEOUT: Final = 30.0
+"""Seconds that ``release(wait=True)`` waits for a terminal state."""
+DEFAULT_GUARD_TIMEOUT: Final = 30.0
+"""Seconds that a guard's release on exit may take, retries included."""
+
+UPDATE_STATUSES: Final = frozenset({REQUEST_RELEASE})
+ALREADY_ENDED_STATUSES: Final = frozenset({400, 409, 410, 422})
+"""Refusals of a release that are checked with ``retrieve``: the session may have ended."""
+_RELEASE_BODY: Final = json.dumps({"status": REQUEST_RELEASE}).encode()
+_OWN_BODY_KEYS: Final = {"status": "status", "projectId": "project_id"}
+"""The update's own body keys, and the argument that sets each."""
+_FATAL_IN_BULK: Final = (AuthenticationError, PermissionDeniedError)
+"""Refusals that end a bulk run: the key is wrong for every session alike."""
+
+
+@attrs.define(eq=False)
+class Releaser:
+    """Releases on the client's request path, judged for what they did.
+
+    Args:
+        requester: The client's one request path.
+        project_id: The client's ``projectId``, for calls that give none.
+    """
+
+    requester: Requester
+    project_id: str | None
+
+    def update_call(
+        self,
+        session_id: str,
+        project_id: str | None,
+        status: str = REQUEST_RELEASE,
+        extra_body: Mapping[str, object] | None = None,
+        timeout: Timeout = USE_CLIENT_DEFAULT,
+    ) -> Call:
+        """Build the update of one valid id.
+
+        Raises:
+            ValueError: A bad *extra_body*.
+        """
+        project = project_id if project_id is not None else self.project_id
+        if project is None and status == REQUEST_RELEASE and extra_body is None:
+            body = _RELEASE_BODY
+        else:
+            fields: dict[str, object] = {"status": status}
+            if project is not None:
+                fields["projectId"] = project
+            if extra_body is not None:
+                fields |= _checked_extra_body(extra_body)
+            body = _encode_body(fields)
+        return Call("POST", f"/v1/sessions/{session_id}", session_id, body=body, timeout=timeout)
+
+    async def release_result(
+        self,
+        session_id: str,
+        *,
+        project_id: str | None,
+        wait: bool,
+        wait_timeout: float,
+        fatal: Fatal | None = None,
+        timeout: Timeout = USE_CLIENT_DEFAULT,
+    ) -> ReleaseResult:
+        """Release one valid id; the outcome, good or bad, is in the result.
+
+        *fatal* is a bulk run's: its first 401 or 403 goes there, and no
+        request of the run is sent after that.
+        """
+        call = self.update_call(session_id, project_id, timeout=timeout)
+        call.fatal = fatal
+        try:
+            try:
+                session = structure_session(await self.requester.call(call))
+            except APIError as exc:
+                session = await self.check_ended(session_id, exc, timeout)
+            if wait and not session.is_terminal:
+                session = await self.wait_terminal(session_id, wait_timeout, timeout)
+        except APIError as exc:
+            if fatal is not None and not fatal and isinstance(exc, _FATAL_IN_BULK):
+                fatal.append(exc)
+            return ReleaseResult(session_id, None, exc, call.attempts)
+        return ReleaseResult(session_id, session, None, call.attempts)
+
+    async def check_ended(
+        self, session_id: str, failure: APIError, timeout: Timeout = USE_CLIENT_DEFAULT
+    ) -> Session:
+        """Return the session if a failed release found it ended; else raise *failure*.
+
+        A refusal that may mean "already ended" (`ALREADY_ENDED_STATUSES`) is
+        always checked. A connection error, a timeout or a 5xx is checked when
+        the retry budget allows: the server may have acted before the answer
+        was lost. If the check fails too, *failure* is raised, with the
+        check's error as its cause and in a note.
+        """
+        requester = self.requester
+        if isinstance(failure, APIStatusError) and failure.status_code in ALREADY_ENDED_STATUSES:
+            pass
+        elif not (
+            isinstance(failure, APIConnectionError | InternalServerError)
+            and not requester.closed
+            and requester.budget.try_withdraw()
+        ):
+            raise failure
+        try:
+            session = await requester.retrieve(session_id, timeout)
+        except APIError as check:
+            failure.add_note(f"checking session {session_id} with retrieve failed too: {check}")
+            raise failure from check
+        if not session.is_terminal:
+            raise failure
+        return session
+
+    def bulk_release_one(
+        self, project_id: str | None, wait: bool, wait_timeout: float
+    ) -> _bulk.ReleaseOne:
+        """The release of one id of a bulk run, which never raises.
+
+        Raises:
+            RuntimeError: The client is closed.
+        """
+        self.requester.check_open()
+        # The run's first 401 or 403: the key is wrong for every session, so stop sending.
+        fatal: Fatal = []
+
+        def release_one(session_id: object) -> Awaitable[ReleaseResult]:
+            # A plain function handing back the coroutine: one frame less per release.
+            try:
+                valid = check_session_id(session_id)
+            except ValueError as exc:
+                return _finished(ReleaseResult(str(session_id), None, exc, 0))
+            if fatal:
+                return _finished(ReleaseResult(valid, None, fatal[0], 0))
+            return self.release_result(
+                valid, project_id=project_id, wait=wait, wait_timeout=wait_timeout, fatal=fatal
+            )
+
+        return release_one
+
+    async def wait_terminal(
+        self, session_id: str, wait_timeout: float, timeout: Timeout = USE_CLIENT_DEFAULT
+    ) -> Session:
+        """Poll `retrieve` with backoff until the session is terminal.
+
+        Raises:
+            APITimeoutError: Not terminal within *wait_timeout* seconds.
+        """
+        requester = self.requester
+
+        async def fetch() -> Session:
+            return await requester.retrieve(session_id, timeout)
+
+        try:
+            async with asyncio.timeout(wait_timeout):
+                return await poll_until(
+                    fetch, lambda session: session.is_terminal, requester.policy
+                )
+        except TimeoutError:
+            raise APITimeoutError(
+                f"session {session_id} did not reach a terminal state within {wait_timeout} s"
+            ) from None
+
+    @contextlib.asynccontextmanager
+    async def guard(
+        self, session_id: str, project_id: str | None, wait: bool, release_timeout: float
+    ) -> AsyncIterator[None]:
+        """Release *session_id* when the block exits, however it exits (see `SessionsAPI.guard`).
+
+        Raises:
+            ValueError: A bad id, on entry.
+            APIError: The block ended normally and the release failed.
+        """
+        check_session_id(session_id)
+        try:
+            yield
+        except BaseException as exc:
+            error = await self.release_shielded(session_id, project_id, wait, release_timeout)
+            if error is not None:
+                logger.warning(
+                    "could not release session %s after %s: %s",
+                    session_id,
+                    type(exc).__name__,
+                    error,
+                )
+                exc.add_note(f"and releasing session {session_id} failed: {error!r}")
+            raise
+        error = await self.release_shielded(session_id, project_id, wait, release_timeout)
+        if error is not None:
+            raise error
+
+    async def release_shielded(
+        self, session_id: str, project_id: str | None, wait: bool, limit: float
+    ) -> APIError | None:
+        """Release *session_id*, shielded from our cancellation and bounded by *limit* seconds.
+
+        Returns:
+            The release's error, or ``None`` once it is released.
+
+        Raises:
+            asyncio.CancelledError: We were cancelled meanwhile; raised once the
+                release is done.
+        """
+
+        async def bounded() -> ReleaseResult:
+            try:
+                async with asyncio.timeout(limit):
+                    return await self.release_result(
+                        session_id, project_id=project_id, wait=wait, wait_timeout=limit
+                    )
+            except TimeoutError:
+                error = APITimeoutError(f"releasing session {session_id} took over {limit} s")
+                return ReleaseResult(session_id, None, error, 0)
+
+        task = asyncio.ensure_future(bounded())
+        cancelled = False
+        while True:
+            try:
+                result = await asyncio.shield(task)
+                break
+            except asyncio.CancelledError:
+                # Cancelled again while releasing: finish the (bounded) release first.
+                if task.done():
+                    raise
+                cancelled = True
+        if cancelled:
+            raise asyncio.CancelledError
+        return result.error if isinstance(result.error, APIError) else None
+
+
+async def _finished(result: ReleaseResult) -> ReleaseResult:
+    return result
+
+
+def _checked_extra_body(extra_body: object) -> Mapping[str, object]:
+    """Return *extra_body* if it may join an update's body.
+
+    Raises:
+        ValueError: It is not a mapping of str keys, or a key is one the
+            client sends itself (``status``, ``projectId``).
+    """
+    if not isinstance(extra_body, Mapping):
+        raise ValueError(f"extra_body must be a mapping, got {type(extra_body).__name__}")
+    for key in extra_body:
+        if not isinstance(key, str):
+            raise ValueError(f"extra_body keys must be str, got {key!r}")
+        if key in _OWN_BODY_KEYS:
+            raise ValueError(
+                f"extra_body must not set {key!r}: pass it as "
+                f"{_OWN_BODY_KEYS[key]}= (the client sends it itself)"
+            )
+    return extra_body
+
+
+def _encode_body(fields: Mapping[str, object]) -> bytes:
+    """Encode a request body as strict JSON (no NaN, no infinity).
+
+    Raises:
+        ValueError: A value is not JSON.
+    """
+    try:
+        return json.dumps(fields, allow_nan=False).encode()
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"extra_body is not JSON: {exc}") from None
