@@ -7,6 +7,7 @@ Pipes, signals and terminals run the command in a real subprocess; the rest runs
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 import os
 import signal
@@ -20,7 +21,7 @@ from click.testing import CliRunner
 from browserbase_async import RetryPolicy, SessionsAPI
 from browserbase_async._flow import FlowStats
 from browserbase_async.cli import _app
-from browserbase_async.cli._output import Tally
+from browserbase_async.cli._output import Stdout, Tally
 from browserbase_async.testing import FakeBrowserbase, FaultPlan
 from browserbase_async.testing.__main__ import Serving, main, parse_options
 
@@ -103,6 +104,13 @@ async def test_list_json_into_head_exits_0_quietly(fake_browserbase: FakeBrowser
     _, err = await process.communicate()
     assert process.returncode == 0
     assert err == b""
+
+
+def test_a_closed_stdout_is_no_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    closed = io.StringIO()
+    closed.close()
+    monkeypatch.setattr(sys, "stdout", closed)
+    assert Stdout().isatty() is False
 
 
 # -- 2. SIGTERM stops as Ctrl-C does; 3. --failed-out resumes ---------------------

@@ -30,7 +30,6 @@ from ._output import (
     print_candidates,
     print_sessions,
     printable,
-    silence_stdout,
     stdout_console,
 )
 
@@ -140,7 +139,8 @@ class _Terminate:
 
 def _run(main: Callable[..., Coroutine[Any, Any, int]]) -> Callable[..., None]:
     """Run an async command; turn config errors, API errors, Ctrl-C and SIGTERM into exit
-    codes; and never let a reader that closed standard output end it with noise."""
+    codes. (What it writes on standard output goes through `Stdout`, which a reader that
+    went away cannot stop.)"""
 
     @functools.wraps(main)
     def command(**kwargs: Any) -> None:
@@ -162,10 +162,6 @@ def _run(main: Callable[..., Coroutine[Any, Any, int]]) -> Callable[..., None]:
             code = EXIT_INTERRUPTED
         if terminate.received and code == EXIT_INTERRUPTED:
             code = EXIT_TERMINATED
-        try:
-            sys.stdout.flush()
-        except BrokenPipeError:
-            silence_stdout()
         sys.exit(code)
 
     return command
