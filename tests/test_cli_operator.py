@@ -278,7 +278,8 @@ def test_the_fakes_options_make_its_plan() -> None:
     assert serving.aged == ((3, 7200.0), (2, 2400.0))
     assert serving.describe() == (
         "serving 10 running sessions, 3 started 7200 s ago, 2 started 2400 s ago,"
-        " 429 past 25 in flight and 200 per second, 0.05 s a request; Ctrl-C to stop"
+        " 429 past 25 in flight and 200 per second, random 5xx, 429s and lost answers,"
+        " 0.05 s a request; Ctrl-C to stop"
     )
     assert Serving(FaultPlan(), 0, 1, ()).describe() == "serving 1 running sessions; Ctrl-C to stop"
 

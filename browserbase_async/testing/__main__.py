@@ -77,6 +77,7 @@ class Serving:
     port: int
     sessions: int
     aged: tuple[tuple[int, float], ...]
+    faults: bool = False
 
     def describe(self) -> str:
         """One line on standard error: what is served, and how to stop it."""
@@ -89,6 +90,8 @@ class Serving:
             limits.append(f"{self.plan.max_per_second:g} per second")
         if limits:
             parts.append("429 past " + " and ".join(limits))
+        if self.faults:
+            parts.append("random 5xx, 429s and lost answers")
         if self.plan.latency:
             parts.append(f"{self.plan.latency:g} s a request")
         return f"serving {', '.join(parts)}; Ctrl-C to stop"
@@ -149,7 +152,7 @@ def parse_options(argv: list[str] | None = None) -> Serving:
         max_per_second=args.per_second,
         latency=plan.latency if args.latency is None else args.latency,
     )
-    return Serving(plan, args.port, args.sessions, tuple(args.aged))
+    return Serving(plan, args.port, args.sessions, tuple(args.aged), args.faults)
 
 
 def main(argv: list[str] | None = None) -> int:
