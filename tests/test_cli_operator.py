@@ -7,6 +7,7 @@ Pipes, signals and terminals run the command in a real subprocess; the rest runs
 from __future__ import annotations
 
 import asyncio
+import errno
 import io
 import logging
 import os
@@ -111,6 +112,33 @@ def test_a_closed_stdout_is_no_terminal(monkeypatch: pytest.MonkeyPatch) -> None
     closed.close()
     monkeypatch.setattr(sys, "stdout", closed)
     assert Stdout().isatty() is False
+
+
+def test_no_stdout_at_all_is_no_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "stdout", None)  # what Python makes of `>&-`
+    out = Stdout()
+    assert out.write("row\n") == 4
+    assert out.isatty() is False
+
+
+class _FullDisk(io.StringIO):
+    def write(self, text: str) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_is_said_once_and_the_run_goes_on(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "stdout", _FullDisk())
+    out = Stdout()
+    out.write("row 1\n")
+    out.write("row 2\n")
+    assert out.reader_gone
+    err = capsys.readouterr().err
+    assert one_line(err) == (
+        "browserbase-async: standard output failed (No space left on device):"
+        " nothing more is written there; the run goes on"
+    )
 
 
 # -- 2. SIGTERM stops as Ctrl-C does; 3. --failed-out resumes ---------------------

@@ -86,8 +86,10 @@ class Stdout(io.TextIOBase):
     """Standard output for rows that a reader may stop reading (``--json | head -1``).
 
     A reader that went away does not stop the job: from then on what is written
-    here goes nowhere, quietly, and the run goes on to its end. Each write is
-    flushed, so that a reader in a pipe sees each row as it is made.
+    here goes nowhere, quietly, and the run goes on to its end. So with no standard
+    output at all (``>&-``); any other failure to write (a full disk) is said once on
+    standard error, and the run goes on. Each write is flushed, so that a reader in a
+    pipe sees each row as it is made.
     """
 
     def __init__(self) -> None:
@@ -99,18 +101,26 @@ class Stdout(io.TextIOBase):
         return getattr(sys.stdout, "encoding", None) or "utf-8"
 
     def isatty(self) -> bool:
-        with contextlib.suppress(ValueError, OSError):
+        with contextlib.suppress(ValueError, OSError, AttributeError):
             return sys.stdout.isatty()
         return False
 
     def write(self, text: str) -> int:
-        if not self.reader_gone:
-            try:
-                sys.stdout.write(text)
-                sys.stdout.flush()
-            except BrokenPipeError:
-                self.reader_gone = True
-                silence_stdout()
+        stream = sys.stdout
+        if self.reader_gone or stream is None:
+            return len(text)
+        try:
+            stream.write(text)
+            stream.flush()
+        except OSError as exc:
+            self.reader_gone = True
+            if not isinstance(exc, BrokenPipeError):
+                click.echo(
+                    f"browserbase-async: standard output failed ({exc.strerror or exc}):"
+                    " nothing more is written there; the run goes on",
+                    err=True,
+                )
+            silence_stdout()
         return len(text)
 
     def writelines(self, lines: Iterable[str]) -> None:  # type: ignore[override]
@@ -132,7 +142,8 @@ def silence_stdout() -> None:
     What is still buffered then goes nowhere, and the interpreter's last flush
     finds no broken pipe to complain about.
     """
-    with contextlib.suppress(ValueError, OSError):  # no descriptor: click's test runner
+    # No descriptor: click's test runner, or no standard output at all.
+    with contextlib.suppress(ValueError, OSError, AttributeError):
         fd = sys.stdout.fileno()
         null = os.open(os.devnull, os.O_WRONLY)
         os.dup2(null, fd)
