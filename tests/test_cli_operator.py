@@ -252,6 +252,12 @@ def test_a_bom_and_crlf_are_not_part_of_an_id(from_stdin: bool, tmp_path: Path) 
         assert [fake.status(sid) for sid in ids] == ["COMPLETED", "COMPLETED"]
 
 
+def test_a_closed_stdin_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "stdin", None)  # what Python makes of `<&-`
+    with pytest.raises(_app.ConfigError, match="standard input: it is closed"):
+        _app._read_ids("-")
+
+
 # -- 6. a bad AGE is one line ------------------------------------------------------
 
 

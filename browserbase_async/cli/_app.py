@@ -424,6 +424,8 @@ def _read_ids(source: str) -> list[str]:
     # splitlines and strip take CRLF line ends.
     try:
         if source == "-":
+            if sys.stdin is None:  # `<&-`
+                raise ConfigError("cannot read ids from standard input: it is closed")
             lines = sys.stdin.buffer.read().decode("utf-8-sig").splitlines()
         else:
             with open(source, encoding="utf-8-sig") as file:
