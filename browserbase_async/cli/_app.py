@@ -30,6 +30,7 @@ from ._output import (
     print_candidates,
     print_sessions,
     printable,
+    say,
     stdout_console,
 )
 
@@ -52,7 +53,7 @@ class ConfigError(Exception):
 
 
 def _fail(message: str) -> None:
-    click.echo(f"{PROG}: error: {printable(message)}", err=True)
+    say(f"{PROG}: error: {printable(message)}")
 
 
 def _client(api_key: str | None, base_url: str | None, project_id: str | None) -> SessionsAPI:
@@ -274,10 +275,7 @@ class Sweep:
             print_candidates(chosen, now, stdout_console(), json_rows=self.options["json_rows"])
             if not self.options["quiet"]:
                 noun = "session" if len(chosen) == 1 else "sessions"
-                click.echo(
-                    f"{prefix}dry run: would release {len(chosen)} {noun} of {len(listed)} listed",
-                    err=True,
-                )
+                say(f"{prefix}dry run: would release {len(chosen)} {noun} of {len(listed)} listed")
             return EXIT_OK
         ids = [session.id for session in chosen]
         return await release_ids(self.api, ids, summary_prefix=prefix, **self.options)
@@ -297,7 +295,7 @@ class Sweep:
                 try:
                     code = await self.run(prefix)
                 except APIError as exc:
-                    click.echo(f"{prefix}the listing failed: {printable(str(exc))}", err=True)
+                    say(f"{prefix}the listing failed: {printable(str(exc))}")
                     code = EXIT_FAILED
                 if code == EXIT_INTERRUPTED:
                     return code
@@ -328,7 +326,7 @@ async def list_sessions(
             out.write(json.dumps(unstructure_session(session)) + "\n")
         return EXIT_OK
     print_sessions(sessions, stdout_console())
-    click.echo(f"{len(sessions)} sessions", err=True)
+    say(f"{len(sessions)} sessions")
     return EXIT_OK
 
 
@@ -353,19 +351,15 @@ async def demo(sessions: int, faults: bool, seed: int, **options: Any) -> int:
         fake.add_sessions(sessions)
         if not options["quiet"]:
             mix = " with injected faults" if faults else ""
-            click.echo(
-                f"demo: a fake Browserbase on {fake.base_url}{mix}, {sessions} running sessions",
-                err=True,
-            )
+            say(f"demo: a fake Browserbase on {fake.base_url}{mix}, {sessions} running sessions")
         async with SessionsAPI(fake.api_key, base_url=fake.base_url, retry=DEMO_RETRY) as api:
             listed = await api.list(status=SessionStatus.RUNNING)
             code = await release_ids(api, [session.id for session in listed], **options)
         if not options["quiet"] and not options["dry_run"]:
             left = sum(session["status"] == "RUNNING" for session in fake.sessions.values())
-            click.echo(
+            say(
                 f"demo: the server received {fake.received.total} requests"
-                f" and holds {left} running sessions",
-                err=True,
+                f" and holds {left} running sessions"
             )
     return code
 
@@ -394,7 +388,7 @@ async def release_ids(
             out.write(session_id + "\n")
         if not quiet:
             noun = "session" if len(ids) == 1 else "sessions"
-            click.echo(f"dry run: would release {len(ids)} {noun}", err=True)
+            say(f"dry run: would release {len(ids)} {noun}")
         return EXIT_OK
     # Opened first: a path we cannot write is said before anything is released.
     failed_file = _open_for_writing(failed_out) if failed_out is not None else None

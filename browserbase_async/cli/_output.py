@@ -90,38 +90,45 @@ class Stdout(io.TextIOBase):
     output at all (``>&-``); any other failure to write (a full disk) is said once on
     standard error, and the run goes on. Each write is flushed, so that a reader in a
     pipe sees each row as it is made.
+
+    The stream is the one in ``sys.stdout`` when this is made: a rich progress bar
+    that stands in for it meanwhile gets none of the rows.
     """
+
+    _STREAM: str = "stdout"
 
     def __init__(self) -> None:
         super().__init__()
-        self.reader_gone = False
+        self._stream: IO[str] | None = getattr(sys, self._STREAM)
+        self.reader_gone = self._stream is None
 
     @property
     def encoding(self) -> str:  # type: ignore[override]
-        return getattr(sys.stdout, "encoding", None) or "utf-8"
+        return getattr(self._stream, "encoding", None) or "utf-8"
 
     def isatty(self) -> bool:
         with contextlib.suppress(ValueError, OSError, AttributeError):
-            return sys.stdout.isatty()
+            return bool(self._stream.isatty())  # type: ignore[union-attr]
         return False
 
     def write(self, text: str) -> int:
-        stream = sys.stdout
-        if self.reader_gone or stream is None:
+        if self.reader_gone or self._stream is None:
             return len(text)
         try:
-            stream.write(text)
-            stream.flush()
+            self._stream.write(text)
+            self._stream.flush()
         except OSError as exc:
             self.reader_gone = True
-            if not isinstance(exc, BrokenPipeError):
-                click.echo(
-                    f"browserbase-async: standard output failed ({exc.strerror or exc}):"
-                    " nothing more is written there; the run goes on",
-                    err=True,
-                )
-            silence_stdout()
+            self._failed(exc)
+            _silence(self._stream)
         return len(text)
+
+    def _failed(self, exc: OSError) -> None:
+        if not isinstance(exc, BrokenPipeError):
+            say(
+                f"browserbase-async: standard output failed ({exc.strerror or exc}):"
+                " nothing more is written there; the run goes on"
+            )
 
     def writelines(self, lines: Iterable[str]) -> None:  # type: ignore[override]
         self.write("".join(lines))
@@ -130,21 +137,36 @@ class Stdout(io.TextIOBase):
         self.write("")
 
 
+class Stderr(Stdout):
+    """Standard error, as `Stdout` is standard output: a reader that went away
+    (``2>&1 | head -1``) stops nothing, and there is nowhere left to say so."""
+
+    _STREAM = "stderr"
+
+    def _failed(self, exc: OSError) -> None:
+        pass
+
+
+def say(line: str) -> None:
+    """Print *line* on standard error, which a reader may have closed."""
+    Stderr().write(line + "\n")
+
+
 def stdout_console() -> Console:
     """A rich console on a `Stdout`: tables and rows that a closed pipe cannot stop."""
     # Stdout has every method of a text file that rich calls; typeshed types it apart.
     return Console(file=cast(IO[str], Stdout()))
 
 
-def silence_stdout() -> None:
-    """Point standard output's descriptor at the null device, once its reader has gone.
+def _silence(stream: IO[str]) -> None:
+    """Point *stream*'s descriptor at the null device, once its reader has gone.
 
     What is still buffered then goes nowhere, and the interpreter's last flush
     finds no broken pipe to complain about.
     """
-    # No descriptor: click's test runner, or no standard output at all.
-    with contextlib.suppress(ValueError, OSError, AttributeError):
-        fd = sys.stdout.fileno()
+    # No descriptor: click's test runner.
+    with contextlib.suppress(ValueError, OSError):
+        fd = stream.fileno()
         null = os.open(os.devnull, os.O_WRONLY)
         os.dup2(null, fd)
         os.close(null)
@@ -189,7 +211,7 @@ class Tally:
         self.started = time.monotonic()
         self._json = json_rows
         self._stdout = stdout or Stdout()
-        self._stderr = Console(stderr=True, highlight=False)
+        self._stderr = Console(file=cast(IO[str], Stderr()), highlight=False)
         self._progress: Progress | None = None
         self._task: TaskID | None = None
         if not quiet and self._stderr.is_terminal:
@@ -202,6 +224,9 @@ class Tally:
                 TimeElapsedColumn(),
                 console=self._stderr,
                 transient=True,
+                # The rows go to standard output, not through the bar.
+                redirect_stdout=False,
+                redirect_stderr=False,
             )
 
     def __enter__(self) -> Tally:
