@@ -129,7 +129,10 @@ def test_a_closed_stdout_is_no_terminal(monkeypatch: pytest.MonkeyPatch) -> None
     closed = io.StringIO()
     closed.close()
     monkeypatch.setattr(sys, "stdout", closed)
-    assert Stdout().isatty() is False
+    out = Stdout()
+    assert out.isatty() is False
+    out.write("row\n")
+    assert out.reader_gone
 
 
 def test_no_stdout_at_all_is_no_error(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -121,6 +121,8 @@ class Stdout(io.TextIOBase):
             self.reader_gone = True
             self._failed(exc)
             _silence(self._stream)
+        except ValueError:  # the stream object itself was closed: nowhere to write
+            self.reader_gone = True
         return len(text)
 
     def _failed(self, exc: OSError) -> None:
@@ -134,7 +136,7 @@ class Stdout(io.TextIOBase):
         self.write("".join(lines))
 
     def flush(self) -> None:
-        self.write("")
+        """Nothing to do: each write is flushed (and a finalizer's flush must not fail)."""
 
 
 class Stderr(Stdout):
