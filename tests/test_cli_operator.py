@@ -344,6 +344,7 @@ def test_the_fakes_options_make_its_plan() -> None:
     [
         ["--aged", "3"],
         ["--aged", "x:2h"],
+        ["--aged", "-1:2h"],
         ["--aged", "3:2y"],
         ["--max-in-flight", "0"],
         ["--per-second", "0"],

@@ -61,10 +61,12 @@ def _seconds(text: str) -> float:
 
 def _aged(text: str) -> tuple[int, float]:
     count, colon, age = text.partition(":")
-    if not colon:
-        raise argparse.ArgumentTypeError(f"{text!r} is not N:AGE (for instance 5:2h)")
+    if not colon or not count.strip().isdigit():
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not N:AGE, a number of sessions and an age (for instance 5:2h)"
+        )
     try:
-        return _count(count), parse_duration(age)
+        return int(count), parse_duration(age)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
 
