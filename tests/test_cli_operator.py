@@ -307,6 +307,25 @@ def test_the_summary_names_429s_apart_from_retries() -> None:
     assert "retries" not in line
 
 
+@pytest.mark.asyncio
+async def test_a_run_refused_with_429s_says_no_retries(fake_browserbase: FakeBrowserbase) -> None:
+    fake_browserbase.faults = FaultPlan(max_in_flight=1)
+    ids = fake_browserbase.add_sessions(4)
+    fake_browserbase.hold()  # the first is held, and the three beside it are refused
+    process = await start_cli(fake_browserbase, "release", "--concurrency", "4", *ids)
+    # A refusal is answered as its request arrives, before the fake yields: once four
+    # have arrived, three were refused.
+    await fake_browserbase.wait_for_requests(4)
+    fake_browserbase.let_go()
+    _, err = await process.communicate()
+    assert process.returncode == 0, err
+    summary = one_line(err.decode())
+    refused = fake_browserbase.received.answers[429]
+    assert refused >= 3
+    assert f"; {4 + refused} requests, {refused} answered 429, window now" in summary
+    assert "retr" not in summary
+
+
 # -- 8. the fake from a shell: a plan's limits, latency, old sessions, SIGTERM -----
 
 
