@@ -293,6 +293,27 @@ def test_a_bad_age_is_one_line(option: str) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["release", "--nope"], "No such option '--nope'; see 'browserbase-async release --help'"),
+        (["--nope"], "No such option '--nope'; see 'browserbase-async --help'"),
+        (["nope"], "No such command 'nope'; see 'browserbase-async --help'"),
+        (["release", "--all", "--status", "bogus"], "Invalid value for '--status'"),
+    ],
+)
+def test_every_usage_error_is_one_line(args: list[str], message: str) -> None:
+    ran = CliRunner().invoke(_app.cli, args, prog_name="browserbase-async")
+    assert ran.exit_code == 2
+    assert one_line(ran.output).startswith(f"browserbase-async: error: {message}")
+
+
+def test_no_command_still_shows_the_help() -> None:
+    ran = CliRunner().invoke(_app.cli, [])
+    assert ran.exit_code == 2
+    assert "Commands:" in ran.output
+
+
 # -- 7. 429s are not called retries -------------------------------------------------
 
 

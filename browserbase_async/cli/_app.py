@@ -27,6 +27,7 @@ from ._output import (
     Stdout,
     Tally,
     duration,
+    one_line_usage_errors,
     print_candidates,
     print_sessions,
     printable,
@@ -168,7 +169,25 @@ def _run(main: Callable[..., Coroutine[Any, Any, int]]) -> Callable[..., None]:
     return command
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """The command group; its usage errors, and its commands', are one line (``cli.md``)."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        with one_line_usage_errors():
+            return super().make_context(info_name, args, parent, **extra)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with one_line_usage_errors():
+            return super().invoke(ctx)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name=PROG)
 def cli() -> None:
     """Close Browserbase sessions, many at once."""

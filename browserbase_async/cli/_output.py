@@ -10,7 +10,7 @@ import os
 import sys
 import time
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import IO, Final, cast
@@ -350,7 +350,21 @@ class OneLineUsageError(click.UsageError):
     """A usage error said in one line, as ``cli.md`` promises: no usage block (exit code 2)."""
 
     def show(self, file: object = None) -> None:
-        click.echo(f"browserbase-async: error: {self.format_message()}", err=True)
+        say(f"browserbase-async: error: {printable(self.format_message())}")
+
+
+@contextlib.contextmanager
+def one_line_usage_errors() -> Iterator[None]:
+    """Turn click's usage errors (a usage block, a hint, then the error: four lines) into
+    one line that names the help to read. Errors that show something else (the help when
+    no command is given) pass as they are."""
+    try:
+        yield
+    except click.UsageError as exc:
+        if type(exc).show is not click.UsageError.show:
+            raise
+        hint = f"; see '{exc.ctx.command_path} --help'" if exc.ctx is not None else ""
+        raise OneLineUsageError(exc.format_message().rstrip(".") + hint, exc.ctx) from None
 
 
 def duration(_ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
