@@ -347,6 +347,36 @@ async def test_a_run_refused_with_429s_says_no_retries(fake_browserbase: FakeBro
     assert "retr" not in summary
 
 
+@pytest.mark.asyncio
+async def test_three_processes_under_a_plans_in_flight_limit(
+    fake_browserbase: FakeBrowserbase, tmp_path: Path
+) -> None:
+    # docs/cli.md's rehearsal, smaller: three processes, one limit none of them is told.
+    fake_browserbase.faults = FaultPlan(max_in_flight=5, latency=0.01)
+    ids = fake_browserbase.add_sessions(150)
+    parts = [ids[0::3], ids[1::3], ids[2::3]]
+    for number, part in enumerate(parts):
+        (tmp_path / f"part-{number}").write_text("\n".join(part) + "\n")
+    processes = [
+        await start_cli(
+            fake_browserbase,
+            "release",
+            "--from-file",
+            str(tmp_path / f"part-{number}"),
+            "--failed-out",
+            str(tmp_path / f"part-{number}.failed"),
+        )
+        for number in range(3)
+    ]
+    for process in processes:
+        _, err = await process.communicate()
+        assert process.returncode == 0, err
+        assert one_line(err.decode()).startswith("released 50 of 50 sessions, 0 failed")
+    assert all(fake_browserbase.status(sid) == "COMPLETED" for sid in ids)
+    assert all((tmp_path / f"part-{n}.failed").read_text() == "" for n in range(3))
+    assert fake_browserbase.received.answers[200] == 150
+
+
 # -- 8. the fake from a shell: a plan's limits, latency, old sessions, SIGTERM -----
 
 
