@@ -196,6 +196,35 @@ async def test_sigterm_says_the_summary_exits_143_and_the_run_resumes(
 
 
 @pytest.mark.asyncio
+async def test_a_run_killed_outright_leaves_every_id_to_resume(
+    fake_browserbase: FakeBrowserbase, tmp_path: Path
+) -> None:
+    ids = fake_browserbase.add_sessions(10)
+    failed = tmp_path / "failed.txt"
+    fake_browserbase.hold()
+    process = await start_cli(
+        fake_browserbase, "release", "--concurrency", "2", "--failed-out", str(failed), *ids
+    )
+    await fake_browserbase.wait_for_in_flight(2)
+    process.kill()  # SIGKILL: no summary, no last word
+    await process.communicate()
+    fake_browserbase.let_go()
+    assert failed.read_text().splitlines() == ids
+    resumed = await run_cli(fake_browserbase, "release", "--from-file", str(failed))
+    assert resumed.code == 0, resumed.err
+    assert all(fake_browserbase.status(sid) == "COMPLETED" for sid in ids)
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="no /dev/full here")
+def test_a_failed_out_on_a_full_disk_is_said_before_anything_is_released() -> None:
+    offline = ["--api-key", "k", "--base-url", "http://127.0.0.1:9"]
+    ran = CliRunner().invoke(_app.cli, ["release", *offline, "--failed-out", "/dev/full", "s-1"])
+    assert ran.exit_code == 2
+    # (seek and truncate on /dev/full fail too: EINVAL, before ENOSPC could.)
+    assert one_line(ran.output).startswith("browserbase-async: error: cannot write '/dev/full': ")
+
+
+@pytest.mark.asyncio
 async def test_sigterm_ends_a_watch_after_its_sweep(fake_browserbase: FakeBrowserbase) -> None:
     ids = fake_browserbase.add_sessions(3)
     process = await start_cli(fake_browserbase, "release", "--all", "--watch", "1h", "--quiet")

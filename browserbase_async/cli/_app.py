@@ -8,7 +8,7 @@ import functools
 import json
 import signal
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from datetime import UTC, datetime
 from typing import IO, Any, Final, TypeVar
 
@@ -398,7 +398,8 @@ async def release_ids(
     """Release *ids* with a progress bar; return the exit code.
 
     Ctrl-C and SIGTERM stop it cleanly: the summary is said, and ``--failed-out`` holds
-    the failed ids and those never answered, to resume with ``--from-file``. A closed
+    the failed ids and those never answered, to resume with ``--from-file``. Until the
+    end it holds every id, so that a run killed outright can be resumed too. A closed
     standard output stops nothing: the rows go nowhere, and the releases go on.
     """
     if dry_run:
@@ -409,8 +410,8 @@ async def release_ids(
             noun = "session" if len(ids) == 1 else "sessions"
             say(f"dry run: would release {len(ids)} {noun}")
         return EXIT_OK
-    # Opened first: a path we cannot write is said before anything is released.
-    failed_file = _open_for_writing(failed_out) if failed_out is not None else None
+    # Written first: a path we cannot write is said before anything is released.
+    failed_file = _open_to_resume(failed_out, ids) if failed_out is not None else None
     tally = Tally(len(ids), quiet=quiet, json_rows=json_rows)
     before = api.flow_stats()
     interrupted = False
@@ -424,7 +425,7 @@ async def release_ids(
             # Ctrl-C or SIGTERM: what was in flight is cancelled; say what was done.
             interrupted = True
         if failed_file is not None:
-            failed_file.writelines(session_id + "\n" for session_id in tally.to_resume(ids))
+            _rewrite(failed_file, tally.to_resume(ids))
     stats = api.flow_stats().since(before)
     tally.say(summary_prefix + tally.summary(interrupted=interrupted, stats=stats))
     if interrupted:
@@ -449,11 +450,31 @@ def _read_ids(source: str) -> list[str]:
     return [line for line in stripped if line and not line.startswith("#")]
 
 
+def _open_to_resume(path: str, ids: list[str]) -> IO[str]:
+    """Open ``--failed-out`` and write every id in it: none is confirmed yet, and a run
+    killed outright (SIGKILL, a lost machine) leaves a file that resumes all of it."""
+    file = _open_for_writing(path)
+    try:
+        _rewrite(file, dict.fromkeys(ids))
+    except OSError as exc:  # a full disk
+        with contextlib.suppress(OSError):  # closing flushes, and fails, again
+            file.close()
+        raise ConfigError(f"cannot write {path!r}: {_reason(exc)}") from None
+    return file
+
+
 def _open_for_writing(path: str) -> IO[str]:
     try:
         return open(path, "w", encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot write {path!r}: {_reason(exc)}") from None
+
+
+def _rewrite(file: IO[str], ids: Iterable[str]) -> None:
+    file.seek(0)
+    file.truncate()
+    file.writelines(session_id + "\n" for session_id in ids)
+    file.flush()
 
 
 def _reason(exc: BaseException) -> str:
