@@ -78,6 +78,8 @@ GAP_GROWTH: Final = 1.5
 """How much longer the gap gets with each 429 at a window of one that follows another."""
 GAP_DECAY: Final = 0.98
 """How much shorter the gap gets with each success while pacing (about 20 to undo a 429)."""
+GAP_HALF_LIFE: Final = 1.0
+"""Seconds: with no refusal, the gap halves after one, a quarter after two, 1/512 after three."""
 
 Permit: TypeAlias = tuple[int, int]
 """A permit: its ticket (the order it was taken in) and the load it was sent with."""
@@ -148,6 +150,7 @@ class FlowControl:
     _tickets: int = attrs.field(default=0, init=False)
     _last_cut: int = attrs.field(default=0, init=False)
     _gap: float = attrs.field(default=0.0, init=False)
+    _gap_at: float = attrs.field(default=0.0, init=False)
     _refused_last: bool = attrs.field(default=False, init=False)
     _waiters: collections.deque[asyncio.Future[tuple[Permit, float]]] = attrs.field(
         factory=collections.deque, init=False
@@ -232,9 +235,13 @@ class FlowControl:
         """Hand back a permit, learning from the answer (``None``: no answer came)."""
         self.in_flight -= 1
         if response is not None:
-            if response.status < 300:
+            status = response.status
+            if status == 429:
+                self._refused(permit, response)
+            elif 200 <= status < 300 or 400 <= status < 500:
+                # Any answer but a refusal is room at the server: a 404 too.
                 self._grow(permit[1])
-            elif response.status >= 400:
+            elif status >= 500:
                 self._refused(permit, response)
         if self._waiters:
             self._wake()
@@ -243,7 +250,8 @@ class FlowControl:
         asked = retry_after(response.headers)
         if response.status == 429:
             self.rate_limited += 1
-            self._shrink(permit, hinted=asked is not None)
+            # A wait of 0 (or a date past) is a refusal with no hint: pace as for a bare 429.
+            self._shrink(permit, hinted=bool(asked))
         # A wait over the cap is not honoured: that call fails instead (see `_retry`).
         if asked and asked <= self.max_retry_after:
             self.pause(asked)
@@ -255,10 +263,10 @@ class FlowControl:
         if self._gap:
             # Pacing: each success shortens the gap a little, and the window waits for its end.
             self._gap *= GAP_DECAY
-            if self._gap < LAST_GAP:
+            if (gap := self._pacing_gap()) < LAST_GAP:
                 self._gap = 0.0
             else:
-                self._hold(self._gap)
+                self._hold(gap)
             return
         window = self.window
         if self._learning:
@@ -286,21 +294,40 @@ class FlowControl:
 
     def _shrink(self, permit: Permit, *, hinted: bool) -> None:
         ticket, load = permit
-        self._learning = False
-        window = min(self.window, load - 1.0)
+        window = self.window
         if ticket > self._last_cut:
             # The first refusal of a round trip: the others of the same round add no cut.
-            self._ceiling = float(load)
-            window *= DECREASE
+            if self._learning:
+                # Slow start overshot: the window before its last doubling fitted.
+                self._learning = False
+                window = max(window / 2, min(window, load - 1.0)) * DECREASE
+            else:
+                if window < self._ceiling:
+                    # Cut below the last level: leave room for the others (CUBIC's fast
+                    # convergence), so that a fleet's windows meet sooner.
+                    self._ceiling = window * (1.0 + DECREASE) / 2
+                else:
+                    self._ceiling = window
+                window *= DECREASE
             self._last_cut = self._tickets
-        if window < 1.0 and load <= 1 and not hinted and self._refused_last:
+        if window < 1.0 and self.window <= 1.0 and not hinted and self._refused_last:
             # At a window of one, refused twice running: the only smaller step is a gap
             # between requests. (A lone refusal between successes is no sign of pace: it
             # may be anyone's, and pacing on it would pin the window at one.)
-            self._gap = min(max(self._gap * GAP_GROWTH, FIRST_GAP), self.max_gap)
+            gap = self._pacing_gap() if self._gap else 0.0
+            self._gap = min(max(gap * GAP_GROWTH, FIRST_GAP), self.max_gap)
+            self._gap_at = self._now()  # the gap's recovery in time starts again from here
             self._hold(self._gap)
         self._refused_last = True
         self._set_window(max(1.0, window))
+
+    def _pacing_gap(self) -> float:
+        """The gap now: it shrinks with time since it last changed, ever faster."""
+        quiet = (self._now() - self._gap_at) / GAP_HALF_LIFE
+        return self._gap * 0.5 ** (quiet * quiet)
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
 
     def _set_window(self, window: float) -> None:
         self.window = min(window, float(self.max_window))
