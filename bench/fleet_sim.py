@@ -111,6 +111,7 @@ class ServerModel:
         random_429: The probability that any request is refused, whatever the load.
         retry_after: The ``Retry-After`` header of every 429 (``None``: none).
         not_found: Answer 404 instead of 200 (unknown ids): a success for the window.
+        storm_until: Refuse every request until this many seconds into the run (a storm).
     """
 
     max_in_flight: int | None = None
@@ -122,6 +123,7 @@ class ServerModel:
     random_429: float = 0.0
     retry_after: str | None = None
     not_found: bool = False
+    storm_until: float = 0.0
 
     def capacity(self) -> float:
         """Sessions per second the server can close."""
@@ -183,6 +185,8 @@ class _Server:
 
     def _admit(self, now: float) -> bool:
         model = self.model
+        if now < model.storm_until:
+            return False
         if model.random_429 and self.rng.random() < model.random_429:
             return False
         if model.max_in_flight is not None and self.in_flight >= model.max_in_flight:
@@ -481,6 +485,8 @@ def _scenarios() -> dict[str, tuple[ServerModel, list[ClientSpec]]]:
             ServerModel(random_429=share),
             [ClientSpec(600)],
         )
+    # A 2 s storm of 429s, then a server that takes everything: the pace must recover in time.
+    found["storm-2s-then-open"] = (ServerModel(storm_until=2.0), [ClientSpec(600)])
     found["unknown-ids-404"] = (ServerModel(not_found=True), [ClientSpec(1000, concurrency=32)])
     # A 50 / s limit whose 429s carry a Retry-After of 0, a past date, or 1 s.
     for name, header in (("0", "0"), ("past", PAST_DATE), ("1", "1")):

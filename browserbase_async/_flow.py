@@ -61,7 +61,7 @@ from ._transport import Response
 
 INITIAL_WINDOW: Final = 10.0
 """Requests in flight allowed before the client has learned anything (TCP's IW10)."""
-DECREASE: Final = 0.9
+DECREASE: Final = 0.7
 """The multiplicative cut of the window, once per refused round trip."""
 PROBE_ROUNDS: Final = 8
 """Round trips the window waits just under its ceiling before it probes one place higher."""
@@ -77,8 +77,13 @@ GAP_GROWTH: Final = 1.5
 """How much longer the gap gets with each 429 at a window of one that follows another."""
 GAP_DECAY: Final = 0.98
 """How much shorter the gap gets with each success while pacing (about 20 to undo a 429)."""
-GAP_HALF_LIFE: Final = 1.0
-"""Seconds: with no refusal, the gap halves after one, a quarter after two, 1/512 after three."""
+GAP_EXIT: Final = 0.25
+"""Pacing ends once the gap is under this share of a round trip (or under `LAST_GAP`)."""
+GAP_HALF_LIFE: Final = 0.6
+"""Seconds: with no refusal, the gap halves after one of them, and is 1/256 of itself after two.
+
+(It shrinks as ``0.5 ** (t / GAP_HALF_LIFE) ** 3``: flat at first, so that a steady pace is
+probed rarely, then steep, so that after a storm the client is back within a second or two.)"""
 
 SWEEP_SLACK: Final = 32
 """Cancelled waiters the queue may hold beyond its live ones before it is swept."""
@@ -153,6 +158,7 @@ class FlowControl:
     _last_cut: int = attrs.field(default=0, init=False)
     _gap: float = attrs.field(default=0.0, init=False)
     _gap_at: float = attrs.field(default=0.0, init=False)
+    _sent_at: float = attrs.field(default=0.0, init=False)
     _refused_last: bool = attrs.field(default=False, init=False)
     _waiters: collections.deque[asyncio.Future[tuple[Permit, float]]] = attrs.field(
         factory=collections.deque, init=False
@@ -237,6 +243,8 @@ class FlowControl:
         self.in_flight += 1
         self.requests += 1
         self._tickets += 1
+        if self._gap:
+            self._sent_at = self._now()  # pacing: one in flight, whose round trip is timed
         return (self._tickets, self.in_flight)
 
     def give_back(self) -> None:
@@ -277,8 +285,11 @@ class FlowControl:
         if self._gap:
             # Pacing: each success shortens the gap a little, and the window waits for its end.
             self._gap *= GAP_DECAY
-            if (gap := self._pacing_gap()) < LAST_GAP:
-                self._gap = 0.0
+            round_trip = self._now() - self._sent_at
+            if (gap := self._pacing_gap()) < max(LAST_GAP, round_trip * GAP_EXIT):
+                # Out of pacing: whatever ceiling the refusals left is stale by now, and the
+                # window climbs with a step that doubles each round trip.
+                self._gap, self._ceiling, self._base = 0.0, math.inf, self.window
             else:
                 self._hold(gap)
             return
@@ -338,7 +349,7 @@ class FlowControl:
     def _pacing_gap(self) -> float:
         """The gap now: it shrinks with time since it last changed, ever faster."""
         quiet = (self._now() - self._gap_at) / GAP_HALF_LIFE
-        return self._gap * 0.5 ** (quiet * quiet)
+        return self._gap * 0.5 ** (quiet * quiet * quiet)
 
     def _now(self) -> float:
         return asyncio.get_running_loop().time()
