@@ -5,42 +5,53 @@ single calls, ``release``'s checks and polls, each guard's release, every
 bulk worker. So a scraper's own ``gather`` of ``release()`` gets the same
 protection as ``release_many``.
 
-The window ("learn the ceiling", after TCP's slow start and CUBIC's memory of
-the last maximum):
+The window (AIMD after Chiu and Jain, with TCP's slow start and CUBIC's memory
+of the last maximum), built so that clients that share one limit without
+knowing of each other (a fleet) converge to equal shares that keep it full:
 
 - It starts at `INITIAL_WINDOW` and, until the first 429, grows by one per
   success sent with at least half of it in flight (it doubles each round
   trip while in use), up to ``max_window``.
-- A 429 tells where the server's limit is: the request was refused with
-  ``load`` requests in flight (itself included), so the window becomes at most
-  ``load - 1``. Each refused request of a full window takes one place off;
-  the burst of refusals of one round trip leaves the window at what the
-  server accepted, whether its limit is on requests in flight or per second.
-  Once per round trip (only a request sent after the last cut cuts again),
-  the window is also multiplied by `DECREASE`, so that clients sharing a
-  limit drift towards equal shares, as TCP flows do.
-- The load of that refusal is remembered as the *ceiling*. Below it, the
-  window climbs back halving the gap each round trip; just under it, it
-  probes one place higher only every `PROBE_ROUNDS` round trips, so that a
-  steady limit costs few refusals; a probe that holds a whole place past the
-  ceiling (more than a rate limit's burst allowance lends) forgets it, and the
-  window climbs on with a step that doubles each round trip, following a limit
-  that rose.
+- The first 429 ends that: the window before its last doubling fitted, so it
+  falls to the larger of half itself and the load the request was refused at
+  (minus one), times `DECREASE`.
+- After that, a 429 multiplies the window by `DECREASE`, once per round trip
+  (only a request sent after the last cut cuts again): a factor of the
+  window, never of the load the refused request was sent with, so that a
+  client with one or two requests in flight when the others' load refuses it
+  keeps its share; a larger window loses more, which is what brings a fleet's
+  windows together.
+- The window at the cut is remembered as the *ceiling*. Below it, the window
+  climbs back halving the gap each round trip; just under it, it probes one
+  place higher only every `PROBE_ROUNDS` round trips, so that a steady limit
+  costs few refusals; a probe that holds a whole place past the ceiling
+  forgets it, and the window climbs on with a step that doubles each round
+  trip, following a limit that rose (or room that others left). A cut below
+  the ceiling lowers the ceiling to between the two (CUBIC's "fast
+  convergence"): room for a client that joins.
 - Successes grow the window only while it is in use (sent with `IN_USE` of
   it, or all of it but one place, in flight), so that a quiet client does not
-  inflate it.
-- Below one request per round trip (a window of one still refused), the
-  client paces: after each answer the gate stays closed for a *gap*, which
-  each refusal at the floor that follows another makes `GAP_GROWTH` times
-  longer (from `FIRST_GAP`) and each success `GAP_DECAY` times shorter.
-  Once the gap is under `LAST_GAP` it is dropped, and the window may grow
-  again. The pace settles just under the server's rate at few refusals,
-  where a backoff per refusal would leave it far below.
+  inflate it. Any answer but a refusal is a success: a 404 is room at the
+  server as much as a 200. A 5xx or a lost answer neither grows nor cuts it.
+- Below one request per round trip (a window of one, refused twice running),
+  the client paces: after each answer the gate stays closed for a *gap*,
+  which each refusal at the floor that follows another makes `GAP_GROWTH`
+  times longer (from `FIRST_GAP`) and each success `GAP_DECAY` times shorter.
+  It also shrinks with time since it last grew, as
+  ``0.5 ** (t / GAP_HALF_LIFE) ** 3``: flat at first, so that a steady pace is
+  rarely probed, then steep, so that after a storm of refusals the client is
+  back to its share within a second or two even at one request per gap. Once
+  the gap is under `GAP_EXIT` of a round trip (or under `LAST_GAP`) pacing
+  ends, and the window climbs as past a stale ceiling.
+- A 429 whose wait is 0, or an HTTP-date in the past, asks for no wait: it is
+  a bare refusal for the window and the pace.
 
 An answer that asks for a wait (``Retry-After``, ``retry-after-ms``, up to
-``max_retry_after``) closes the gate for the whole client; the calls held
-there resume spread by a little jitter. Waiting calls queue in one FIFO, so a
-bulk run of 10,000 cannot starve a guard's release.
+``max_retry_after``) closes the gate for the whole client, and cuts the window
+as any 429 does; the calls held there resume spread by a little jitter, and
+no more of them than the (cut) window allows. Waiting calls queue in one FIFO,
+so a bulk run of 10,000 cannot starve a guard's release; a call that gives up
+waiting leaves it in O(1).
 """
 
 from __future__ import annotations
@@ -61,7 +72,7 @@ from ._transport import Response
 
 INITIAL_WINDOW: Final = 10.0
 """Requests in flight allowed before the client has learned anything (TCP's IW10)."""
-DECREASE: Final = 0.7
+DECREASE: Final = 0.9
 """The multiplicative cut of the window, once per refused round trip."""
 PROBE_ROUNDS: Final = 8
 """Round trips the window waits just under its ceiling before it probes one place higher."""
