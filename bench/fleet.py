@@ -265,9 +265,7 @@ def one_run(spec: dict[str, Any], way: str) -> dict[str, Any]:
         server.wait(timeout=30)
     starts = spec.get("starts", [0.0] * len(figures))
     walls = [start + figure["wall"] for start, figure in zip(starts, figures, strict=True)]
-    rates = [
-        count / figure["wall"] for count, figure in zip(spec["clients"], figures, strict=True)
-    ]
+    rates = [count / figure["wall"] for count, figure in zip(spec["clients"], figures, strict=True)]
     judged = [rate for rate, start in zip(rates, starts, strict=True) if start == max(starts)]
     jain = sum(judged) ** 2 / (len(judged) * sum(rate * rate for rate in judged))
     own = [figure["wall"] for figure in figures]

@@ -338,9 +338,7 @@ def simulate(
         ]
 
         async def main() -> None:
-            sampler = (
-                asyncio.create_task(_sample(runs, sample_every)) if sample_every else None
-            )
+            sampler = asyncio.create_task(_sample(runs, sample_every)) if sample_every else None
             await asyncio.gather(*(_run_client(run, the_server) for run in runs))
             if sampler is not None:
                 sampler.cancel()
@@ -473,7 +471,7 @@ def _scenarios() -> dict[str, tuple[ServerModel, list[ClientSpec]]]:
     # One alone, three join 1 s later; then half a fleet leaves early (fewer sessions).
     found["join-1+3-in-flight-25"] = (
         ServerModel(max_in_flight=25),
-        [ClientSpec(600)] + _fleet(3, 200, start=1.0),
+        [ClientSpec(600), *_fleet(3, 200, start=1.0)],
     )
     found["leave-8-in-flight-50"] = (
         ServerModel(max_in_flight=50),

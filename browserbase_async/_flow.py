@@ -360,7 +360,7 @@ class FlowControl:
     def _pacing_gap(self) -> float:
         """The gap now: it shrinks with time since it last changed, ever faster."""
         quiet = (self._now() - self._gap_at) / GAP_HALF_LIFE
-        return self._gap * 0.5 ** (quiet * quiet * quiet)
+        return self._gap * math.pow(0.5, quiet * quiet * quiet)
 
     def _now(self) -> float:
         return asyncio.get_running_loop().time()

@@ -27,11 +27,11 @@ from browserbase_async import (
 )
 from browserbase_async._flow import (
     DECREASE,
-    SWEEP_SLACK,
     FIRST_GAP,
     GAP_GROWTH,
     INITIAL_WINDOW,
     PROBE_ROUNDS,
+    SWEEP_SLACK,
     FlowControl,
 )
 from browserbase_async._transport import Response
