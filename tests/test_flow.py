@@ -392,7 +392,7 @@ async def test_at_a_window_of_one_a_second_429_running_paces_the_client() -> Non
     permit = flow.try_acquire()  # a lone refusal is no sign of pace: no gap yet
     assert permit is not None
     flow.release(permit, REFUSED)
-    assert flow.window == 1
+    assert flow._gap == 0
     permit = flow.try_acquire()
     assert permit is not None
     flow.release(permit, REFUSED)  # the second running: a gap
