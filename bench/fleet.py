@@ -192,8 +192,8 @@ async def run_client(
                 async with api.guard(session_id):
                     await asyncio.sleep(0)
 
-            outcomes = await asyncio.gather(*(guarded(i) for i in ids), return_exceptions=True)
-            ok = sum(not isinstance(outcome, BaseException) for outcome in outcomes)
+            ends = await asyncio.gather(*(guarded(i) for i in ids), return_exceptions=True)
+            ok = sum(not isinstance(end, BaseException) for end in ends)
         wall = time.perf_counter() - began
         stats = api.flow_stats()
     return {"wall": wall, "ok": ok, "requests": stats.requests, "refused": stats.rate_limited}
@@ -283,11 +283,11 @@ def yardstick(name: str, spec: dict[str, Any], runs: list[dict[str, Any]]) -> fl
     total = sum(spec["clients"])
     mine = [run for run in runs if run["scenario"] == name]
     if any(run["way"] == "oracle" for run in mine):
-        return statistics.median(run["wall"] for run in mine if run["way"] == "oracle")
+        return float(statistics.median(run["wall"] for run in mine if run["way"] == "oracle"))
     if name in BASELINES:
         base = [run for run in runs if run["scenario"] == BASELINES[name]]
         if base:
-            return statistics.median(run["wall"] for run in base)
+            return float(statistics.median(run["wall"] for run in base))
     if "max_per_second" in spec:
         return float(total / spec["max_per_second"])
     if "max_in_flight" in spec:
