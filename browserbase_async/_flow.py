@@ -90,11 +90,12 @@ GAP_DECAY: Final = 0.98
 """How much shorter the gap gets with each success while pacing (about 20 to undo a 429)."""
 GAP_EXIT: Final = 0.25
 """Pacing ends once the gap is under this share of a round trip (or under `LAST_GAP`)."""
-GAP_HALF_LIFE: Final = 0.6
+GAP_HALF_LIFE: Final = 1.0
 """Seconds: with no refusal, the gap halves after one of them, and is 1/256 of itself after two.
 
 (It shrinks as ``0.5 ** (t / GAP_HALF_LIFE) ** 3``: flat at first, so that a steady pace is
-probed rarely, then steep, so that after a storm the client is back within a second or two.)"""
+probed rarely, then steep, so that after a storm the client is back within two or three
+seconds.)"""
 
 SWEEP_SLACK: Final = 32
 """Cancelled waiters the queue may hold beyond its live ones before it is swept."""
@@ -331,12 +332,17 @@ class FlowControl:
     def _shrink(self, permit: Permit, *, hinted: bool) -> None:
         ticket, load = permit
         window = self.window
+        # Refused with all of its window in flight: the client's own load met the limit, and
+        # the window drops below that load, one place per such refusal (a burst of them lands
+        # at what the server took). A refusal at a lower load is the others' doing: it leaves
+        # the window to the cut by a factor below, which keeps a fleet's shares fair.
+        full = load >= int(window)
         if ticket > self._last_cut:
             # The first refusal of a round trip: the others of the same round add no cut.
             if self._learning:
                 # Slow start overshot: the window before its last doubling fitted.
                 self._learning = False
-                window = max(window / 2, min(window, load - 1.0)) * DECREASE
+                window = max(window / 2, min(window, load - 1.0))
             else:
                 if window < self._ceiling:
                     # Cut below the last level: leave room for the others (CUBIC's fast
@@ -344,8 +350,12 @@ class FlowControl:
                     self._ceiling = window * (1.0 + DECREASE) / 2
                 else:
                     self._ceiling = window
-                window *= DECREASE
+                if full:
+                    window = min(window, load - 1.0)
+            window *= DECREASE
             self._last_cut = self._tickets
+        elif full:
+            window = min(window, load - 1.0)
         if window < 1.0 and self.window <= 1.0 and not hinted and self._refused_last:
             # At a window of one, refused twice running: the only smaller step is a gap
             # between requests. (A lone refusal between successes is no sign of pace: it

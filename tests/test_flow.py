@@ -371,16 +371,35 @@ def cut_to_one(flow: FlowControl) -> None:
         flow.release(permit, REFUSED)
 
 
-async def test_each_refused_round_trip_cuts_the_window_by_the_same_factor() -> None:
-    flow = new_flow()
-    run_against_limit(flow, limit=40, answers=400)  # past slow start
+async def test_a_refusal_at_a_low_load_cuts_by_a_factor_of_the_window_not_to_the_load() -> None:
+    flow, in_flight = new_flow(), []
+    run_against_limit(flow, limit=40, answers=400, in_flight=in_flight)  # past slow start
+    for permit in in_flight:
+        flow.release(permit, None)  # no answer: the window is left alone
     before = flow.window
     permit = flow.try_acquire()
-    assert permit is not None
+    assert permit == (flow._tickets, 1)  # one request in flight: the others' load refused it
     flow.release(permit, REFUSED)
-    # A factor of the window, not of the load the request was sent with: a client with few
-    # requests in flight when the others' load refuses it keeps most of its share.
+    # A factor of the window, not the load: a client with few requests in flight when the
+    # others' load refuses it keeps most of its share.
     assert flow.window == pytest.approx(before * DECREASE)
+
+
+async def test_a_refusal_of_a_full_window_drops_it_below_that_load() -> None:
+    flow, in_flight = new_flow(), []
+    run_against_limit(flow, limit=40, answers=400, in_flight=in_flight)
+    for permit in in_flight:
+        flow.release(permit, None)
+    permits = [flow.try_acquire() for _ in range(int(flow.window))]
+    assert None not in permits
+    load = len(permits)
+    first, second = permits[-1], permits[-2]
+    assert first is not None
+    assert second is not None
+    flow.release(first, REFUSED)
+    assert flow.window == pytest.approx((load - 1) * DECREASE)
+    flow.release(second, REFUSED)  # the same round: no second cut, but below its load
+    assert flow.window == pytest.approx((load - 1) * DECREASE)
 
 
 async def test_at_a_window_of_one_a_second_429_running_paces_the_client() -> None:
