@@ -17,10 +17,12 @@ knowing of each other (a fleet) converge to equal shares that keep it full:
   (minus one), times `DECREASE`.
 - After that, a 429 multiplies the window by `DECREASE`, once per round trip
   (only a request sent after the last cut cuts again): a factor of the
-  window, never of the load the refused request was sent with, so that a
-  client with one or two requests in flight when the others' load refuses it
-  keeps its share; a larger window loses more, which is what brings a fleet's
-  windows together.
+  window, so that a client with one or two requests in flight when the
+  others' load refuses it keeps its share; a larger window loses more, which
+  is what brings a fleet's windows together. Only a request refused with the
+  whole window in flight (the client's own load met the limit) also drops
+  the window below that load, one place per such refusal, so that a burst of
+  refusals lands at what the server took within one round trip.
 - The window at the cut is remembered as the *ceiling*. Below it, the window
   climbs back halving the gap each round trip; just under it, it probes one
   place higher only every `PROBE_ROUNDS` round trips, so that a steady limit
