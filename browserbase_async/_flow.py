@@ -245,6 +245,8 @@ class FlowControl:
         instead when more than half of it is gone, which costs O(1) a
         cancellation in all.
         """
+        if self.closed:
+            return  # the queue was emptied, and its count set to nought, by `close`
         self._waiting -= 1
         if len(self._waiters) > 2 * self._waiting + SWEEP_SLACK:
             self._waiters = collections.deque(w for w in self._waiters if not w.done())

@@ -664,3 +664,16 @@ async def test_twenty_thousand_waiters_cancelled_together_leave_in_linear_time()
     flow.release(permit, OK)
     assert flow.in_flight == 0
     assert flow.try_acquire() is not None
+
+
+async def test_a_waiter_cancelled_then_closed_leaves_no_count_behind() -> None:
+    flow = new_flow(max_window=1)
+    held = flow.try_acquire()
+    assert held is not None
+    waiter = asyncio.create_task(flow.acquire())
+    await asyncio.sleep(0)
+    waiter.cancel()  # its place is cancelled at once; it leaves the queue on its next step
+    flow.close()  # which comes after the close
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert flow._waiting == 0
