@@ -519,6 +519,10 @@ class FakeBrowserbase:
             self._wake_waiters()
         try:
             answer = await self._answer(request, route, act)
+        except ConnectionResetError:
+            # The client went away mid-request (a Ctrl-C, a timeout): normal for a test
+            # server, not worth aiohttp's traceback. Nothing can be answered.
+            return web.Response(status=_CUT)
         finally:
             self._in_flight -= 1
         if answer.status != _CUT:
