@@ -20,9 +20,10 @@ knowing of each other (a fleet) converge to equal shares that keep it full:
   window, so that a client with one or two requests in flight when the
   others' load refuses it keeps its share; a larger window loses more, which
   is what brings a fleet's windows together. Only a request refused with the
-  whole window in flight (the client's own load met the limit) also drops
-  the window below that load, one place per such refusal, so that a burst of
-  refusals lands at what the server took within one round trip.
+  window in use (half of it or more in flight: the client's own load met the
+  limit) also drops the window below that load, one place per such refusal,
+  so that a burst of refusals lands at what the server took within one round
+  trip.
 - The window at the cut is remembered as the *ceiling*. Below it, the window
   climbs back halving the gap each round trip; just under it, it probes one
   place higher only every `PROBE_ROUNDS` round trips, so that a steady limit
@@ -336,11 +337,12 @@ class FlowControl:
     def _shrink(self, permit: Permit, *, hinted: bool) -> None:
         ticket, load = permit
         window = self.window
-        # Refused with all of its window in flight: the client's own load met the limit, and
-        # the window drops below that load, one place per such refusal (a burst of them lands
-        # at what the server took). A refusal at a lower load is the others' doing: it leaves
-        # the window to the cut by a factor below, which keeps a fleet's shares fair.
-        full = load >= int(window)
+        # Refused with the window in use (half of it or more in flight, as slow start judges
+        # it): the client's own load met the limit, and the window drops below that load, one
+        # place per such refusal (a burst of them lands at what the server took). A refusal
+        # at a lower load is the others' doing: it leaves the window to the cut by a factor
+        # below, which keeps a fleet's shares fair.
+        full = load >= window / 2
         if ticket > self._last_cut:
             # The first refusal of a round trip: the others of the same round add no cut.
             if self._learning:
