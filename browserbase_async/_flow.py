@@ -349,6 +349,7 @@ class FlowControl:
                 # Slow start overshot: the window before its last doubling fitted.
                 self._learning = False
                 window = max(window / 2, min(window, load - 1.0))
+                self._ceiling = window  # the level it fitted at: climb back, then probe
             else:
                 if window < self._ceiling:
                     # Cut below the last level: leave room for the others (CUBIC's fast
