@@ -19,7 +19,7 @@ from ._errors import (
     UnprocessableEntityError,
 )
 from ._flow import FlowStats
-from ._models import Region, Session, SessionStatus
+from ._models import CreatedSession, Region, Session, SessionStatus
 from ._retry import RetryPolicy
 from ._version import __version__
 
@@ -34,6 +34,7 @@ __all__ = [
     "BrowserbaseError",
     "BulkReleaseReport",
     "ConflictError",
+    "CreatedSession",
     "FlowStats",
     "InternalServerError",
     "NotFoundError",

@@ -14,8 +14,8 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Mapping
-from typing import Final
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Final, TypeVar
 
 import attrs
 
@@ -52,6 +52,7 @@ _OWN_BODY_KEYS: Final = {"status": "status", "projectId": "project_id"}
 """The update's own body keys, and the argument that sets each."""
 _FATAL_IN_BULK: Final = (AuthenticationError, PermissionDeniedError)
 """Refusals that end a bulk run: the key is wrong for every session alike."""
+_T = TypeVar("_T")
 
 
 @attrs.define(eq=False)
@@ -65,6 +66,8 @@ class Releaser:
 
     requester: Requester
     project_id: str | None
+    on_released: list[Callable[[], object]] = attrs.field(factory=list)
+    """Called after each release that succeeded: a browser may be free (see `_lifecycle`)."""
 
     def update_call(
         self,
@@ -119,6 +122,8 @@ class Releaser:
             if fatal is not None and not fatal and isinstance(exc, _FATAL_IN_BULK):
                 fatal.append(exc)
             return ReleaseResult(session_id, None, exc, call.attempts)
+        for released in self.on_released:
+            released()
         return ReleaseResult(session_id, session, None, call.attempts)
 
     async def check_ended(
@@ -250,20 +255,33 @@ class Releaser:
                 error = APITimeoutError(f"releasing session {session_id} took over {limit} s")
                 return ReleaseResult(session_id, None, error, 0)
 
-        task = asyncio.ensure_future(bounded())
-        cancelled = False
-        while True:
-            try:
-                result = await asyncio.shield(task)
-                break
-            except asyncio.CancelledError:
-                # Cancelled again while releasing: finish the (bounded) release first.
-                if task.done():
-                    raise
-                cancelled = True
-        if cancelled:
-            raise asyncio.CancelledError
+        result = await finish_shielded(bounded())
         return result.error if isinstance(result.error, APIError) else None
+
+
+async def finish_shielded(work: Awaitable[_T]) -> _T:
+    """Run *work* to its end, shielded from our cancellation; bound it yourself.
+
+    Returns:
+        What *work* returned.
+
+    Raises:
+        asyncio.CancelledError: We were cancelled meanwhile; raised once *work* is done.
+    """
+    task = asyncio.ensure_future(work)
+    cancelled = False
+    while True:
+        try:
+            result = await asyncio.shield(task)
+            break
+        except asyncio.CancelledError:
+            # Cancelled (again) while the work runs: let it finish first.
+            if task.done():
+                raise
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    return result
 
 
 async def _finished(result: ReleaseResult) -> ReleaseResult:

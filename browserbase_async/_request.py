@@ -44,6 +44,9 @@ class Call:
     """A failure of the first attempt, handed to the retry loop to judge."""
     fatal: Fatal | None = None
     """A bulk run's fatal error, once it has one: the attempt is then not sent."""
+    plan_limited: bool = False
+    """A create: its 429 means no browser is free (the plan), not that requests come too
+    fast, so the flow learns nothing from it: no smaller window, no pause for the others."""
 
 
 @attrs.define(eq=False)
@@ -115,7 +118,8 @@ class Requester:
         except BaseException:
             flow.release(permit, None)
             raise
-        flow.release(permit, response)
+        refused_by_plan = call.plan_limited and response.status == 429
+        flow.release(permit, None if refused_by_plan else response)
         error = for_status(response.status, response.headers, response.body)
         if error is not None:
             if response.status == 429:
