@@ -11,6 +11,8 @@ import asyncio
 import sys
 from typing import Final
 
+import attrs
+
 from ._fake import FakeBrowserbase, FaultPlan
 
 PROG: Final = "python -m browserbase_async.testing"
@@ -31,6 +33,13 @@ def _count(text: str) -> int:
     return count
 
 
+def _positive(text: str) -> int:
+    count = _count(text)
+    if count < 1:
+        raise argparse.ArgumentTypeError(f"a limit is 1 or more, got {count}")
+    return count
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse the options, serve until Ctrl-C, and return the exit code."""
     parser = argparse.ArgumentParser(
@@ -48,8 +57,21 @@ def main(argv: list[str] | None = None) -> int:
         "--faults", action="store_true", help="a realistic mix of 5xx, 429s and lost answers"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the fault draws (default 0)")
+    parser.add_argument(
+        "--max-browsers",
+        type=_positive,
+        help="the plan's concurrent browsers: a create beyond them gets 429 + Retry-After",
+    )
+    parser.add_argument(
+        "--creates-per-minute",
+        type=_positive,
+        help="the plan's creates in any 60 s: more get 429 + Retry-After",
+    )
     args = parser.parse_args(argv)
     plan = FaultPlan.realistic(seed=args.seed) if args.faults else FaultPlan(seed=args.seed)
+    plan = attrs.evolve(
+        plan, max_browsers=args.max_browsers, creates_per_minute=args.creates_per_minute
+    )
     try:
         asyncio.run(_serve(plan, args.port, args.sessions))
     except KeyboardInterrupt:
