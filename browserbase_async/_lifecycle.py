@@ -253,7 +253,7 @@ class SlotQueue:
     the head of the line and sets the next hint.
     """
 
-    _waiting: collections.deque[asyncio.Future[None]] = attrs.field(
+    _waiting: collections.deque[asyncio.Future[bool]] = attrs.field(
         factory=collections.deque, init=False
     )
     _sending: int = attrs.field(default=0, init=False)
@@ -273,10 +273,14 @@ class SlotQueue:
             first: Go back to the head of the line (a turn refused again).
 
         Returns:
-            ``True`` with a turn (then say how it went: `served`, `refused` or
-            `leave`); ``False`` if *deadline* came first.
+            Whether the turn came from the server's hint (or a success that
+            followed one), rather than from one freed browser; then say how it
+            went: `served`, `refused` or `leave`.
+
+        Raises:
+            TimeoutError: *deadline* came first.
         """
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         if first:
             self._waiting.appendleft(waiter)
         else:
@@ -284,26 +288,32 @@ class SlotQueue:
         self._arm()
         try:
             async with asyncio.timeout_at(deadline):
-                await waiter
-        except (TimeoutError, asyncio.CancelledError) as exc:
+                return await waiter
+        except (TimeoutError, asyncio.CancelledError):
             if waiter.done() and not waiter.cancelled():
-                self.leave()  # granted, but not used: pass it on
+                # Granted, but not to be used: the next in line takes it.
+                self._sending -= 1
+                self._grant(waiter.result())
             with contextlib.suppress(ValueError):
                 self._waiting.remove(waiter)
             self._arm()
-            if isinstance(exc, TimeoutError):
-                return False
             raise
-        return True
 
     def freed(self) -> None:
-        """A release of this client succeeded: a browser is free, give the head a turn."""
-        self._grant()
+        """A release of this client succeeded: one browser is free, give the head a turn."""
+        self._grant(hinted=False)
 
-    def served(self) -> None:
-        """A create sent on a turn was served: there may be room for the next one."""
+    def served(self, hinted: bool) -> None:
+        """A create sent on a turn was served.
+
+        After a turn the server's hint gave, there may be room for more (a
+        per-minute limit that reset): the next in line goes at once. After a
+        turn that one freed browser gave, there is no sign of more room.
+        """
         self._sending -= 1
-        self._grant()
+        if hinted:
+            self._grant(hinted=True)
+        self._arm()
 
     def refused(self, hint: float | None) -> None:
         """A create was refused for want of a slot; *hint*: seconds the server asked to wait."""
@@ -318,12 +328,12 @@ class SlotQueue:
         self._sending -= 1
         self._arm()
 
-    def _grant(self) -> None:
+    def _grant(self, hinted: bool) -> None:
         while self._waiting:
             waiter = self._waiting.popleft()
             if not waiter.done():
                 self._sending += 1
-                waiter.set_result(None)
+                waiter.set_result(hinted)
                 return
 
     def _arm(self) -> None:
@@ -335,7 +345,7 @@ class SlotQueue:
     def _ring(self) -> None:
         self._timer = None
         if not self._sending:
-            self._grant()
+            self._grant(hinted=True)
         self._arm()
 
 
@@ -360,6 +370,7 @@ class _Create:
     call: Call
     unsure: bool = False
     on_turn: bool = False
+    hinted: bool = False
 
 
 @attrs.define(eq=False)
@@ -415,8 +426,10 @@ class Lifecycle:
         while True:
             if wait_for_slot > 0 and (refusal is not None or slots.busy):
                 # In line behind those who came first, or for a browser after a refusal.
-                if not await slots.wait_turn(deadline, first=again):
-                    raise _ran_out(refusal, wait_for_slot)
+                try:
+                    state.hinted = await slots.wait_turn(deadline, first=again)
+                except TimeoutError:
+                    raise _ran_out(refusal, wait_for_slot) from None
                 state.on_turn = True
             state.unsure = True
             try:
@@ -450,7 +463,7 @@ class Lifecycle:
                 raise
             if state.on_turn:
                 state.on_turn = False
-                slots.served()
+                slots.served(state.hinted)
             try:
                 created = created_session(data)
             except APIResponseValidationError as failure:
@@ -484,22 +497,21 @@ class Lifecycle:
         self.counts.lost_answers += 1
         try:
             found = await self._find(state.tag)
-            if found is None:
-                return None
-            logger.info("create: %s; found session %s by its tag, as made", failure, found.id)
-            try:
-                created = created_session(await self._retrieve_raw(found.id))
-            except APIError:
-                await self._release(found.id)
-                raise
         except APIError as lookup:
-            if lookup is failure:
-                raise
             failure.add_note(
                 f"looking the create up by its tag failed too ({lookup}); a session may "
                 f"exist with user_metadata['{CREATE_TAG_KEY}'] = '{state.tag}'"
             )
             raise failure from lookup
+        if found is None:
+            return None
+        logger.info("create: %s; found session %s by its tag, as made", failure, found.id)
+        try:
+            created = created_session(await self._retrieve_raw(found.id))
+        except APIError:
+            # Known, but not usable: released, so that nothing is left running.
+            await self._release(found.id)
+            raise
         self.counts.recovered += 1
         state.unsure = False
         return created

@@ -91,7 +91,7 @@ async def test_unknown_sessions(fake_browserbase: FakeBrowserbase) -> None:
 
 
 async def test_list_filters(fake_browserbase: FakeBrowserbase) -> None:
-    fake_browserbase.add_session("a", user_metadata={"job": "x", "n": 1})
+    fake_browserbase.add_session("a", user_metadata={"job": "x", "n": "1"})
     fake_browserbase.add_session("b", user_metadata={"job": "y"})
     fake_browserbase.add_session("c", status="ERROR")
     ids = lambda body: sorted(s["id"] for s in body)  # noqa: E731

@@ -622,6 +622,9 @@ class FakeBrowserbase:
         if plan.latency:
             await asyncio.sleep(plan.latency)
         answer = await act()
+        if self._waiters:
+            # What the request did (a session made) may be what a test waits for.
+            self._wake_waiters()
         if fault is not None and fault.kind == "lose":
             return self._cut(request, "lost")
         if fault is not None and fault.kind == "stall":
