@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 import aiohttp
-import jsonschema
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis_jsonschema import from_schema
@@ -18,36 +15,9 @@ from browserbase_async._converter import converter, structure_session, structure
 from browserbase_async._models import Session
 from browserbase_async.testing import FakeBrowserbase, Fault
 
-SPEC: dict[str, Any] = json.loads(
-    (Path(__file__).parent / "spec" / "browserbase-openapi.json").read_text()
-)
-
-
-def resolved(node: Any) -> Any:
-    """The schema with every local ``$ref`` replaced by what it points to."""
-    if isinstance(node, dict):
-        if "$ref" in node:
-            target: Any = SPEC
-            for part in node["$ref"].removeprefix("#/").split("/"):
-                target = target[part]
-            return resolved(target)
-        return {key: resolved(value) for key, value in node.items()}
-    if isinstance(node, list):
-        return [resolved(item) for item in node]
-    return node
-
-
-@cache
-def operation(path: str, method: str) -> dict[str, Any]:
-    return resolved(SPEC["paths"][path][method])  # type: ignore[no-any-return]
-
+from .schema import ROUTES, SPEC, operation, resolved, validate
 
 SESSION = resolved(SPEC["components"]["schemas"]["Session"])
-CHECKER = jsonschema.Draft7Validator.FORMAT_CHECKER
-
-
-def validate(instance: object, schema: dict[str, Any]) -> None:
-    jsonschema.Draft7Validator(schema, format_checker=CHECKER).validate(instance)
 
 
 # -- spec-generated data ------------------------------------------------------
@@ -80,13 +50,6 @@ def test_every_list_the_spec_allows_is_structured(data: list[dict[str, Any]]) ->
 
 
 # -- the fake obeys the spec --------------------------------------------------
-
-ROUTES = {
-    "list": ("/v1/sessions", "get"),
-    "create": ("/v1/sessions", "post"),
-    "retrieve": ("/v1/sessions/{id}", "get"),
-    "update": ("/v1/sessions/{id}", "post"),
-}
 
 
 def check_exchange(

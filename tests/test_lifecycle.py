@@ -497,3 +497,36 @@ async def test_a_turn_given_but_not_taken_passes_on() -> None:
     assert await second is False  # a freed browser's turn, passed on
     slots.served(hinted=False)
     assert not slots.busy
+
+
+# -- the official SDK against the fake's plan ------------------------------------------------
+
+
+async def test_the_official_sdk_creates_unchanged_against_the_plan_limits() -> None:
+    browserbase = pytest.importorskip("browserbase")
+    plan = FaultPlan(max_browsers=2, creates_per_minute=3)
+    async with FakeBrowserbase(faults=plan) as fake:
+        sdk = browserbase.AsyncBrowserbase(
+            api_key=fake.api_key, base_url=fake.base_url, max_retries=0
+        )
+        async with sdk:
+            first = await sdk.sessions.create(
+                project_id="p", user_metadata={"job": "sdk"}, api_timeout=600, keep_alive=False
+            )
+            second = await sdk.sessions.create(region="us-east-1")
+            assert first.connect_url
+            assert first.signing_key
+            assert first.status == "RUNNING"
+            with pytest.raises(browserbase.RateLimitError) as full:
+                await sdk.sessions.create()
+            assert full.value.response.headers["retry-after"]
+            await sdk.sessions.update(first.id, status="REQUEST_RELEASE", project_id="p")
+            await sdk.sessions.create()  # the browser freed: served
+            await sdk.sessions.update(second.id, status="REQUEST_RELEASE")
+            with pytest.raises(browserbase.RateLimitError) as per_minute:
+                await sdk.sessions.create()
+            assert per_minute.value.response.headers["x-ratelimit-limit"] == "3"
+            with pytest.raises(browserbase.BadRequestError):
+                await sdk.sessions.create(region="mars-1")  # type: ignore[arg-type]
+            listed = await sdk.sessions.list(q="user_metadata['job']:'sdk'")
+            assert [session.id for session in listed] == [first.id]

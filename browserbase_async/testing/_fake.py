@@ -13,7 +13,7 @@ import threading
 import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final, Literal, TypeAlias
+from typing import Any, ClassVar, Final, Literal, TypeAlias
 
 import attrs
 from aiohttp import web
@@ -155,7 +155,9 @@ class FaultPlan:
 class Exchange:
     """One request and its answer, as recorded with ``record_exchanges=True``.
 
-    ``arrived`` is the event loop's time (seconds) when the request arrived.
+    ``arrived`` is the event loop's time (seconds) when the request arrived;
+    ``scripted`` tells an answer that a `Fault` made (which may be off the
+    API's description on purpose) from the fake's own.
     """
 
     route: str
@@ -166,6 +168,7 @@ class Exchange:
     status: int
     response_body: bytes
     arrived: float = 0.0
+    scripted: bool = False
 
 
 @attrs.define
@@ -209,6 +212,10 @@ class FakeBrowserbase:
         port: The port to listen on; 0 picks a free one.
         record_exchanges: Keep every request and answer in ``received.exchanges``.
     """
+
+    observers: ClassVar[list[Callable[[Exchange], object]]] = []
+    """Called with every exchange of every fake, as it is answered: for a test suite
+    that holds every answer the fake sends to the API's description."""
 
     def __init__(
         self,
@@ -570,35 +577,45 @@ class FakeBrowserbase:
         self.received.peak_in_flight = max(self.received.peak_in_flight, self._in_flight)
         if self._waiters:
             self._wake_waiters()
+        authorized = request.headers.get("X-BB-API-Key") == self.api_key
+        fault = self._pick(route) if authorized else None
         try:
-            answer = await self._answer(request, route, act)
+            answer = await self._answer(request, route, act, fault)
         finally:
             self._in_flight -= 1
         if answer.status != _CUT:
             self.received.answers[answer.status] += 1
-            if self._record:
-                self.received.exchanges.append(
-                    Exchange(
-                        route,
-                        request.method,
-                        request.path,
-                        dict(request.query),
-                        await request.read(),
-                        answer.status,
-                        answer.body if isinstance(answer.body, bytes) else b"",
-                        arrived,
-                    )
+            if self._record or FakeBrowserbase.observers:
+                exchange = Exchange(
+                    route,
+                    request.method,
+                    request.path,
+                    dict(request.query),
+                    await request.read(),
+                    answer.status,
+                    answer.body if isinstance(answer.body, bytes) else b"",
+                    arrived,
+                    fault is not None,
                 )
+                if self._record:
+                    self.received.exchanges.append(exchange)
+                for observe in FakeBrowserbase.observers:
+                    observe(exchange)
         return answer
 
-    async def _answer(self, request: web.Request, route: str, act: _Act) -> web.Response:
-        if request.headers.get("X-BB-API-Key") != self.api_key:
-            return _error(401, "Unauthorized: missing or invalid X-BB-API-Key")
+    def _pick(self, route: str) -> Fault | None:
         fault = self._scripted(route) if self._script else None
         if fault is None:
             fault = self._draw()
         if fault is None and route == "create" and self.faults.lost_create_rate:
             fault = Fault.lose() if self._random.random() < self.faults.lost_create_rate else None
+        return fault
+
+    async def _answer(
+        self, request: web.Request, route: str, act: _Act, fault: Fault | None
+    ) -> web.Response:
+        if request.headers.get("X-BB-API-Key") != self.api_key:
+            return _error(401, "Unauthorized: missing or invalid X-BB-API-Key")
         plan = self.faults
         if plan.max_in_flight is not None and self._in_flight > plan.max_in_flight:
             return _error(429, "Too many concurrent requests")
@@ -786,8 +803,11 @@ def create_body_problem(body: object) -> str | None:
 def _problem(value: object, kind: Any, where: str) -> str | None:
     if isinstance(kind, tuple):  # alternatives
         problems = [_problem(value, option, where) for option in kind]
-        # The most telling refusal: the longest names the deepest field.
-        return None if None in problems else max(problems, key=len)  # type: ignore[arg-type]
+        if None in problems:
+            return None
+        # The most telling refusal: of the alternative of the right "type", at the deepest field.
+        told = [problem for problem in problems if problem is not None]
+        return min(told, key=lambda problem: (".type must be" in problem, -len(problem)))
     if isinstance(kind, frozenset):
         return None if value in kind else f"{where} must be one of {sorted(kind)}"
     if isinstance(kind, range):
