@@ -259,6 +259,7 @@ class SlotQueue:
     _sending: int = attrs.field(default=0, init=False)
     _retry_at: float = attrs.field(default=0.0, init=False)
     _timer: asyncio.TimerHandle | None = attrs.field(default=None, init=False)
+    _doubt: bool = attrs.field(default=False, init=False)
 
     @property
     def busy(self) -> bool:
@@ -290,17 +291,22 @@ class SlotQueue:
             async with asyncio.timeout_at(deadline):
                 return await waiter
         except (TimeoutError, asyncio.CancelledError):
-            if waiter.done() and not waiter.cancelled():
-                # Granted, but not to be used: the next in line takes it.
-                self._sending -= 1
-                self._grant(waiter.result())
             with contextlib.suppress(ValueError):
                 self._waiting.remove(waiter)
+            if waiter.done() and not waiter.cancelled():
+                self.leave(waiter.result())  # granted, but not to be used
             self._arm()
             raise
 
     def freed(self) -> None:
-        """A release of this client succeeded: one browser is free, give the head a turn."""
+        """A release of this client succeeded: one browser may be free, give the head a turn.
+
+        Once such a turn was refused (the plan is held by sessions of others, or
+        the limit is on creates per minute), releases are doubted: one turn at
+        a time probes, not one per release, until a create is served again.
+        """
+        if self._doubt and self._sending:
+            return
         self._grant(hinted=False)
 
     def served(self, hinted: bool) -> None:
@@ -311,21 +317,35 @@ class SlotQueue:
         turn that one freed browser gave, there is no sign of more room.
         """
         self._sending -= 1
+        self._doubt = False
         if hinted:
             self._grant(hinted=True)
         self._arm()
 
-    def refused(self, hint: float | None) -> None:
-        """A create was refused for want of a slot; *hint*: seconds the server asked to wait."""
+    def refused(self, hint: float | None, *, on_turn: bool = False) -> None:
+        """A create was refused for want of a slot.
+
+        Args:
+            hint: Seconds the server asked to wait, if it said.
+            on_turn: The create was sent on a turn, which ends here.
+        """
+        if on_turn:
+            self._sending -= 1
+            self._doubt = True
         loop = asyncio.get_running_loop()
         self._retry_at = loop.time() + (DEFAULT_SLOT_RETRY if hint is None else hint)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._arm()
 
-    def leave(self) -> None:
-        """A turn ended neither served nor refused (an error, a cancellation)."""
+    def leave(self, hinted: bool) -> None:
+        """A turn ended neither served nor refused (an error, a cancellation).
+
+        The slot it stood for may still be free: the next in line takes it.
+        """
         self._sending -= 1
+        self._grant(hinted)
         self._arm()
 
     def _grant(self, hinted: bool) -> None:
@@ -440,20 +460,23 @@ class Lifecycle:
                 if refusal is None:
                     self.counts.waited += 1
                 refusal, again = refused, state.on_turn
-                slots.refused(slot_hint(refused.headers))
-                self._end_turn(state)
+                slots.refused(slot_hint(refused.headers), on_turn=state.on_turn)
+                state.on_turn = False
                 if wait_for_slot <= 0 or loop.time() >= deadline:
                     raise _ran_out(refused, wait_for_slot) from None
                 continue
             except _UNKNOWN_OUTCOME as failure:
-                self._end_turn(state)
+                # A turn is kept through the lookup and the retry: the slot it stands for
+                # is this create's until it knows whether it used it.
                 found = await self._look_up(state, failure)
                 if found is not None:
+                    self._end_turn(state, served=True)
                     self._count_wait(refusal, started)
                     return found
                 state.unsure = False
                 failures += 1
                 if failures >= requester.policy.max_attempts or not requester.budget.try_withdraw():
+                    self._end_turn(state)
                     raise
                 await asyncio.sleep(requester.policy.backoff(failures))
                 continue
@@ -461,9 +484,7 @@ class Lifecycle:
                 # Any other refusal made nothing; a cancellation is handled by `create`.
                 self._end_turn(state)
                 raise
-            if state.on_turn:
-                state.on_turn = False
-                slots.served(state.hinted)
+            self._end_turn(state, served=True)
             try:
                 created = created_session(data)
             except APIResponseValidationError as failure:
@@ -475,10 +496,13 @@ class Lifecycle:
             self._count_wait(refusal, started)
             return created
 
-    def _end_turn(self, state: _Create) -> None:
+    def _end_turn(self, state: _Create, *, served: bool = False) -> None:
         if state.on_turn:
             state.on_turn = False
-            self.slots.leave()
+            if served:
+                self.slots.served(state.hinted)
+            else:
+                self.slots.leave(state.hinted)
 
     def _count_wait(self, refusal: RateLimitError | None, started: float) -> None:
         if refusal is not None:

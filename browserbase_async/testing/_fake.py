@@ -106,7 +106,7 @@ class FaultPlan:
             sessions run is answered 429, with ``Retry-After`` and the
             ``x-ratelimit-*`` headers, as the API does.
         creates_per_minute: The plan's creates in any 60 seconds; more are answered 429 so.
-        lost_create_rate: Make the session of a create, then drop the
+        lost_create_rate: Of the creates that make a session, drop the
             connection instead of answering (the answer lost, the session running).
         timeout_scale: Real seconds per second of a session's ``timeout``: a
             session created with ``timeout=60`` ends by itself (``TIMED_OUT``)
@@ -607,8 +607,6 @@ class FakeBrowserbase:
         fault = self._scripted(route) if self._script else None
         if fault is None:
             fault = self._draw()
-        if fault is None and route == "create" and self.faults.lost_create_rate:
-            fault = Fault.lose() if self._random.random() < self.faults.lost_create_rate else None
         return fault
 
     async def _answer(
@@ -639,6 +637,13 @@ class FakeBrowserbase:
         if plan.latency:
             await asyncio.sleep(plan.latency)
         answer = await act()
+        if (
+            route == "create"
+            and answer.status == 201
+            and self.faults.lost_create_rate
+            and self._random.random() < self.faults.lost_create_rate
+        ):
+            fault = Fault.lose()  # the session made, its answer lost
         if self._waiters:
             # What the request did (a session made) may be what a test waits for.
             self._wake_waiters()
