@@ -260,6 +260,7 @@ class SlotQueue:
     _retry_at: float = attrs.field(default=0.0, init=False)
     _timer: asyncio.TimerHandle | None = attrs.field(default=None, init=False)
     _doubt: bool = attrs.field(default=False, init=False)
+    _credits: int = attrs.field(default=0, init=False)
 
     @property
     def busy(self) -> bool:
@@ -306,6 +307,7 @@ class SlotQueue:
         a time probes, not one per release, until a create is served again.
         """
         if self._doubt and self._sending:
+            self._credits += 1  # kept for when the probe is served
             return
         self._grant(hinted=False)
 
@@ -318,6 +320,10 @@ class SlotQueue:
         """
         self._sending -= 1
         self._doubt = False
+        # The releases doubted meanwhile were true after all: their browsers are free.
+        credits, self._credits = self._credits, 0
+        for _ in range(credits):
+            self._grant(hinted=False)
         if hinted:
             self._grant(hinted=True)
         self._arm()
@@ -332,6 +338,7 @@ class SlotQueue:
         if on_turn:
             self._sending -= 1
             self._doubt = True
+            self._credits = 0
         loop = asyncio.get_running_loop()
         self._retry_at = loop.time() + (DEFAULT_SLOT_RETRY if hint is None else hint)
         if self._timer is not None:
@@ -428,10 +435,14 @@ class Lifecycle:
         try:
             created = await self._create(state, wait_for_slot)
         except asyncio.CancelledError:
+            self._end_turn(state)
             if state.unsure:
                 # The caller gave up while the server may have made the session: find, release.
                 await finish_shielded(self._abandon(state))
             raise
+        finally:
+            # However the create ended, a turn it still holds goes to the next in line.
+            self._end_turn(state)
         self.counts.created += 1
         return created
 
@@ -444,7 +455,7 @@ class Lifecycle:
         refusal: RateLimitError | None = None
         again = False  # refused on a turn: back to the head of the line
         while True:
-            if wait_for_slot > 0 and (refusal is not None or slots.busy):
+            if wait_for_slot > 0 and not state.on_turn and (refusal is not None or slots.busy):
                 # In line behind those who came first, or for a browser after a refusal.
                 try:
                     state.hinted = await slots.wait_turn(deadline, first=again)
@@ -476,14 +487,9 @@ class Lifecycle:
                 state.unsure = False
                 failures += 1
                 if failures >= requester.policy.max_attempts or not requester.budget.try_withdraw():
-                    self._end_turn(state)
                     raise
                 await asyncio.sleep(requester.policy.backoff(failures))
                 continue
-            except BaseException:
-                # Any other refusal made nothing; a cancellation is handled by `create`.
-                self._end_turn(state)
-                raise
             self._end_turn(state, served=True)
             try:
                 created = created_session(data)
