@@ -319,13 +319,15 @@ class SlotQueue:
         turn that one freed browser gave, there is no sign of more room.
         """
         self._sending -= 1
-        self._doubt = False
         # The releases doubted meanwhile were true after all: their browsers are free.
         credits, self._credits = self._credits, 0
         for _ in range(credits):
             self._grant(hinted=False)
-        if hinted:
+        if hinted or self._doubt:
+            # Room after refusals (a limit that reset, a plan others held): the next goes at
+            # once, and so on until one is refused again.
             self._grant(hinted=True)
+        self._doubt = False
         self._arm()
 
     def refused(self, hint: float | None, *, on_turn: bool = False) -> None:

@@ -530,3 +530,22 @@ async def test_the_official_sdk_creates_unchanged_against_the_plan_limits() -> N
                 await sdk.sessions.create(region="mars-1")  # type: ignore[arg-type]
             listed = await sdk.sessions.list(q="user_metadata['job']:'sdk'")
             assert [session.id for session in listed] == [first.id]
+
+
+async def test_creates_behind_a_plan_others_held_go_as_soon_as_it_has_room() -> None:
+    # Releases that free no browser (the plan is held by more sessions than it allows) are
+    # doubted: one create probes at a time. Once one is served, the others follow at once,
+    # not at the server's hint (60 s here).
+    async with (
+        FakeBrowserbase(faults=FaultPlan(max_browsers=2)) as fake,
+        SessionsAPI(fake.api_key, base_url=fake.base_url, retry=FAST) as api,
+    ):
+        held = fake.add_sessions(8)
+        waiting = [asyncio.create_task(api.create(wait_for_slot=60)) for _ in range(2)]
+        await until(lambda: len(api._lifecycle.slots._waiting) == 2)
+        for session_id in held:
+            await api.release(session_id)
+        made = await asyncio.gather(*waiting)
+    assert sorted(running(fake)) == sorted(session.id for session in made)
+    # One probe per release at most, while the plan was full.
+    assert api._lifecycle.counts.refused <= 2 + len(held)
