@@ -238,6 +238,7 @@ async def test_a_status_waiter_waits_for_its_own_session() -> None:
         ({"proxies": [{"type": "browserbase", "geolocation": {}}]}, "country"),
         ({"browserSettings": {"viewport": {"width": "wide"}}}, "viewport.width"),
         ({"browserSettings": {"os": "beos"}}, "os"),
+        ({"browserSettings": "fast"}, "browserSettings must be an object"),
         ({"browserSettings": {"context": {"persist": True}}}, "context.id"),
         ({"browserSettings": {"allowedDomains": [1]}}, "allowedDomains[0]"),
         ({"proxySettings": {"caCertificates": "all"}}, "caCertificates"),

@@ -23,10 +23,11 @@ from browserbase_async import (
     RetryPolicy,
     SessionsAPI,
 )
-from browserbase_async._lifecycle import CREATE_TAG_KEY, SlotQueue, slot_hint
+from browserbase_async._lifecycle import CREATE_TAG_KEY, SlotQueue, created_session, slot_hint
 from browserbase_async.testing import FakeBrowserbase, Fault, FaultPlan
 
 from .conftest import FAST, ApiFactory
+from .helpers import session_json
 
 pytestmark = pytest.mark.asyncio
 
@@ -549,3 +550,38 @@ async def test_creates_behind_a_plan_others_held_go_as_soon_as_it_has_room() -> 
     assert sorted(running(fake)) == sorted(session.id for session in made)
     # One probe per release at most, while the plan was full.
     assert api._lifecycle.counts.refused <= 2 + len(held)
+
+
+async def test_a_turn_that_ends_in_an_error_goes_to_the_next_in_line() -> None:
+    async with (
+        FakeBrowserbase(faults=FaultPlan(max_browsers=1)) as fake,
+        SessionsAPI(fake.api_key, base_url=fake.base_url, retry=FAST) as api,
+    ):
+        (held,) = fake.add_sessions(1)
+        first = asyncio.create_task(api.create(wait_for_slot=60, extension_id="gone"))
+        await until(lambda: api._lifecycle.counts.refused == 1)
+        second = asyncio.create_task(api.create(wait_for_slot=60))
+        await until(lambda: len(api._lifecycle.slots._waiting) == 2)
+        fake.inject(Fault.status(400, message="no such extension"), route="create")
+        await api.release(held)
+        with pytest.raises(BadRequestError):
+            await first
+        made = await second  # the free browser's turn, passed on
+    assert running(fake) == [made.id]
+
+
+async def test_an_answer_that_is_not_json_is_found_by_its_tag(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    fake_browserbase.inject(Fault.html(), route="create")
+    async with make_api() as api:
+        session = await api.create(proxies=True)
+    assert list(fake_browserbase.sessions) == [session.id]
+    assert creates(fake_browserbase) == 1
+
+
+async def test_a_created_session_needs_its_connection_fields() -> None:
+    with pytest.raises(APIResponseValidationError, match="signingKey"):
+        created_session({**session_json(), "connectUrl": "wss://a", "seleniumRemoteUrl": "h"})
+    with pytest.raises(APIResponseValidationError):
+        created_session(["not", "a", "session"])

@@ -39,3 +39,35 @@ def test_a_scrape_that_leaked_says_so() -> None:
     )  # fmt: skip
     assert not leaky.ok
     assert "failed: 1 APIConnectionError" in "\n".join(leaky.lines())
+
+
+# -- the shell fake's plan options -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args", [["--max-browsers", "0"], ["--creates-per-minute", "x"]])
+def test_the_shell_fakes_plan_options_are_checked(
+    args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from browserbase_async.testing.__main__ import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(args)
+    assert exited.value.code == 2
+    assert "--" in capsys.readouterr().err
+
+
+def test_the_shell_fake_takes_a_plan(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from browserbase_async.testing import __main__ as shell
+
+    served: list[object] = []
+
+    async def serve(plan: object, port: int, sessions: int) -> None:
+        served.append(plan)
+
+    monkeypatch.setattr(shell, "_serve", serve)
+    assert shell.main(["--max-browsers", "25", "--creates-per-minute", "50"]) == 0
+    (plan,) = served
+    assert plan.max_browsers == 25  # type: ignore[attr-defined]
+    assert plan.creates_per_minute == 50  # type: ignore[attr-defined]
