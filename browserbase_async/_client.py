@@ -138,6 +138,7 @@ class SessionsAPI:
         """
         self._requester.closed = True
         self._flow.close()
+        self._lifecycle.slots.close()
         await self._transport.aclose()
 
     def flow_stats(self) -> FlowStats:

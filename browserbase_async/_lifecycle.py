@@ -45,6 +45,7 @@ from ._errors import (
     APIResponseValidationError,
     InternalServerError,
     RateLimitError,
+    client_closed,
     excerpt,
 )
 from ._models import CreatedSession, Region, Session
@@ -231,14 +232,10 @@ def slot_hint(headers: Mapping[str, str]) -> float | None:
         except ValueError:
             seconds = math.nan
         if seconds > _EPOCH_RESET:
-            seconds -= _wall_clock()
+            seconds -= time.time()
         if math.isfinite(seconds):
             hints.append(max(seconds, 0.0))
     return max(hints) if hints else None
-
-
-def _wall_clock() -> float:
-    return time.time()
 
 
 @attrs.define(eq=False)
@@ -248,9 +245,16 @@ class SlotQueue:
     A create refused with 429 joins the line; so does any create that comes
     while others wait, so that none jumps the line. The head gets a *turn*
     (the right to send) when the server's hint has passed, or at once when a
-    release of this client frees a browser. A turn that succeeds hands the next
-    turn on at once (there may be more room); one refused again goes back to
-    the head of the line and sets the next hint.
+    release of this client frees a browser. A turn refused again goes back to
+    the head of the line and sets the next hint; a turn not used (an error, a
+    cancellation) goes to the next in line.
+
+    After a success that followed the hint, or refusals, the next in line
+    goes at once (a limit that reset may have room for many), until one is
+    refused. A release's turn does not chain so: it stands for one browser.
+    Once a release's turn was refused (the plan is held by others' sessions,
+    or limits creates per minute), releases are doubted: one turn probes at a
+    time, and the releases meanwhile are kept as credits for when it succeeds.
     """
 
     _waiting: collections.deque[asyncio.Future[bool]] = attrs.field(
@@ -261,6 +265,7 @@ class SlotQueue:
     _timer: asyncio.TimerHandle | None = attrs.field(default=None, init=False)
     _doubt: bool = attrs.field(default=False, init=False)
     _credits: int = attrs.field(default=0, init=False)
+    _closed: bool = attrs.field(default=False, init=False)
 
     @property
     def busy(self) -> bool:
@@ -282,6 +287,8 @@ class SlotQueue:
         Raises:
             TimeoutError: *deadline* came first.
         """
+        if self._closed:
+            raise client_closed()
         waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         if first:
             self._waiting.appendleft(waiter)
@@ -357,6 +364,17 @@ class SlotQueue:
         self._grant(hinted)
         self._arm()
 
+    def close(self) -> None:
+        """The client closed: every waiting create ends with the closed-client error."""
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        while self._waiting:
+            waiter = self._waiting.popleft()
+            if not waiter.done():
+                waiter.set_exception(client_closed())
+
     def _grant(self, hinted: bool) -> None:
         while self._waiting:
             waiter = self._waiting.popleft()
@@ -367,7 +385,7 @@ class SlotQueue:
 
     def _arm(self) -> None:
         # While creates wait and none is out on a turn, a timer must give the next turn.
-        if self._waiting and not self._sending and self._timer is None:
+        if self._waiting and not self._sending and self._timer is None and not self._closed:
             loop = asyncio.get_running_loop()
             self._timer = loop.call_at(max(self._retry_at, loop.time()), self._ring)
 

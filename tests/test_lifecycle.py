@@ -234,16 +234,22 @@ async def test_a_found_session_that_cannot_be_read_is_released(
     assert running(fake_browserbase) == []
 
 
+async def cancel_while_on_the_wire(api: SessionsAPI, fake: FakeBrowserbase) -> None:
+    """Start a create whose session the fake makes without answering; cancel it then."""
+    fake.inject(Fault.stall(), route="create")
+    made = len(fake.sessions) + 1
+    task = asyncio.create_task(api.create())
+    await fake.wait_until(lambda: len(fake.sessions) == made)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
 async def test_a_cancelled_create_on_the_wire_releases_what_it_made(
     fake_browserbase: FakeBrowserbase, make_api: ApiFactory
 ) -> None:
-    fake_browserbase.inject(Fault.stall(), route="create")
     async with make_api() as api:
-        task = asyncio.create_task(api.create())
-        await fake_browserbase.wait_until(lambda: len(fake_browserbase.sessions) == 1)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        await cancel_while_on_the_wire(api, fake_browserbase)
         assert api._lifecycle.counts.released_after_giving_up == 1
     assert running(fake_browserbase) == []
 
@@ -251,14 +257,9 @@ async def test_a_cancelled_create_on_the_wire_releases_what_it_made(
 async def test_a_cancelled_create_whose_lookup_fails_warns_with_the_tag(
     fake_browserbase: FakeBrowserbase, make_api: ApiFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
-    fake_browserbase.inject(Fault.stall(), route="create")
     fake_browserbase.inject(Fault.status(400), route="list")
     async with make_api() as api:
-        task = asyncio.create_task(api.create())
-        await fake_browserbase.wait_until(lambda: len(fake_browserbase.sessions) == 1)
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
+        await cancel_while_on_the_wire(api, fake_browserbase)
     (session,) = fake_browserbase.sessions.values()
     assert session["userMetadata"][CREATE_TAG_KEY] in caplog.text
 
@@ -585,3 +586,17 @@ async def test_a_created_session_needs_its_connection_fields() -> None:
         created_session({**session_json(), "connectUrl": "wss://a", "seleniumRemoteUrl": "h"})
     with pytest.raises(APIResponseValidationError):
         created_session(["not", "a", "session"])
+
+
+async def test_closing_the_client_ends_the_creates_waiting_for_a_slot() -> None:
+    async with FakeBrowserbase(faults=FaultPlan(max_browsers=1)) as fake:
+        fake.add_sessions(1)
+        api = SessionsAPI(fake.api_key, base_url=fake.base_url, retry=FAST)
+        waiting = asyncio.create_task(api.create(wait_for_slot=300))
+        await until(lambda: len(api._lifecycle.slots._waiting) == 1)
+        await api.aclose()
+        with pytest.raises(RuntimeError, match="closed"):
+            await waiting
+        with pytest.raises(RuntimeError, match="closed"):
+            await api._lifecycle.slots.wait_turn(0.0)
+    assert len(fake.sessions) == 1
