@@ -344,12 +344,16 @@ class SlotQueue:
             hint: Seconds the server asked to wait, if it said.
             on_turn: The create was sent on a turn, which ends here.
         """
+        loop = asyncio.get_running_loop()
+        wait = DEFAULT_SLOT_RETRY if hint is None else hint
         if on_turn:
             self._sending -= 1
             self._doubt = True
-            self._credits = 0
-        loop = asyncio.get_running_loop()
-        self._retry_at = loop.time() + (DEFAULT_SLOT_RETRY if hint is None else hint)
+            if self._credits:
+                # Releases came back while this create was out: the refusal may predate
+                # them, so one more probe goes at once, not at the hint.
+                wait, self._credits = 0.0, 0
+        self._retry_at = loop.time() + wait
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
