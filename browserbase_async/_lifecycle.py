@@ -5,7 +5,7 @@ but it is not retried there, for two reasons:
 
 - Its 429 means that the plan has no browser free (concurrent browsers, or
   creates per minute), not that requests come too fast. The create waits for
-  a slot in `SlotQueue`, first come first served, up to ``wait_for_slot``
+  a slot in `_slots.SlotQueue`, first come first served, up to ``wait_for_slot``
   seconds: until the server's hint (``Retry-After``, ``x-ratelimit-reset``)
   or until a release of this client frees a browser, whichever is first.
   The flow control learns nothing from it (no smaller window, no pause of the
@@ -25,12 +25,9 @@ exactly as a guard does.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import json
 import logging
-import math
-import time
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Final
@@ -45,13 +42,12 @@ from ._errors import (
     APIResponseValidationError,
     InternalServerError,
     RateLimitError,
-    client_closed,
     excerpt,
 )
 from ._models import CreatedSession, Region, Session
 from ._release import Releaser, finish_shielded
 from ._request import Call
-from ._retry import retry_after
+from ._slots import SlotQueue, slot_hint
 
 logger: Final = logging.getLogger("browserbase_async")
 
@@ -59,16 +55,12 @@ CREATE_TAG_KEY: Final = "browserbase_async_create"
 """The ``userMetadata`` key of the tag each create carries, to find it if its answer is lost."""
 DEFAULT_SESSION_WAIT_FOR_SLOT: Final = 300.0
 """Seconds that ``session()`` waits for a free browser, by default."""
-DEFAULT_SLOT_RETRY: Final = 1.0
-"""Seconds before a create refused without a hint tries again (unless a release frees one first)."""
 RECOVERY_TIMEOUT: Final = 30.0
 """Seconds that finding and releasing the session of an abandoned create may take."""
 MIN_SESSION_TIMEOUT: Final = 60
 MAX_SESSION_TIMEOUT: Final = 21600
 MAX_METADATA_CHARS: Final = 512
 """The API stores user metadata whose JSON is under this many characters (our tag included)."""
-_EPOCH_RESET: Final = 1e9
-"""An ``x-ratelimit-reset`` above this is a Unix time, not seconds to wait."""
 _SECRETS: Final = ("connectUrl", "seleniumRemoteUrl", "signingKey")
 """The answer's connection fields, kept out of every excerpt (the key, and the URL carrying it)."""
 _UNKNOWN_OUTCOME: Final = (APIConnectionError, InternalServerError, APIResponseValidationError)
@@ -216,188 +208,6 @@ def _as_created(session: Session, data: Mapping[str, Any]) -> CreatedSession:
         selenium_remote_url=found["seleniumRemoteUrl"],
         signing_key=found["signingKey"],
     )
-
-
-def slot_hint(headers: Mapping[str, str]) -> float | None:
-    """Seconds until a browser may be free, by a create's 429: the longer of its hints.
-
-    ``Retry-After`` (or ``retry-after-ms``), and ``x-ratelimit-reset`` (seconds;
-    a Unix time when it is that large). ``None`` when neither is readable.
-    """
-    hints = [hint] if (hint := retry_after(headers)) is not None else []
-    reset = headers.get("x-ratelimit-reset")
-    if reset is not None:
-        try:
-            seconds = float(reset)
-        except ValueError:
-            seconds = math.nan
-        if seconds > _EPOCH_RESET:
-            seconds -= time.time()
-        if math.isfinite(seconds):
-            hints.append(max(seconds, 0.0))
-    return max(hints) if hints else None
-
-
-@attrs.define(eq=False)
-class SlotQueue:
-    """Creates waiting for a free browser, served first come, first served.
-
-    A create refused with 429 joins the line; so does any create that comes
-    while others wait, so that none jumps the line. The head gets a *turn*
-    (the right to send) when the server's hint has passed, or at once when a
-    release of this client frees a browser. A turn refused again goes back to
-    the head of the line and sets the next hint; a turn not used (an error, a
-    cancellation) goes to the next in line.
-
-    After a success that followed the hint, or refusals, the next in line
-    goes at once (a limit that reset may have room for many), until one is
-    refused. A release's turn does not chain so: it stands for one browser.
-    Once a release's turn was refused (the plan is held by others' sessions,
-    or limits creates per minute), releases are doubted: one turn probes at a
-    time, and the releases meanwhile are kept as credits for when it succeeds.
-    """
-
-    _waiting: collections.deque[asyncio.Future[bool]] = attrs.field(
-        factory=collections.deque, init=False
-    )
-    _sending: int = attrs.field(default=0, init=False)
-    _retry_at: float = attrs.field(default=0.0, init=False)
-    _timer: asyncio.TimerHandle | None = attrs.field(default=None, init=False)
-    _doubt: bool = attrs.field(default=False, init=False)
-    _credits: int = attrs.field(default=0, init=False)
-    _closed: bool = attrs.field(default=False, init=False)
-
-    @property
-    def busy(self) -> bool:
-        """Whether creates wait for a slot, or one sent on a turn is out: newcomers line up."""
-        return bool(self._waiting) or self._sending > 0
-
-    async def wait_turn(self, deadline: float, *, first: bool = False) -> bool:
-        """Wait in line for a turn to send a create.
-
-        Args:
-            deadline: The event loop's time after which to give up.
-            first: Go back to the head of the line (a turn refused again).
-
-        Returns:
-            Whether the turn came from the server's hint (or a success that
-            followed one), rather than from one freed browser; then say how it
-            went: `served`, `refused` or `leave`.
-
-        Raises:
-            TimeoutError: *deadline* came first.
-        """
-        if self._closed:
-            raise client_closed()
-        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        if first:
-            self._waiting.appendleft(waiter)
-        else:
-            self._waiting.append(waiter)
-        self._arm()
-        try:
-            async with asyncio.timeout_at(deadline):
-                return await waiter
-        except (TimeoutError, asyncio.CancelledError):
-            with contextlib.suppress(ValueError):
-                self._waiting.remove(waiter)
-            if waiter.done() and not waiter.cancelled():
-                self.leave(waiter.result())  # granted, but not to be used
-            self._arm()
-            raise
-
-    def freed(self) -> None:
-        """A release of this client succeeded: one browser may be free, give the head a turn.
-
-        Once such a turn was refused (the plan is held by sessions of others, or
-        the limit is on creates per minute), releases are doubted: one turn at
-        a time probes, not one per release, until a create is served again.
-        """
-        if self._doubt and self._sending:
-            self._credits += 1  # kept for when the probe is served
-            return
-        self._grant(hinted=False)
-
-    def served(self, hinted: bool) -> None:
-        """A create sent on a turn was served.
-
-        After a turn the server's hint gave, there may be room for more (a
-        per-minute limit that reset): the next in line goes at once. After a
-        turn that one freed browser gave, there is no sign of more room.
-        """
-        self._sending -= 1
-        # The releases doubted meanwhile were true after all: their browsers are free.
-        credits, self._credits = self._credits, 0
-        for _ in range(credits):
-            self._grant(hinted=False)
-        if hinted or self._doubt:
-            # Room after refusals (a limit that reset, a plan others held): the next goes at
-            # once, and so on until one is refused again.
-            self._grant(hinted=True)
-        self._doubt = False
-        self._arm()
-
-    def refused(self, hint: float | None, *, on_turn: bool = False) -> None:
-        """A create was refused for want of a slot.
-
-        Args:
-            hint: Seconds the server asked to wait, if it said.
-            on_turn: The create was sent on a turn, which ends here.
-        """
-        loop = asyncio.get_running_loop()
-        wait = DEFAULT_SLOT_RETRY if hint is None else hint
-        if on_turn:
-            self._sending -= 1
-            self._doubt = True
-            if self._credits:
-                # Releases came back while this create was out: the refusal may predate
-                # them, so one more probe goes at once, not at the hint.
-                wait, self._credits = 0.0, 0
-        self._retry_at = loop.time() + wait
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._arm()
-
-    def leave(self, hinted: bool) -> None:
-        """A turn ended neither served nor refused (an error, a cancellation).
-
-        The slot it stood for may still be free: the next in line takes it.
-        """
-        self._sending -= 1
-        self._grant(hinted)
-        self._arm()
-
-    def close(self) -> None:
-        """The client closed: every waiting create ends with the closed-client error."""
-        self._closed = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        while self._waiting:
-            waiter = self._waiting.popleft()
-            if not waiter.done():
-                waiter.set_exception(client_closed())
-
-    def _grant(self, hinted: bool) -> None:
-        while self._waiting:
-            waiter = self._waiting.popleft()
-            if not waiter.done():
-                self._sending += 1
-                waiter.set_result(hinted)
-                return
-
-    def _arm(self) -> None:
-        # While creates wait and none is out on a turn, a timer must give the next turn.
-        if self._waiting and not self._sending and self._timer is None and not self._closed:
-            loop = asyncio.get_running_loop()
-            self._timer = loop.call_at(max(self._retry_at, loop.time()), self._ring)
-
-    def _ring(self) -> None:
-        self._timer = None
-        if not self._sending:
-            self._grant(hinted=True)
-        self._arm()
 
 
 @attrs.define

@@ -23,7 +23,8 @@ from browserbase_async import (
     RetryPolicy,
     SessionsAPI,
 )
-from browserbase_async._lifecycle import CREATE_TAG_KEY, SlotQueue, created_session, slot_hint
+from browserbase_async._lifecycle import CREATE_TAG_KEY, created_session
+from browserbase_async._slots import SlotQueue, slot_hint
 from browserbase_async.testing import FakeBrowserbase, Fault, FaultPlan
 
 from .conftest import FAST, ApiFactory
