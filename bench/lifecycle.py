@@ -101,15 +101,19 @@ async def scrape(way: str, workers: int, browsers: int, use: float) -> dict[str,
 async def releases(way: str, sessions: int, browsers: int, creates: int) -> dict[str, float]:
     async with server(browsers, sessions) as (url, key), SessionsAPI(key, base_url=url) as api:
         ids = [session.id for session in await api.list(status="RUNNING")]
+
+        async def in_session() -> None:
+            async with api.session(wait_for_slot=60):
+                pass
+
         waiting = [
-            asyncio.create_task(api.create(wait_for_slot=60))
+            asyncio.create_task(in_session())
             for _ in range(creates if way == "creates-wait" else 0)
         ]
         started = time.monotonic()
         report = await api.release_many(ids)
         elapsed = time.monotonic() - started
-        made = await asyncio.gather(*waiting)
-        await api.release_many([session.id for session in made])
+        await asyncio.gather(*waiting)
         assert report.ok, report.failed[:3]
         return {
             "elapsed": elapsed,
