@@ -46,7 +46,7 @@ from ._errors import (
 )
 from ._models import CreatedSession, Region, Session
 from ._release import Releaser, finish_shielded
-from ._request import Call
+from ._request import Call, Held
 from ._slots import SlotQueue, slot_hint
 
 logger: Final = logging.getLogger("browserbase_async")
@@ -232,6 +232,7 @@ class _Create:
     unsure: bool = False
     on_turn: bool = False
     hinted: bool = False
+    waited: bool = False
 
 
 @attrs.define(eq=False)
@@ -265,6 +266,9 @@ class Lifecycle:
         body = encode_body({**fields, "userMetadata": metadata})
         call = Call("POST", "/v1/sessions", None, body=body, timeout=timeout, plan_limited=True)
         state = _Create(tag, call)
+        if wait_for_slot > 0:
+            # A create that waited for a permit while others were refused joins their line.
+            call.held = lambda: not state.on_turn and self.slots.busy
         requester.budget.deposit()
         try:
             created = await self._create(state, wait_for_slot)
@@ -291,6 +295,9 @@ class Lifecycle:
         while True:
             if wait_for_slot > 0 and not state.on_turn and (refusal is not None or slots.busy):
                 # In line behind those who came first, or for a browser after a refusal.
+                if not state.waited:
+                    state.waited = True
+                    self.counts.waited += 1
                 try:
                     state.hinted = await slots.wait_turn(deadline, first=again)
                 except TimeoutError:
@@ -299,11 +306,13 @@ class Lifecycle:
             state.unsure = True
             try:
                 data = await requester.attempt(state.call)
+            except Held:
+                # Others were refused while this one waited for a permit: it lines up too.
+                state.unsure = False
+                continue
             except RateLimitError as refused:
                 state.unsure = False
                 self.counts.refused += 1
-                if refusal is None:
-                    self.counts.waited += 1
                 refusal, again = refused, state.on_turn
                 slots.refused(slot_hint(refused.headers), on_turn=state.on_turn)
                 state.on_turn = False
@@ -316,7 +325,7 @@ class Lifecycle:
                 found = await self._look_up(state, failure)
                 if found is not None:
                     self._end_turn(state, served=True)
-                    self._count_wait(refusal, started)
+                    self._count_wait(state, started)
                     return found
                 state.unsure = False
                 failures += 1
@@ -333,7 +342,7 @@ class Lifecycle:
                 if found is None:
                     raise
                 created = found
-            self._count_wait(refusal, started)
+            self._count_wait(state, started)
             return created
 
     def _end_turn(self, state: _Create, *, served: bool = False) -> None:
@@ -344,8 +353,8 @@ class Lifecycle:
             else:
                 self.slots.leave(state.hinted)
 
-    def _count_wait(self, refusal: RateLimitError | None, started: float) -> None:
-        if refusal is not None:
+    def _count_wait(self, state: _Create, started: float) -> None:
+        if state.waited:
             self.counts.waited_seconds += asyncio.get_running_loop().time() - started
 
     async def _look_up(self, state: _Create, failure: APIError) -> CreatedSession | None:

@@ -28,6 +28,10 @@ Fatal: TypeAlias = list[APIError]
 """A bulk run's fatal error, once it has one (at most one item)."""
 
 
+class Held(Exception):
+    """An attempt not sent: its call's ``held`` said to wait (never leaves the library)."""
+
+
 @attrs.define
 class Call:
     """One logical request, as the retry hooks and the flow see it."""
@@ -44,6 +48,9 @@ class Call:
     """A failure of the first attempt, handed to the retry loop to judge."""
     fatal: Fatal | None = None
     """A bulk run's fatal error, once it has one: the attempt is then not sent."""
+    held: Callable[[], bool] | None = None
+    """Asked once the attempt has its permit: if it says so, nothing is sent and `Held` is
+    raised (a create that should stand in line behind others, see `_slots`)."""
     plan_limited: bool = False
     """A create: its 429 means no browser is free (the plan), not that requests come too
     fast, so the flow learns nothing from it: no smaller window, no pause for the others."""
@@ -110,6 +117,9 @@ class Requester:
         if call.fatal:
             flow.give_back()
             raise call.fatal[0]
+        if call.held is not None and call.held():
+            flow.give_back()
+            raise Held
         call.attempts += 1
         try:
             response = await self.transport.request(

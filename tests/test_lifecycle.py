@@ -382,7 +382,7 @@ async def test_a_full_plan_makes_creates_wait_then_serves_them_in_order() -> Non
     assert stats.rate_limited == 0
     assert stats.pauses == 0
     assert stats.window >= window
-    assert api._lifecycle.counts.waited == 1
+    assert api._lifecycle.counts.waited == 3
     assert api._lifecycle.counts.refused == 1
 
 
@@ -601,3 +601,25 @@ async def test_closing_the_client_ends_the_creates_waiting_for_a_slot() -> None:
         with pytest.raises(RuntimeError, match="closed"):
             await api._lifecycle.slots.wait_turn(0.0)
     assert len(fake.sessions) == 1
+
+
+async def test_creates_waiting_for_a_permit_line_up_behind_a_refusal_unsent() -> None:
+    async with (
+        FakeBrowserbase(faults=FaultPlan(max_browsers=1)) as fake,
+        SessionsAPI(fake.api_key, base_url=fake.base_url, retry=FAST) as api,
+    ):
+        (held,) = fake.add_sessions(1)
+
+        async def worker() -> None:
+            async with api.session():
+                pass
+
+        workers = [asyncio.create_task(worker()) for _ in range(30)]
+        await until(lambda: len(api._lifecycle.slots._waiting) == 30)
+        await api.release(held)
+        await asyncio.gather(*workers)
+    # Only the creates in the window's first flight were sent and refused; the others,
+    # still waiting for a permit then, lined up without a request.
+    assert api._lifecycle.counts.refused <= 10
+    assert creates(fake) == 30 + api._lifecycle.counts.refused
+    assert running(fake) == []
