@@ -303,9 +303,13 @@ class Lifecycle:
                 except TimeoutError:
                     raise _ran_out(refusal, wait_for_slot) from None
                 state.on_turn = True
-            state.unsure = True
+            state.unsure, sent = True, state.call.attempts
             try:
                 data = await requester.attempt(state.call)
+            except asyncio.CancelledError:
+                # Cancelled while waiting for a permit: nothing was sent, nothing to look up.
+                state.unsure = state.call.attempts > sent
+                raise
             except Held:
                 # Others were refused while this one waited for a permit: it lines up too.
                 state.unsure = False

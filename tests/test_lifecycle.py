@@ -623,3 +623,22 @@ async def test_creates_waiting_for_a_permit_line_up_behind_a_refusal_unsent() ->
     assert api._lifecycle.counts.refused <= 10
     assert creates(fake) == 30 + api._lifecycle.counts.refused
     assert running(fake) == []
+
+
+async def test_a_create_cancelled_before_it_was_sent_looks_nothing_up() -> None:
+    async with (
+        FakeBrowserbase() as fake,
+        SessionsAPI(fake.api_key, base_url=fake.base_url, retry=FAST, max_connections=1) as api,
+    ):
+        fake.hold()
+        first = asyncio.create_task(api.create())
+        await fake.wait_for_in_flight(1)
+        second = asyncio.create_task(api.create())  # waits for the one permit
+        await until(lambda: api.flow_stats().requests == 1 and len(api._flow._waiters) == 1)
+        second.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await second
+        fake.let_go()
+        await first
+    assert fake.received.requests["list"] == 0
+    assert creates(fake) == 1
