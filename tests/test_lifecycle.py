@@ -642,3 +642,15 @@ async def test_a_create_cancelled_before_it_was_sent_looks_nothing_up() -> None:
         await first
     assert fake.received.requests["list"] == 0
     assert creates(fake) == 1
+
+
+async def test_a_create_that_times_out_after_the_server_made_it_is_found(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    # The leak of stagehand #2782: the session made, the answer late, the create timed out.
+    fake_browserbase.inject(Fault.stall(), route="create")
+    async with make_api() as api:
+        session = await api.create(request_timeout=0.2)
+    assert list(fake_browserbase.sessions) == [session.id]
+    assert creates(fake_browserbase) == 1
+    assert api._lifecycle.counts.recovered == 1
