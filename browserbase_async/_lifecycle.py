@@ -66,6 +66,8 @@ _SECRETS: Final = ("connectUrl", "seleniumRemoteUrl", "signingKey")
 _UNKNOWN_OUTCOME: Final = (APIConnectionError, InternalServerError, APIResponseValidationError)
 """Failures of a create after which the server may have made the session."""
 _PROXY_TYPES: Final = frozenset({"browserbase", "external", "none"})
+_TAG_SHAPE: Final = "0" * 32
+"""As long as a tag (a UUID's 32 hex digits): to measure the metadata the API will store."""
 
 
 def create_fields(
@@ -139,7 +141,7 @@ def _checked_metadata(metadata: object) -> dict[str, Any]:
         raise ValueError(f"user_metadata must be a mapping with str keys, got {metadata!r}")
     if CREATE_TAG_KEY in metadata:
         raise ValueError(f"user_metadata must not set {CREATE_TAG_KEY!r}: the client sets it")
-    tagged = {**metadata, CREATE_TAG_KEY: uuid.uuid4().hex}
+    tagged = {**metadata, CREATE_TAG_KEY: _TAG_SHAPE}
     size = len(encode_body(tagged, what="user_metadata"))
     if size >= MAX_METADATA_CHARS:
         raise ValueError(
