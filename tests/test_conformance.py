@@ -102,6 +102,18 @@ async def test_the_fake_and_the_client_speak_the_spec() -> None:
             await api.release("ended")
             await api.release("failed", wait=True)
             await api.release_many(["ended", "missing"])
+            await api.create(
+                keep_alive=True,
+                timeout=60,
+                region="eu-central-1",
+                user_metadata={"job": "c"},
+                browser_settings={"viewport": {"width": 1280, "height": 720}, "os": "linux"},
+                proxies=[{"type": "external", "server": "http://proxy.invalid"}],
+                extension_id="ext",
+            )
+            fake.inject(Fault.lose(), route="create")
+            async with api.session(proxies=True):
+                pass
     assert len(fake.received.exchanges) > 20
     for exchange in fake.received.exchanges:
         check_exchange(
