@@ -654,3 +654,19 @@ async def test_a_create_that_times_out_after_the_server_made_it_is_found(
     assert list(fake_browserbase.sessions) == [session.id]
     assert creates(fake_browserbase) == 1
     assert api._lifecycle.counts.recovered == 1
+
+
+@pytest.mark.parametrize("hint", [{"Retry-After": "1"}, {"x-ratelimit-reset": "1"}])
+async def test_a_refused_create_tries_again_no_sooner_than_the_server_asked(
+    hint: dict[str, str],
+) -> None:
+    async with (
+        FakeBrowserbase(record_exchanges=True) as fake,
+        SessionsAPI(fake.api_key, base_url=fake.base_url, retry=FAST) as api,
+    ):
+        fake.inject(Fault.status(429, headers=hint), route="create")
+        await api.create(wait_for_slot=30)
+    refused, served = (e for e in fake.received.exchanges if e.route == "create")
+    assert (refused.status, served.status) == (429, 201)
+    # A lower bound only: the client's timer never fires early, however loaded the machine.
+    assert served.arrived - refused.arrived >= 1.0
