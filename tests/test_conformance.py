@@ -7,13 +7,14 @@ from typing import Any
 
 import aiohttp
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis_jsonschema import from_schema
 
 from browserbase_async import RetryPolicy, SessionsAPI, SessionStatus
 from browserbase_async._converter import converter, structure_session, structure_sessions
 from browserbase_async._models import Session
 from browserbase_async.testing import FakeBrowserbase, Fault
+from browserbase_async.testing._fake import create_body_problem
 
 from .schema import ROUTES, SPEC, operation, resolved, validate
 
@@ -123,3 +124,18 @@ async def test_the_fake_and_the_client_speak_the_spec() -> None:
             exchange.status,
             exchange.response_body,
         )
+
+
+CREATE_BODY = operation("/v1/sessions", "post")["requestBody"]["content"]["application/json"][
+    "schema"
+]
+
+
+@settings(
+    max_examples=60, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]
+)
+@given(from_schema(CREATE_BODY))
+def test_the_fake_takes_every_create_body_the_spec_allows(body: dict[str, Any]) -> None:
+    metadata = body.get("userMetadata")
+    assume(metadata is None or len(json.dumps(metadata)) < 512)  # the docs' limit, not the spec's
+    assert create_body_problem(body) is None
