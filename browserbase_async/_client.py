@@ -11,7 +11,6 @@ on that same path.
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 import warnings
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
@@ -539,18 +538,18 @@ class SessionsAPI:
             APIConnectionError: No answer, after the retries; the lookup by tag
                 found no session.
         """
-        fields = self._create_fields(
-            project_id,
-            keep_alive,
-            timeout,
-            region,
-            user_metadata,
-            browser_settings,
-            proxies,
-            extension_id,
-            extra_body,
-            wait_for_slot,
-            request_timeout,
+        fields = create_fields(
+            project_id=project_id if project_id is not None else self.project_id,
+            keep_alive=keep_alive,
+            timeout=timeout,
+            region=region,
+            user_metadata=user_metadata,
+            browser_settings=browser_settings,
+            proxies=proxies,
+            extension_id=extension_id,
+            extra_body=extra_body,
+            wait_for_slot=wait_for_slot,
+            request_timeout=request_timeout,
         )
         return await self._lifecycle.create(
             fields, wait_for_slot=wait_for_slot, timeout=request_timeout
@@ -603,52 +602,7 @@ class SessionsAPI:
             APIError: The create failed, on entry; or the block ended normally
                 and the release failed, on exit.
         """
-        fields = self._create_fields(
-            project_id,
-            keep_alive,
-            timeout,
-            region,
-            user_metadata,
-            browser_settings,
-            proxies,
-            extension_id,
-            extra_body,
-            wait_for_slot,
-            request_timeout,
-        )
-        check_positive("release_timeout", release_timeout)
-        return self._lifecycle.session(
-            fields,
-            wait_for_slot=wait_for_slot,
-            timeout=request_timeout,
-            project_id=project_id,
-            wait=wait,
-            release_timeout=release_timeout,
-        )
-
-    def _create_fields(
-        self,
-        project_id: str | None,
-        keep_alive: bool | None,
-        timeout: int | None,
-        region: Region | str | None,
-        user_metadata: Mapping[str, Any] | None,
-        browser_settings: Mapping[str, Any] | None,
-        proxies: bool | Sequence[Mapping[str, Any]] | None,
-        extension_id: str | None,
-        extra_body: Mapping[str, Any] | None,
-        wait_for_slot: float,
-        request_timeout: Timeout,
-    ) -> dict[str, Any]:
-        if (
-            isinstance(wait_for_slot, bool)
-            or not isinstance(wait_for_slot, int | float)
-            or not math.isfinite(wait_for_slot)
-            or wait_for_slot < 0
-        ):
-            raise ValueError(f"wait_for_slot must be finite seconds >= 0, got {wait_for_slot!r}")
-        check_timeout(request_timeout)
-        return create_fields(
+        fields = create_fields(
             project_id=project_id if project_id is not None else self.project_id,
             keep_alive=keep_alive,
             timeout=timeout,
@@ -658,4 +612,15 @@ class SessionsAPI:
             proxies=proxies,
             extension_id=extension_id,
             extra_body=extra_body,
+            wait_for_slot=wait_for_slot,
+            request_timeout=request_timeout,
+        )
+        check_positive("release_timeout", release_timeout)
+        return self._lifecycle.session(
+            fields,
+            wait_for_slot=wait_for_slot,
+            timeout=request_timeout,
+            project_id=project_id,
+            wait=wait,
+            release_timeout=release_timeout,
         )

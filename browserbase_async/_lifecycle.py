@@ -28,13 +28,14 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Final
 
 import attrs
 
-from ._config import Timeout
+from ._config import Timeout, check_timeout
 from ._converter import structure_session, structure_sessions
 from ._errors import (
     APIConnectionError,
@@ -81,12 +82,23 @@ def create_fields(
     proxies: bool | Sequence[Mapping[str, Any]] | None,
     extension_id: str | None,
     extra_body: Mapping[str, Any] | None,
+    wait_for_slot: float,
+    request_timeout: Timeout,
 ) -> dict[str, Any]:
     """Return a create's body, as the API spells it, from checked arguments.
 
     Raises:
-        ValueError: An argument the API would refuse, named.
+        ValueError: An argument the API would refuse, or a bad *wait_for_slot*
+            or *request_timeout*, named.
     """
+    if (
+        isinstance(wait_for_slot, bool)
+        or not isinstance(wait_for_slot, int | float)
+        or not math.isfinite(wait_for_slot)
+        or wait_for_slot < 0
+    ):
+        raise ValueError(f"wait_for_slot must be finite seconds >= 0, got {wait_for_slot!r}")
+    check_timeout(request_timeout)
     fields: dict[str, Any] = {}
     for name, key, value in (
         ("project_id", "projectId", project_id),
