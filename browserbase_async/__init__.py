@@ -1,6 +1,6 @@
 """An async client for the Browserbase sessions API, made to close many sessions at once."""
 
-from ._bulk import BulkReleaseReport, ReleaseResult
+from ._bulk import BulkReleaseAborted, BulkReleaseReport, ReleaseResult
 from ._client import SessionsAPI
 from ._errors import (
     APIConnectionError,
@@ -32,6 +32,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "BrowserbaseError",
+    "BulkReleaseAborted",
     "BulkReleaseReport",
     "ConflictError",
     "CreatedSession",

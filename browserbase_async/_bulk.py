@@ -10,6 +10,7 @@ call of the client.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections import OrderedDict
 from collections.abc import (
@@ -26,10 +27,15 @@ from typing import Final, TypeAlias
 
 import attrs
 
+from ._config import check_session_id
+from ._errors import BrowserbaseError, ClientClosedError
 from ._flow import FlowStats
 from ._models import Session
 
-SessionIds: TypeAlias = Iterable[str] | AsyncIterable[str]
+logger: Final = logging.getLogger("browserbase_async")
+
+SessionIds: TypeAlias = Iterable[str | Session] | AsyncIterable[str | Session]
+"""Session ids, or sessions (their ``id`` is taken)."""
 Age: TypeAlias = float | timedelta
 """How old a session must be: seconds, or a `timedelta`."""
 Where: TypeAlias = Callable[[Session], object]
@@ -48,9 +54,11 @@ class ReleaseResult:
 
     Attributes:
         session_id: The id as it was given.
-        session: The session, in the state the API last reported, when released.
-        error: Why it failed: a `BrowserbaseError`, or the `ValueError` of an
-            invalid id (which was sent to no one).
+        session: The session, in the state the API last reported, when released
+            (``None`` if neither the release's 2xx answer nor a retrieve could be read).
+        error: Why it failed: a `BrowserbaseError`, the `ValueError` of an
+            invalid id (which was sent to no one), the closed-client
+            `RuntimeError`, or whatever else one session's release raised.
         attempts: HTTP attempts made for the release (0 for an invalid id).
     """
 
@@ -97,14 +105,47 @@ class BulkReleaseReport:
         return all(result.ok for result in self.results)
 
 
+class BulkReleaseAborted(BrowserbaseError):
+    """A bulk release stopped because its input or its ``on_result`` callback raised.
+
+    (Or because the client was closed under it: the cause is then the
+    closed-client `RuntimeError`.) The run stopped taking ids and let the
+    releases already sent finish: no release that was sent goes unreported.
+    The original exception is the ``__cause__``.
+
+    Attributes:
+        report: Every session tried before the stop, in input order (in
+            ``release_iter``, whose results were all yielded already, it is empty).
+    """
+
+    report: BulkReleaseReport
+
+    def __init__(self, report: BulkReleaseReport, cause: BaseException) -> None:
+        super().__init__(
+            f"the bulk release stopped on {type(cause).__name__} ({cause}), raised by its "
+            f"input, its on_result callback, or a close of the client; the "
+            f"{len(report.results)} sessions tried are in .report, the releases sent all finished"
+        )
+        self.report = report
+
+
+class RunAborted(Exception):
+    """A run's input or consumer raised *cause*: the run stopped (internal to the bulk calls)."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(cause)
+        self.cause = cause
+
+
 def check_concurrency(concurrency: int) -> None:
-    """Refuse a pool of fewer than one worker.
+    """Refuse a pool of fewer than one worker, or a count that is not a whole number.
 
     Raises:
-        ValueError: *concurrency* is below 1.
+        ValueError: *concurrency* is not an ``int`` (a ``bool`` or a ``float``
+            is not one), or is below 1.
     """
-    if concurrency < 1:
-        raise ValueError(f"concurrency must be >= 1, got {concurrency!r}")
+    if not isinstance(concurrency, int) or isinstance(concurrency, bool) or concurrency < 1:
+        raise ValueError(f"concurrency must be >= 1, a whole number; got {concurrency!r}")
 
 
 def check_age(older_than: Age | None) -> float | None:
@@ -123,8 +164,8 @@ def check_age(older_than: Age | None) -> float | None:
         raise ValueError(
             f"older_than must be seconds or a timedelta, got {type(older_than).__name__}"
         )
-    if math.isnan(seconds) or seconds < 0:
-        raise ValueError(f"older_than must be 0 seconds or more, got {older_than!r}")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"older_than must be 0 seconds or more, got {older_than!r} (finite)")
     return seconds
 
 
@@ -138,9 +179,19 @@ def check_where(where: object) -> None:
         raise ValueError(f"where must be a callable taking a Session, got {where!r}")
 
 
-def session_age(session: Session, now: datetime) -> float:
-    """Seconds since *session* started (its ``started_at``, which the API always sends)."""
+def session_age(session: Session, now: datetime) -> float | None:
+    """Seconds since *session* started; ``None`` when its ``started_at`` could not be read."""
+    if session.started_at is None:
+        return None
     return (now - session.started_at).total_seconds()
+
+
+def _old_enough(session: Session, older_than: float, now: datetime) -> bool:
+    age = session_age(session, now)
+    if age is None:
+        logger.warning("session %s skipped: its age cannot be read (no startedAt)", session.id)
+        return False
+    return age >= older_than
 
 
 def select(
@@ -153,7 +204,7 @@ def select(
     return [
         session
         for session in sessions
-        if (older_than is None or session_age(session, now) >= older_than)
+        if (older_than is None or _old_enough(session, older_than, now))
         and (where is None or where(session))
     ]
 
@@ -208,41 +259,52 @@ _END: Final = object()
 class _Memo:
     """Ids being released or released already, so that a repeat is not sent twice.
 
-    An id maps to its result once done; while in flight, to `_IN_FLIGHT`, or to
-    a future made only when a repeat comes to wait for it (repeats are rare,
-    futures are not free).
+    An id in flight maps to `_IN_FLIGHT`, or to a future made only when a
+    repeat comes to wait for it (repeats are rare, futures are not free); a
+    finished id maps to its result. With a *size*, the two together never hold
+    more than *size* ids (unless more than that are in flight): the oldest
+    results are forgotten first, even while an older id still hangs.
     """
 
     def __init__(self, size: int | None) -> None:
         self._size = size
-        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._flying: dict[str, object] = {}
+        self._done: dict[str, ReleaseResult] = {} if size is None else OrderedDict()
 
     def lookup(self, session_id: str) -> ReleaseResult | asyncio.Future[ReleaseResult] | None:
         """A repeat's result, or a future of it; ``None`` (and the id claimed) when it is new."""
-        entry = self._entries.get(session_id)
+        done = self._done.get(session_id)
+        if done is not None:
+            return done
+        entry = self._flying.get(session_id)
         if entry is None:
-            self._entries[session_id] = _IN_FLIGHT
-            if self._size is not None and len(self._entries) > self._size:
-                oldest_id, oldest = next(iter(self._entries.items()))
-                if isinstance(oldest, ReleaseResult):
-                    del self._entries[oldest_id]
+            self._flying[session_id] = _IN_FLIGHT
+            if self._size is not None:
+                self._trim(self._size)
             return None
-        if isinstance(entry, ReleaseResult):
-            return entry
         if entry is _IN_FLIGHT:
-            entry = self._entries[session_id] = asyncio.get_running_loop().create_future()
+            entry = self._flying[session_id] = asyncio.get_running_loop().create_future()
         assert isinstance(entry, asyncio.Future)
         return entry
 
+    def _trim(self, size: int) -> None:
+        done = self._done
+        assert isinstance(done, OrderedDict)
+        while done and len(done) + len(self._flying) > size:
+            done.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._done) + len(self._flying)
+
     def settle(self, session_id: str, result: ReleaseResult) -> None:
-        entry = self._entries.get(session_id)
-        self._entries[session_id] = result
+        entry = self._flying.pop(session_id, None)
+        self._done[session_id] = result
         if isinstance(entry, asyncio.Future) and not entry.done():
             entry.set_result(result)
 
     def abandon(self, session_id: str, exc: BaseException) -> None:
         """Forget *session_id*, passing *exc* on to any repeat waiting for it."""
-        entry = self._entries.pop(session_id, None)
+        entry = self._flying.pop(session_id, None)
         if not isinstance(entry, asyncio.Future) or entry.done():
             return
         if isinstance(exc, asyncio.CancelledError):
@@ -253,7 +315,6 @@ class _Memo:
 
 
 _IN_FLIGHT: Final = object()
-_Entry: TypeAlias = "ReleaseResult | asyncio.Future[ReleaseResult] | object"
 
 
 Emit: TypeAlias = Callable[[int, ReleaseResult], Awaitable[None] | None]
@@ -275,18 +336,24 @@ async def drive(
             or a closed client.
         session_ids: The ids, read lazily.
         emit: Receives each result as it finishes.
-        concurrency: Workers, and the most requests in flight.
+        concurrency: The most workers, and requests in flight; never more
+            workers than ids taken from the input (plus the one looking for the next).
         memo_size: Finished ids remembered to answer repeats; ``None``: all.
 
     Raises:
         ValueError: *concurrency* is below 1.
         TypeError: *session_ids* is a single string.
-        Exception: Whatever the input itself raised, once the started releases are done.
+        RunAborted: The input or *emit* raised, or the client was closed (its
+            ``cause``); raised once the releases already sent are done.
     """
     check_concurrency(concurrency)
     source = _Source(session_ids)
     memo = _Memo(memo_size)
-    errors: list[BaseException] = []
+    errors: list[Exception] = []
+    workers: list[asyncio.Task[None]] = []
+
+    def spawn() -> None:
+        workers.append(asyncio.create_task(worker(), name=f"{WORKER_NAME}{len(workers)}"))
 
     async def worker() -> None:
         try:
@@ -296,23 +363,36 @@ async def drive(
                 item = await source.next() if source.is_async else source.take()
                 if item is None:
                     return
+                if len(workers) < concurrency:
+                    # One more worker per id in hand, up to concurrency: never a pool
+                    # larger than the input.
+                    spawn()
                 position, session_id = item
                 done = await _release_once(release_one, session_id, memo)
                 if (waiting := emit(position, done)) is not None:
                     await waiting
-        except Exception as exc:  # the input's, the consumer's or ours: never hang the run
+                if done.error is not None and isinstance(done.error, ClientClosedError):
+                    # Closed under the run: the ids left would each fail the same way.
+                    raise done.error
+        except Exception as exc:  # the input's, the consumer's, or a close: stop taking ids
             errors.append(exc)
             source.exhausted = True
 
-    workers = [asyncio.create_task(worker(), name=f"{WORKER_NAME}{n}") for n in range(concurrency)]
+    spawn()
     try:
-        await asyncio.gather(*workers)
+        # Workers spawn others only while they run: once all those seen are done, all are.
+        # (`wait`, not an await of each: a cancellation then cancels every worker at once,
+        # below, and none takes the place that another's leaves.)
+        seen = 0
+        while seen < len(workers):
+            batch, seen = workers[seen:], len(workers)
+            await asyncio.wait(batch)
     finally:
         for task in workers:
             task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
     if errors:
-        raise errors[0]
+        raise RunAborted(errors[0]) from errors[0]
 
 
 async def stream(
@@ -359,7 +439,9 @@ async def stream(
 
 async def _release_once(release_one: ReleaseOne, session_id: object, memo: _Memo) -> ReleaseResult:
     if not isinstance(session_id, str):
-        return await release_one(session_id)
+        if not isinstance(session_id, Session):
+            return await _release_safely(release_one, session_id)
+        session_id = session_id.id
     known = memo.lookup(session_id)
     if isinstance(known, ReleaseResult):
         return known
@@ -367,9 +449,26 @@ async def _release_once(release_one: ReleaseOne, session_id: object, memo: _Memo
         return await asyncio.shield(known)
     try:
         result = await release_one(session_id)
+    except Exception as exc:  # one session's failure never aborts the run
+        result = ReleaseResult(session_id, None, exc, 0)
     except BaseException as exc:
         # Never leave a repeat of this id waiting for a result that will not come.
         memo.abandon(session_id, exc)
         raise
     memo.settle(session_id, result)
     return result
+
+
+async def _release_safely(release_one: ReleaseOne, session_id: object) -> ReleaseResult:
+    """*release_one*, whose exception, of any class, is that session's failed result."""
+    try:
+        return await release_one(session_id)
+    except Exception as exc:  # one session's failure never aborts the run
+        return ReleaseResult(_as_text(session_id), None, exc, 0)
+
+
+def _as_text(session_id: object) -> str:
+    try:
+        return check_session_id(session_id)
+    except ValueError:
+        return str(session_id)[:200]

@@ -20,15 +20,15 @@ from typing import TYPE_CHECKING, Any, Final
 import aiohttp
 
 from . import _bulk
-from ._bulk import BulkReleaseReport, ReleaseResult, SessionIds
+from ._bulk import BulkReleaseAborted, BulkReleaseReport, ReleaseResult, SessionIds
 from ._config import (
     DEFAULT_CONCURRENCY,
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_TIMEOUT,
     USE_CLIENT_DEFAULT,
     Timeout,
-    check_positive,
     check_positive_int,
+    check_seconds,
     check_session_id,
     check_timeout,
     resolve_api_key,
@@ -37,8 +37,9 @@ from ._config import (
 from ._converter import structure_session, structure_sessions
 from ._flow import FlowControl, FlowStats
 from ._lifecycle import DEFAULT_SESSION_WAIT_FOR_SLOT, Lifecycle, create_fields
-from ._models import CreatedSession, Region, Session, SessionStatus
+from ._models import CreatedSession, Region, Session, SessionStatus, bare_session
 from ._release import (
+    CLOSE_RELEASE_TIMEOUT,
     DEFAULT_GUARD_TIMEOUT,
     DEFAULT_WAIT_TIMEOUT,
     REQUEST_RELEASE,
@@ -98,7 +99,7 @@ class SessionsAPI:
         key = resolve_api_key(api_key)
         url = resolve_base_url(base_url, allow_insecure_http=allow_insecure_http)
         check_timeout(timeout)
-        check_positive("max_connections", max_connections)
+        check_positive_int("max_connections", max_connections)
         check_positive_int("max_response_bytes", max_response_bytes)
         self.base_url: Final = url
         self.project_id: Final = project_id
@@ -129,16 +130,25 @@ class SessionsAPI:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the client's own connections; a caller's ``http_session`` stays open.
+        """Release what open guards hold, then close; a caller's ``http_session`` stays open.
 
-        Calls still waiting for a place in the window end with `RuntimeError`,
-        those on the wire with `APIConnectionError`. Calling it again does
-        nothing. A closed client refuses further calls.
+        First the sessions that open guards (`guard`) still hold are released,
+        each within `CLOSE_RELEASE_TIMEOUT` seconds, so that a program stopped
+        by Ctrl-C leaves nothing running. Then calls still waiting for a place
+        in the window, or sleeping in a backoff or a ``wait=True`` poll, end with
+        the closed-client `RuntimeError`, and those on the wire (ours, on a
+        caller's ``http_session`` too) with `APIConnectionError`, within a loop
+        turn or two. Calling it again does nothing. A closed client refuses
+        further calls.
         """
-        self._requester.closed = True
-        self._flow.close()
-        self._lifecycle.slots.close()
-        await self._transport.aclose()
+        try:
+            if not self._requester.closed and self._releaser.holds:
+                await self._releaser.release_held(CLOSE_RELEASE_TIMEOUT)
+        finally:
+            self._requester.close()
+            self._flow.close()
+            self._lifecycle.slots.close()
+            await self._transport.aclose()
 
     def flow_stats(self) -> FlowStats:
         """A snapshot of the client's flow control: its window, and what it has seen.
@@ -163,7 +173,7 @@ class SessionsAPI:
 
     async def update(
         self,
-        session_id: str,
+        session_id: str | Session,
         *,
         status: str = REQUEST_RELEASE,
         project_id: str | None = None,
@@ -173,7 +183,7 @@ class SessionsAPI:
         """Update a session: its status (``REQUEST_RELEASE`` ends it), or other fields.
 
         Args:
-            session_id: The session's id.
+            session_id: The session's id, or the session.
             status: The new status: ``"REQUEST_RELEASE"``.
             project_id: Sent as ``projectId``; else the client's, else none.
             extra_body: More fields of the request body, as the API spells them
@@ -202,7 +212,7 @@ class SessionsAPI:
 
     async def release(
         self,
-        session_id: str,
+        session_id: str | Session,
         *,
         project_id: str | None = None,
         wait: bool = False,
@@ -213,10 +223,14 @@ class SessionsAPI:
 
         A refusal because the session had already ended (for instance a retry
         whose first attempt was processed but whose answer was lost) is checked
-        with `retrieve`: if the session is over, that counts as released.
+        with `retrieve`: if the session is over, that counts as released. A 2xx
+        is the server's yes: if its body is not a Session, the session is
+        retrieved; if that cannot be read either, the release still stands and
+        the `Session` returned holds only the id and the status
+        ``"REQUEST_RELEASE"`` that the server accepted (the parse error is logged).
 
         Args:
-            session_id: The session's id.
+            session_id: The session's id, or the session.
             project_id: Sent as ``projectId``; else the client's, else none.
             wait: Poll `retrieve` until the session is in a terminal state.
             wait_timeout: Seconds to wait for it, with *wait*.
@@ -227,30 +241,35 @@ class SessionsAPI:
             The session; in a terminal state when *wait* is true.
 
         Raises:
-            ValueError: A bad id or timeout, before any request.
+            ValueError: A bad id, timeout or *wait_timeout*, before any request.
+            RuntimeError: The client is closed (or closes meanwhile), or belongs
+                to another event loop.
             APITimeoutError: With *wait*, the session did not end in time.
             APIStatusError: The API refused (a subclass per status).
             APIConnectionError: No answer, after the retries.
             APIResponseValidationError: The answer is not a Session.
         """
         check_timeout(timeout)
+        if wait_timeout != DEFAULT_WAIT_TIMEOUT:  # the default needs no check, on every call
+            check_seconds("wait_timeout", wait_timeout)
+        valid = check_session_id(session_id)
         result = await self._releaser.release_result(
-            check_session_id(session_id),
-            project_id=project_id,
-            wait=wait,
-            wait_timeout=wait_timeout,
-            timeout=timeout,
+            valid, project_id=project_id, wait=wait, wait_timeout=wait_timeout, timeout=timeout
         )
         if result.error is not None:
             raise result.error
-        assert result.session is not None
+        if result.session is None:
+            # Accepted, but neither the answer nor a retrieve could be read: say no more.
+            return bare_session(valid, REQUEST_RELEASE)
         return result.session
 
-    async def retrieve(self, session_id: str, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> Session:
+    async def retrieve(
+        self, session_id: str | Session, *, timeout: Timeout = USE_CLIENT_DEFAULT
+    ) -> Session:
         """Return a session as it is now.
 
         Args:
-            session_id: The session's id.
+            session_id: The session's id, or the session.
             timeout: Seconds allowed for each attempt of this call, instead of
                 the client's; ``None`` for no limit.
 
@@ -283,7 +302,9 @@ class SessionsAPI:
             ValueError: *status* is not a `SessionStatus` value, or a bad timeout.
             APIStatusError: The API refused.
             APIConnectionError: No answer, after the retries.
-            APIResponseValidationError: The answer is not a list of sessions.
+            APIResponseValidationError: The answer is not a JSON array (a session
+                in it that cannot be read, without an ``id`` or a ``status``, is
+                skipped with a warning).
         """
         params: dict[str, str] = {}
         if status is not None:
@@ -319,16 +340,22 @@ class SessionsAPI:
         that cancels what is in flight.
 
         Args:
-            session_ids: Any iterable or async iterable of ids.
-            concurrency: The most requests in flight, ever.
+            session_ids: Any iterable or async iterable of ids (or sessions).
+            concurrency: The most requests in flight, ever; never more workers
+                than ids in hand.
             project_id: Sent as ``projectId``; else the client's, else none.
             wait: Confirm each session reached a terminal state.
             wait_timeout: Seconds to wait for each, with *wait*.
 
         Raises:
-            ValueError: *concurrency* is below 1. A failure of one session is
-                never raised: it is in its result.
+            ValueError: A bad *concurrency* or *wait_timeout*, before any
+                request. A failure of one session is never raised: it is in its result.
+            BulkReleaseAborted: The input raised: every release sent was
+                yielded first (so its ``report`` is empty); the input's exception
+                is the ``__cause__``.
         """
+        _bulk.check_concurrency(concurrency)
+        check_seconds("wait_timeout", wait_timeout)
         release_one = self._releaser.bulk_release_one(project_id, wait, wait_timeout)
         run = _bulk.stream(
             release_one,
@@ -338,8 +365,11 @@ class SessionsAPI:
         )
         # Closed here, not by the GC, so that closing us cancels the workers at once.
         async with contextlib.aclosing(run):
-            async for _, result in run:
-                yield result
+            try:
+                async for _, result in run:
+                    yield result
+            except _bulk.RunAborted as exc:
+                raise BulkReleaseAborted(BulkReleaseReport([]), exc.cause) from exc.cause
 
     async def release_many(
         self,
@@ -356,39 +386,59 @@ class SessionsAPI:
         A repeated id is released once and reported at each of its positions.
 
         Args:
-            session_ids: Any iterable or async iterable of ids.
-            concurrency: The most requests in flight, ever.
+            session_ids: Any iterable or async iterable of ids (or sessions,
+                as `list` returns them).
+            concurrency: The most requests in flight, ever; never more workers
+                than ids in hand.
             project_id: Sent as ``projectId``; else the client's, else none.
             wait: Confirm each session reached a terminal state.
             wait_timeout: Seconds to wait for each, with *wait*.
-            on_result: Called with each result as it finishes (for progress).
+            on_result: Called with each result as it finishes (for progress);
+                once it raises, it is called no more.
 
         Returns:
             The report, with the run's flow figures in ``stats``; it never
             raises for a per-session failure.
 
         Raises:
-            ValueError: *concurrency* is below 1.
+            ValueError: A bad *concurrency* or *wait_timeout*, before any request.
+            BulkReleaseAborted: The input or *on_result* raised: no more ids
+                were taken, the releases sent finished, and its ``report`` holds
+                every session tried; the original exception is its ``__cause__``.
         """
+        _bulk.check_concurrency(concurrency)
+        check_seconds("wait_timeout", wait_timeout)
         results: list[ReleaseResult | None] = []
         before, started = self._flow.stats(), time.monotonic()
+        callback_failed = False
 
         def keep(position: int, result: ReleaseResult) -> None:
+            nonlocal callback_failed
             if position >= len(results):
                 results.extend([None] * (position + 1 - len(results)))
             results[position] = result
-            if on_result is not None:
-                on_result(result)
+            if on_result is not None and not callback_failed:
+                try:
+                    on_result(result)
+                except Exception:
+                    callback_failed = True
+                    raise
 
-        await _bulk.drive(
-            self._releaser.bulk_release_one(project_id, wait, wait_timeout),
-            session_ids,
-            keep,
-            concurrency=concurrency,
-            memo_size=None,
-        )
-        stats = self._flow.stats().since(before, elapsed=time.monotonic() - started)
-        return BulkReleaseReport([result for result in results if result is not None], stats)
+        def report() -> BulkReleaseReport:
+            stats = self._flow.stats().since(before, elapsed=time.monotonic() - started)
+            return BulkReleaseReport([result for result in results if result is not None], stats)
+
+        try:
+            await _bulk.drive(
+                self._releaser.bulk_release_one(project_id, wait, wait_timeout),
+                session_ids,
+                keep,
+                concurrency=concurrency,
+                memo_size=None,
+            )
+        except _bulk.RunAborted as exc:
+            raise BulkReleaseAborted(report(), exc.cause) from exc.cause
+        return report()
 
     async def release_all(
         self,
@@ -428,13 +478,15 @@ class SessionsAPI:
             filters kept, no others.
 
         Raises:
-            ValueError: A bad *status*, *concurrency*, *older_than* (negative,
-                NaN) or *where* (not callable), before any request.
+            ValueError: A bad *status*, *concurrency*, *wait_timeout*,
+                *older_than* (negative, NaN) or *where* (not callable), before
+                any request.
             APIError: The listing itself failed (nothing was released).
         """
         age = _bulk.check_age(older_than)
         _bulk.check_where(where)
         _bulk.check_concurrency(concurrency)
+        check_seconds("wait_timeout", wait_timeout)
         listed = await self.list(status=status, q=q)
         sessions = _bulk.select(listed, older_than=age, where=where, now=datetime.now(UTC))
         return await self.release_many(
@@ -450,7 +502,7 @@ class SessionsAPI:
 
     def guard(
         self,
-        session_id: str,
+        session_id: str | Session,
         *,
         project_id: str | None = None,
         wait: bool = False,
@@ -462,16 +514,21 @@ class SessionsAPI:
         bounded by *release_timeout*. If the block raised, a failed release is logged
         and added to the block's exception as a note, never hiding it; if the
         block ended normally, a failed release raises. A `CancelledError` is
-        re-raised once the release is done.
+        re-raised once the release is done. Nothing the release raises ever
+        replaces the block's own exception or cancellation. If the client is
+        closed while the block runs, `aclose` releases the session first, and
+        the guard's exit finds it released.
 
         Args:
-            session_id: The session to release.
+            session_id: The session to release (or its id).
             project_id: Sent as ``projectId``; else the client's, else none.
             wait: Confirm the session reached a terminal state.
             release_timeout: Seconds that the release on exit may take in all.
 
         Raises:
-            ValueError: A bad id, on entry.
+            ValueError: A bad id or *release_timeout*, on entry.
+            RuntimeError: The client is closed, on entry (or, when the block
+                ended normally, closed before it could release the session).
             APIError: The block ended normally and the release failed.
         """
         return self._releaser.guard(session_id, project_id, wait, release_timeout)
@@ -615,7 +672,7 @@ class SessionsAPI:
             wait_for_slot=wait_for_slot,
             request_timeout=request_timeout,
         )
-        check_positive("release_timeout", release_timeout)
+        check_seconds("release_timeout", release_timeout)
         return self._lifecycle.session(
             fields,
             wait_for_slot=wait_for_slot,

@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import math
 import os
 import re
 from collections.abc import Mapping
 from typing import Final, Literal, TypeAlias
 from urllib.parse import urlsplit
+
+from ._models import Session
 
 DEFAULT_BASE_URL: Final = "https://api.browserbase.com"
 DEFAULT_TIMEOUT: Final = 60.0
@@ -110,14 +113,17 @@ def is_loopback(host: str) -> bool:
 
 
 def check_session_id(session_id: object) -> str:
-    """Return *session_id* if it is safe to put in a URL path.
+    """Return *session_id* (or a `Session`'s id) if it is safe to put in a URL path.
 
     Raises:
-        ValueError: It is not a string, is empty, ``.`` or ``..``, or has a
-            character outside RFC 3986 "unreserved" (``A-Z a-z 0-9 - . _ ~``).
+        ValueError: It is neither a string nor a `Session`, is empty, ``.`` or
+            ``..``, or has a character outside RFC 3986 "unreserved"
+            (``A-Z a-z 0-9 - . _ ~``).
     """
     if not isinstance(session_id, str):
-        raise ValueError(f"session id must be a str, got {type(session_id).__name__}")
+        if isinstance(session_id, Session):
+            return check_session_id(session_id.id)
+        raise ValueError(f"session id must be a str or a Session, got {type(session_id).__name__}")
     if session_id in (".", "..") or not _SESSION_ID.fullmatch(session_id):
         raise ValueError(
             f"invalid session id {session_id[:80]!r}: "
@@ -127,18 +133,41 @@ def check_session_id(session_id: object) -> str:
 
 
 def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
-    """Refuse a number that must be positive.
+    """Refuse a number that must be positive (and finite): a count or seconds.
 
     Raises:
-        ValueError: *value* is below zero, or zero where that is not allowed.
+        ValueError: *value* is not a number (a ``bool`` is not one), is NaN or
+            infinite, below zero, or zero where that is not allowed.
     """
-    if value < 0 or (value == 0 and not allow_zero):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+        or (value == 0 and not allow_zero)
+    ):
         bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"{name} must be {bound}, got {value!r}")
+        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
+
+
+def check_seconds(name: str, value: object) -> None:
+    """Refuse a duration that is not a finite number of seconds >= 0.
+
+    Raises:
+        ValueError: *value* is not an ``int`` or a ``float`` (a ``bool`` or a
+            ``str`` is not one), or is NaN, infinite or negative.
+    """
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
 
 
 def check_positive_int(name: str, value: object) -> None:
-    """Refuse anything but a whole number above zero (a ``bool`` is not one).
+    """Refuse anything but a whole number above zero (a ``bool`` or a ``float`` is not one).
 
     Raises:
         ValueError: *value* is not an ``int``, or is below one.
@@ -148,12 +177,16 @@ def check_positive_int(name: str, value: object) -> None:
 
 
 def check_timeout(timeout: Timeout) -> None:
-    """Refuse a timeout that is not ``None``, the client's default, or seconds above zero.
+    """Refuse a timeout that is not ``None``, the client's default, or finite seconds above zero.
 
     Raises:
-        ValueError: *timeout* is not a number, or is zero, negative or NaN.
+        ValueError: *timeout* is not a number, or is zero, negative, NaN or infinite.
     """
     if timeout is None or timeout is USE_CLIENT_DEFAULT:
         return
-    if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
-        raise ValueError(f"timeout must be > 0 seconds or None, got {timeout!r}")
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not 0 < timeout < math.inf
+    ):
+        raise ValueError(f"timeout must be > 0 seconds or None (finite), got {timeout!r}")

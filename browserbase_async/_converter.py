@@ -2,14 +2,17 @@
 
 Hooks are strict about JSON types (a ``"false"`` string is not a bool) and
 tolerant about what the API may add later (unknown keys are ignored, unknown
-enum values are kept as their raw string).
+enum values are kept as their raw string). Only ``id`` and ``status`` are
+essential: a field the library does not act on whose value the schema does not
+allow is read as ``None`` (and logged at DEBUG), so that a drift of the
+server's schema never turns every answer into a failure.
 """
 
 from __future__ import annotations
 
 import enum
 import json
-import re
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Final, TypeVar
@@ -21,8 +24,9 @@ from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, overrid
 from ._errors import APIResponseValidationError, excerpt
 from ._models import Region, Session, SessionStatus
 
+logger: Final = logging.getLogger("browserbase_async")
+
 _T = TypeVar("_T")
-_FIELD_PATH: Final = re.compile(r"\$\.(\w+)")
 _E = TypeVar("_E", bound=enum.Enum)
 
 
@@ -31,7 +35,10 @@ def _camel(name: str) -> str:
     return head + "".join(word.title() for word in rest)
 
 
-def _structure_datetime(value: object, _: type) -> datetime:
+def _structure_datetime(value: object, _: type) -> datetime | None:
+    # Every datetime of a Session is optional: null is None.
+    if value is None:
+        return None
     if not isinstance(value, str):
         raise TypeError(f"expected an ISO 8601 string, got {type(value).__name__}")
     try:
@@ -56,33 +63,34 @@ def _unstructure_datetime(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def _strict(kind: type[_T]) -> Callable[[object, type], _T]:
-    def structure(value: object, _: type) -> _T:
+def _strict(kind: type[_T], *, optional: bool = False) -> Callable[[object, type], _T | None]:
+    def structure(value: object, _: type) -> _T | None:
         # bool is an int in Python, never in JSON.
-        if type(value) is not kind:
-            raise TypeError(f"expected {kind.__name__}, got {type(value).__name__}")
-        return value
+        if type(value) is kind or (optional and value is None):
+            return value
+        raise TypeError(f"expected {kind.__name__}, got {type(value).__name__}")
 
     return structure
 
 
-def _optional(structure: Callable[[object, type], _T]) -> Callable[[object, type], _T | None]:
-    def structure_optional(value: object, kind: type) -> _T | None:
-        return None if value is None else structure(value, kind)
-
-    return structure_optional
-
-
-def _tolerant_enum(enum_type: type[_E]) -> Callable[[object, type], _E | str]:
+def _tolerant_enum(
+    enum_type: type[_E], *, optional: bool = False
+) -> Callable[[object, type], _E | str | None]:
     members: dict[object, _E] = {member.value: member for member in enum_type}
 
-    def structure(value: object, _: type) -> _E | str:
+    def structure(value: object, _: type) -> _E | str | None:
         if not isinstance(value, str):
+            if optional and value is None:
+                return None
             raise TypeError(f"expected a string, got {type(value).__name__}")
         # A value added to the API after this release must not fail the call.
         return members.get(value, value)
 
     return structure
+
+
+_ESSENTIAL: Final = ("id", "status")
+"""The only fields a Session cannot do without: the library acts on nothing else."""
 
 
 def _renames() -> dict[str, Any]:
@@ -91,15 +99,15 @@ def _renames() -> dict[str, Any]:
 
 def _build() -> cattrs.Converter:
     converter = cattrs.Converter()
-    converter.register_structure_hook(datetime, _structure_datetime)
-    # The optional fields, directly: cattrs' general Optional path costs more than the parse.
-    converter.register_structure_hook(datetime | None, _optional(_structure_datetime))
-    converter.register_structure_hook(str | None, _optional(_strict(str)))
+    # The optional fields, each with one function: cattrs' general Optional path costs
+    # more than the parse.
+    converter.register_structure_hook(datetime | None, _structure_datetime)
     converter.register_unstructure_hook(datetime, _unstructure_datetime)
     for kind in (str, int, bool):
         converter.register_structure_hook(kind, _strict(kind))
+        converter.register_structure_hook(kind | None, _strict(kind, optional=True))
     converter.register_structure_hook(SessionStatus | str, _tolerant_enum(SessionStatus))
-    converter.register_structure_hook(Region | str, _tolerant_enum(Region))
+    converter.register_structure_hook(Region | str | None, _tolerant_enum(Region, optional=True))
     renames = _renames()
     converter.register_structure_hook(
         Session, make_dict_structure_fn(Session, converter, **renames)
@@ -113,6 +121,12 @@ def _build() -> cattrs.Converter:
 
 
 converter: Final = _build()
+_FIELDS: Final = tuple(
+    (field.name, _camel(field.name), field.type)
+    for field in attrs.fields(attrs.resolve_types(Session))
+)
+"""Each field of a Session: its name, its JSON key, its type."""
+_NAMES: Final = tuple(name for name, _, _ in _FIELDS)
 # The same hooks without cattrs' detailed validation: a quarter cheaper, and a valid Session
 # (every answer but a broken one) needs nothing more. A failure is structured again by the
 # converter's own hook, which names every bad field.
@@ -125,52 +139,85 @@ _structure_session_fast: Final = make_dict_structure_fn(
 
 
 def structure_session(data: object) -> Session:
-    """Build a `Session` from decoded JSON.
+    """Build a `Session` from decoded JSON, leniently on the fields the library does not act on.
 
     Raises:
-        APIResponseValidationError: *data* is not a Session object.
+        APIResponseValidationError: *data* is not a JSON object, or its ``id``
+            or ``status`` is missing or not a string.
     """
     if type(data) is dict:
         try:
             return _structure_session_fast(data, Session)
-        except Exception:  # told in full, field by field, just below
+        except Exception:  # a drifted field, or a missing essential one: read field by field
             pass
-    return _structure(data, Session)
+    return _structure_lenient(data)
+
+
+def _structure_lenient(data: object) -> Session:
+    if not isinstance(data, dict):
+        raise APIResponseValidationError(
+            f"expected a JSON object for Session, got {type(data).__name__}",
+            body=json_excerpt(data),
+        )
+    problems = [
+        f"$.{key}: {'missing' if key not in data else 'not a string'}"
+        for key in _ESSENTIAL
+        if not isinstance(data.get(key), str)
+    ]
+    if problems:
+        raise APIResponseValidationError(
+            f"the Session in the response is not valid: {'; '.join(problems)}",
+            body=json_excerpt(data),
+        )
+    fields: dict[str, Any] = dict.fromkeys(_NAMES)
+    for name, key, kind in _FIELDS:
+        value = data.get(key)
+        if value is None:
+            continue
+        try:
+            fields[name] = converter.structure(value, kind)  # type: ignore[arg-type]
+        except Exception as exc:
+            logger.debug(
+                "session %s: %s read as None, its value does not fit the schema (%s: %s)",
+                data["id"][:80],
+                key,
+                type(exc).__name__,
+                exc,
+            )
+    return Session(**fields)
 
 
 def structure_sessions(data: object) -> list[Session]:
-    """Build a list of `Session` from a decoded JSON array.
+    """Build a list of `Session` from a decoded JSON array: every session it can read.
+
+    An item that is not a readable Session (no ``id`` or ``status``) is
+    skipped, with a warning.
 
     Raises:
-        APIResponseValidationError: *data* is not an array of Session objects.
+        APIResponseValidationError: *data* is not an array.
     """
     if not isinstance(data, list):
         raise APIResponseValidationError(
-            "expected a JSON array of sessions", body=excerpt(json.dumps(data))
+            "expected a JSON array of sessions", body=json_excerpt(data)
         )
-    return [structure_session(item) for item in data]
+    sessions = []
+    for item in data:
+        try:
+            sessions.append(structure_session(item))
+        except APIResponseValidationError as exc:
+            # One drifted session never fails the listing: the others are still worth having.
+            logger.warning("a session of the listing was skipped: %s", exc)
+    return sessions
+
+
+def json_excerpt(data: object) -> str:
+    """A short excerpt of decoded JSON, for a message; never an exception of its own."""
+    try:
+        return excerpt(json.dumps(data))
+    except (ValueError, RecursionError):  # too deep to encode again
+        return f"<a JSON {type(data).__name__} too deep to show>"
 
 
 def unstructure_session(session: Session) -> dict[str, Any]:
     """Return the JSON form of *session*, with camelCase keys and ISO 8601 datetimes."""
     return converter.unstructure(session)  # type: ignore[no-any-return]
-
-
-def _structure(data: object, kind: type[_T]) -> _T:
-    if not isinstance(data, dict):
-        raise APIResponseValidationError(
-            f"expected a JSON object for {kind.__name__}, got {type(data).__name__}",
-            body=excerpt(json.dumps(data)),
-        )
-    try:
-        return converter.structure(data, kind)
-    except Exception as exc:
-        # Name fields as they are in the JSON, where the reader will look.
-        problems = [
-            _FIELD_PATH.sub(lambda match: "$." + _camel(match[1]), problem)
-            for problem in cattrs.transform_error(exc, path="$")
-        ]
-        raise APIResponseValidationError(
-            f"the {kind.__name__} in the response is not valid: {'; '.join(problems)}",
-            body=excerpt(json.dumps(data)),
-        ) from exc

@@ -55,17 +55,26 @@ class APITimeoutError(APIConnectionError):
 
 
 class APIResponseValidationError(APIError):
-    """A 2xx answer whose body is not the JSON shape the API describes.
+    """A 2xx answer whose body is not the JSON shape the API describes (or an answer too long).
 
     Attributes:
         body: A short excerpt of the body, for the log.
+        status_code: The answer's HTTP status, when the error is about a whole
+            answer (``None`` when it is about a decoded value).
     """
 
     body: str
+    status_code: int | None
 
-    def __init__(self, message: str, *, body: str) -> None:
+    def __init__(self, message: str, *, body: str, status_code: int | None = None) -> None:
         super().__init__(f"{message} (body: {body})" if body else message)
         self.body = body
+        self.status_code = status_code
+
+    @property
+    def accepted(self) -> bool:
+        """Whether the answer was a 2xx: the server did what was asked, whatever its body."""
+        return self.status_code is not None and 200 <= self.status_code < 300
 
 
 class APIStatusError(APIError):
@@ -177,7 +186,7 @@ def _decode_error_body(body: bytes) -> tuple[object, str]:
     text = body.decode("utf-8", errors="replace")
     try:
         decoded: object = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested too deep for the parser
         return excerpt(text), excerpt(text)
     if isinstance(decoded, dict):
         for key in ("message", "error", "detail"):
@@ -195,6 +204,10 @@ def excerpt(text: str) -> str:
     return flat[: EXCERPT_CHARS - 1] + "…"
 
 
-def client_closed() -> RuntimeError:
+class ClientClosedError(RuntimeError):
+    """A call made to, or still waiting in, a closed `SessionsAPI` (a `RuntimeError`)."""
+
+
+def client_closed() -> ClientClosedError:
     """The error of a call made to, or still waiting in, a closed `SessionsAPI`."""
-    return RuntimeError("this SessionsAPI is closed; create a new one")
+    return ClientClosedError("this SessionsAPI is closed; create a new one")

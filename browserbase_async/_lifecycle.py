@@ -28,14 +28,13 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Final
 
 import attrs
 
-from ._config import Timeout, check_timeout
+from ._config import Timeout, check_seconds, check_timeout
 from ._converter import structure_session, structure_sessions
 from ._errors import (
     APIConnectionError,
@@ -91,13 +90,7 @@ def create_fields(
         ValueError: An argument the API would refuse, or a bad *wait_for_slot*
             or *request_timeout*, named.
     """
-    if (
-        isinstance(wait_for_slot, bool)
-        or not isinstance(wait_for_slot, int | float)
-        or not math.isfinite(wait_for_slot)
-        or wait_for_slot < 0
-    ):
-        raise ValueError(f"wait_for_slot must be finite seconds >= 0, got {wait_for_slot!r}")
+    check_seconds("wait_for_slot", wait_for_slot)
     check_timeout(request_timeout)
     fields: dict[str, Any] = {}
     for name, key, value in (

@@ -37,21 +37,24 @@ TERMINAL_STATUSES: Final = frozenset(
 class Session:
     """One browser session, as the API returns it.
 
-    ``status`` and ``region`` are enum members, or the raw string when the
-    server sends a value this version does not know yet; both compare equal
-    to their string value (``session.status == "COMPLETED"``). Datetimes are
-    timezone-aware, in UTC.
+    Only ``id`` and ``status`` are essential: every other field is ``None``
+    when the server leaves it out, sends ``null``, or sends a value the schema
+    does not allow (a drift of the server's schema never fails a call; the
+    mismatch is logged at DEBUG). ``status`` and ``region`` are enum members,
+    or the raw string when the server sends a value this version does not
+    know yet; both compare equal to their string value
+    (``session.status == "COMPLETED"``). Datetimes are timezone-aware, in UTC.
     """
 
     id: str
-    created_at: datetime
-    updated_at: datetime
-    project_id: str
-    started_at: datetime
+    created_at: datetime | None
+    updated_at: datetime | None
+    project_id: str | None
+    started_at: datetime | None
     status: SessionStatus | str
-    proxy_bytes: int
-    keep_alive: bool
-    region: Region | str
+    proxy_bytes: int | None
+    keep_alive: bool | None
+    region: Region | str | None
     ended_at: datetime | None = None
     expires_at: datetime | None = None
     context_id: str | None = None
@@ -61,6 +64,11 @@ class Session:
     def is_terminal(self) -> bool:
         """Whether the session has ended (``COMPLETED``, ``ERROR`` or ``TIMED_OUT``)."""
         return self.status in TERMINAL_STATUSES
+
+
+def bare_session(session_id: str, status: SessionStatus | str) -> Session:
+    """A `Session` of which only the id and the status are known; every other field ``None``."""
+    return Session(session_id, None, None, None, None, status, None, None, None)
 
 
 @attrs.frozen(kw_only=True)

@@ -21,11 +21,12 @@ import attrs
 
 from . import _bulk
 from ._bulk import ReleaseResult
-from ._config import USE_CLIENT_DEFAULT, Timeout, check_session_id
+from ._config import USE_CLIENT_DEFAULT, Timeout, check_seconds, check_session_id
 from ._converter import structure_session
 from ._errors import (
     APIConnectionError,
     APIError,
+    APIResponseValidationError,
     APIStatusError,
     APITimeoutError,
     AuthenticationError,
@@ -43,6 +44,8 @@ DEFAULT_WAIT_TIMEOUT: Final = 30.0
 """Seconds that ``release(wait=True)`` waits for a terminal state."""
 DEFAULT_GUARD_TIMEOUT: Final = 30.0
 """Seconds that a guard's release on exit may take, retries included."""
+CLOSE_RELEASE_TIMEOUT: Final = 5.0
+"""Seconds that closing the client gives each session open guards still hold to be released."""
 
 UPDATE_STATUSES: Final = frozenset({REQUEST_RELEASE})
 ALREADY_ENDED_STATUSES: Final = frozenset({400, 409, 410, 422})
@@ -66,8 +69,10 @@ class Releaser:
 
     requester: Requester
     project_id: str | None
-    on_released: list[Callable[[], object]] = attrs.field(factory=list)
-    """Called after each release that succeeded: a browser may be free (see `_lifecycle`)."""
+    holds: set[Hold] = attrs.field(init=False, factory=set)
+    """The sessions that open guards hold, for `release_held`."""
+    on_released: list[Callable[[], object]] = attrs.field(init=False, factory=list)
+    """Called after each release that succeeded: a browser may be free (see `_slots`)."""
 
     def update_call(
         self,
@@ -111,16 +116,24 @@ class Releaser:
         """
         call = self.update_call(session_id, project_id, timeout=timeout)
         call.fatal = fatal
+        session: Session | None
         try:
             try:
-                session = structure_session(await self.requester.call(call))
+                answer = await self.requester.call(call)
             except APIError as exc:
                 session = await self.check_ended(session_id, exc, timeout)
-            if wait and not session.is_terminal:
+            else:
+                try:
+                    session = structure_session(answer)
+                except APIResponseValidationError as exc:
+                    session = await self.confirm(session_id, exc, timeout)
+            if wait and (session is None or not session.is_terminal):
                 session = await self.wait_terminal(session_id, wait_timeout, timeout)
         except APIError as exc:
             if fatal is not None and not fatal and isinstance(exc, _FATAL_IN_BULK):
                 fatal.append(exc)
+            return ReleaseResult(session_id, None, exc, call.attempts)
+        except Exception as exc:  # a closed client, or a bug: this session's outcome, no more
             return ReleaseResult(session_id, None, exc, call.attempts)
         for released in self.on_released:
             released()
@@ -128,9 +141,10 @@ class Releaser:
 
     async def check_ended(
         self, session_id: str, failure: APIError, timeout: Timeout = USE_CLIENT_DEFAULT
-    ) -> Session:
+    ) -> Session | None:
         """Return the session if a failed release found it ended; else raise *failure*.
 
+        A 2xx whose body could not be read is the server's yes: see `confirm`.
         A refusal that may mean "already ended" (`ALREADY_ENDED_STATUSES`) is
         always checked. A connection error, a timeout or a 5xx is checked when
         the retry budget allows: the server may have acted before the answer
@@ -140,6 +154,8 @@ class Releaser:
         requester = self.requester
         if isinstance(failure, APIStatusError) and failure.status_code in ALREADY_ENDED_STATUSES:
             pass
+        elif isinstance(failure, APIResponseValidationError) and failure.accepted:
+            return await self.confirm(session_id, failure, timeout)
         elif not (
             isinstance(failure, APIConnectionError | InternalServerError)
             and not requester.closed
@@ -154,6 +170,31 @@ class Releaser:
         if not session.is_terminal:
             raise failure
         return session
+
+    async def confirm(
+        self,
+        session_id: str,
+        unreadable: APIResponseValidationError,
+        timeout: Timeout = USE_CLIENT_DEFAULT,
+    ) -> Session | None:
+        """The session of a release that the server accepted (2xx) with an answer not a Session.
+
+        A 2xx is never a failure: the session is retrieved, and where it cannot
+        be read either, the release stands with no `Session` (``None``), the
+        parse error logged.
+        """
+        try:
+            return await self.requester.retrieve(session_id, timeout)
+        except APIError as check:
+            logger.warning(
+                "session %s released (the server answered %s), but its answer could not be "
+                "read: %s; nor could retrieving it: %s",
+                session_id,
+                unreadable.status_code or "2xx",
+                unreadable,
+                check,
+            )
+            return None
 
     def bulk_release_one(
         self, project_id: str | None, wait: bool, wait_timeout: float
@@ -197,7 +238,7 @@ class Releaser:
         try:
             async with asyncio.timeout(wait_timeout):
                 return await poll_until(
-                    fetch, lambda session: session.is_terminal, requester.policy
+                    fetch, lambda session: session.is_terminal, requester.policy, requester.sleep
                 )
         except TimeoutError:
             raise APITimeoutError(
@@ -206,57 +247,128 @@ class Releaser:
 
     @contextlib.asynccontextmanager
     async def guard(
-        self, session_id: str, project_id: str | None, wait: bool, release_timeout: float
+        self, session_id: str | Session, project_id: str | None, wait: bool, release_timeout: float
     ) -> AsyncIterator[None]:
         """Release *session_id* when the block exits, however it exits (see `SessionsAPI.guard`).
 
+        While the block runs, the session is held in `holds`, so that closing
+        the client releases it first (`release_held`). Nothing the release
+        raises replaces the block's own exception or cancellation.
+
         Raises:
-            ValueError: A bad id, on entry.
-            APIError: The block ended normally and the release failed.
+            ValueError: A bad id or *release_timeout*, on entry.
+            RuntimeError: The client is closed, on entry.
+            Exception: The block ended normally and the release failed.
         """
-        check_session_id(session_id)
+        hold = self.hold(session_id, project_id, wait, release_timeout)
         try:
             yield
         except BaseException as exc:
-            error = await self.release_shielded(session_id, project_id, wait, release_timeout)
+            error = await self.release_shielded(hold)
             if error is not None:
                 logger.warning(
                     "could not release session %s after %s: %s",
-                    session_id,
+                    hold.session_id,
                     type(exc).__name__,
                     error,
                 )
-                exc.add_note(f"and releasing session {session_id} failed: {error!r}")
+                exc.add_note(f"and releasing session {hold.session_id} failed: {error!r}")
             raise
-        error = await self.release_shielded(session_id, project_id, wait, release_timeout)
+        error = await self.release_shielded(hold)
         if error is not None:
             raise error
 
-    async def release_shielded(
-        self, session_id: str, project_id: str | None, wait: bool, limit: float
-    ) -> APIError | None:
-        """Release *session_id*, shielded from our cancellation and bounded by *limit* seconds.
+    def hold(
+        self, session_id: str | Session, project_id: str | None, wait: bool, limit: float
+    ) -> Hold:
+        """Hold *session_id* until `release_shielded` releases it, or `release_held` does.
+
+        Args:
+            session_id: The session (or its id) to release in the end.
+            project_id: Sent as ``projectId``; else the client's, else none.
+            wait: Confirm the session reached a terminal state.
+            limit: Seconds that its release may take in all.
+
+        Raises:
+            ValueError: A bad id or *limit*.
+            RuntimeError: The client is closed, or belongs to another loop.
+        """
+        valid = check_session_id(session_id)
+        check_seconds("release_timeout", limit)
+        self.requester.check_open()
+        hold = Hold(valid, project_id, wait, limit)
+        self.holds.add(hold)
+        return hold
+
+    def _start_release(self, hold: Hold, limit: float) -> asyncio.Future[ReleaseResult]:
+        """The release of *hold*, started now unless it already was: it is released once."""
+        if hold.release is None:
+            hold.release = asyncio.ensure_future(self._release_bounded(hold, limit))
+            hold.release.add_done_callback(lambda _: self.holds.discard(hold))
+        return hold.release
+
+    async def _release_bounded(self, hold: Hold, limit: float) -> ReleaseResult:
+        try:
+            async with asyncio.timeout(limit):
+                return await self.release_result(
+                    hold.session_id, project_id=hold.project_id, wait=hold.wait, wait_timeout=limit
+                )
+        except TimeoutError:
+            error = APITimeoutError(f"releasing session {hold.session_id} took over {limit} s")
+            return ReleaseResult(hold.session_id, None, error, 0)
+
+    async def release_shielded(self, hold: Hold) -> Exception | None:
+        """Release *hold*, shielded from our cancellation and bounded by its limit.
+
+        If `release_held` released it already (the client was closed), that
+        release's outcome is the answer: the session is never released twice.
 
         Returns:
-            The release's error, or ``None`` once it is released.
+            The release's error, of whatever class, or ``None`` once it is released.
 
         Raises:
             asyncio.CancelledError: We were cancelled meanwhile; raised once the
                 release is done.
         """
+        result = await finish_shielded(self._start_release(hold, hold.limit))
+        return result.error
 
-        async def bounded() -> ReleaseResult:
+    async def release_held(self, limit: float) -> None:
+        """Release every session that open guards hold, each within *limit* seconds.
+
+        For closing the client: a program stopped by Ctrl-C, whose guards are
+        still open in tasks not yet cancelled, leaves nothing running. Each
+        guard, on its exit, then finds its session released. Shielded: a
+        cancellation of the closing waits for these bounded releases.
+        """
+        cancelled = False
+        while self.holds:
+            releases = [self._start_release(hold, min(hold.limit, limit)) for hold in self.holds]
             try:
-                async with asyncio.timeout(limit):
-                    return await self.release_result(
-                        session_id, project_id=project_id, wait=wait, wait_timeout=limit
-                    )
-            except TimeoutError:
-                error = APITimeoutError(f"releasing session {session_id} took over {limit} s")
-                return ReleaseResult(session_id, None, error, 0)
+                await asyncio.wait(releases)
+            except asyncio.CancelledError:
+                cancelled = True  # the releases go on: wait for them, then say so
+        if cancelled:
+            raise asyncio.CancelledError
 
-        result = await finish_shielded(bounded())
-        return result.error if isinstance(result.error, APIError) else None
+
+@attrs.define(eq=False)
+class Hold:
+    """A session an open guard holds: released once, by the guard's exit or the client's close.
+
+    Attributes:
+        session_id: The session to release.
+        project_id: Sent as ``projectId``; else the client's, else none.
+        wait: Confirm the session reached a terminal state.
+        limit: Seconds that its release may take in all.
+        release: The release, once started.
+    """
+
+    session_id: str
+    project_id: str | None
+    wait: bool
+    limit: float
+    release: asyncio.Future[ReleaseResult] | None = None
 
 
 async def finish_shielded(work: Awaitable[_T]) -> _T:

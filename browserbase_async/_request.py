@@ -10,6 +10,8 @@ release means: that is `_release`.
 
 from __future__ import annotations
 
+import asyncio
+import codecs
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeAlias
@@ -22,7 +24,7 @@ from ._errors import APIError, APIResponseValidationError, client_closed, excerp
 from ._flow import FlowControl
 from ._models import Session
 from ._retry import RetryBudget, RetryPolicy, build_retrying, is_retryable
-from ._transport import Transport
+from ._transport import Response, Transport
 
 Fatal: TypeAlias = list[APIError]
 """A bulk run's fatal error, once it has one (at most one item)."""
@@ -71,31 +73,84 @@ class Requester:
     policy: RetryPolicy
     budget: RetryBudget = attrs.field(init=False)
     closed: bool = attrs.field(init=False, default=False)
+    loop: asyncio.AbstractEventLoop | None = attrs.field(init=False, default=None, repr=False)
+    """The event loop of the client's first call: the only one it serves."""
     _retrying: Callable[[Callable[[Call], Awaitable[object]], Call], Awaitable[object]] = (
         attrs.field(init=False, repr=False)
     )
+    _sleepers: set[asyncio.Future[None]] = attrs.field(init=False, factory=set, repr=False)
 
     def __attrs_post_init__(self) -> None:
         self.budget = RetryBudget.for_policy(self.policy)
-        self._retrying = build_retrying(self.policy, self.budget, self.is_closed)
+        self._retrying = build_retrying(self.policy, self.budget, self.is_closed, self.sleep)
 
     def is_closed(self) -> bool:
         """Whether the client was closed."""
         return self.closed
 
     def check_open(self) -> None:
-        """Raise `RuntimeError` if the client was closed."""
+        """Refuse a call to a closed client, or from another event loop than its own.
+
+        Raises:
+            RuntimeError: The client is closed, or belongs to another event loop.
+        """
         if self.closed:
             raise client_closed()
+        if asyncio.get_running_loop() is not self.loop:
+            self._bind()
+
+    def _bind(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self.loop is None:
+            self.loop = loop
+            self.transport.watch_loop()
+            return
+        raise RuntimeError(
+            "this SessionsAPI belongs to another event loop (that of its first call): a client "
+            "cannot move between loops (a second asyncio.run, a thread's own loop); make the "
+            "client inside the loop that uses it, for instance in the coroutine given to "
+            "asyncio.run, with 'async with SessionsAPI(...) as api:'"
+        )
+
+    def close(self) -> None:
+        """Refuse further calls, and end the calls sleeping in a backoff or a poll at once.
+
+        Each sleeper raises the closed-client `RuntimeError`.
+        """
+        self.closed = True
+        for sleeper in self._sleepers:
+            if not sleeper.done():
+                sleeper.set_exception(client_closed())
+        self._sleepers.clear()
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep *seconds* (a backoff, a poll's pace), unless the client closes meanwhile.
+
+        Raises:
+            RuntimeError: The client closed during the sleep.
+        """
+        self.check_open()
+        loop = asyncio.get_running_loop()
+        sleeper: asyncio.Future[None] = loop.create_future()
+        timer = loop.call_later(seconds, _wake, sleeper)
+        self._sleepers.add(sleeper)
+        try:
+            await sleeper
+        finally:
+            timer.cancel()
+            self._sleepers.discard(sleeper)
 
     async def call(self, call: Call) -> object:
         """Run *call* to its decoded JSON answer, with the retries its failures allow.
 
         Raises:
-            RuntimeError: The client is closed.
+            RuntimeError: The client is closed, or belongs to another event loop.
             APIError: The last failure, once no retry is left or allowed.
         """
-        self.check_open()
+        if self.closed:
+            raise client_closed()
+        if asyncio.get_running_loop() is not self.loop:
+            self._bind()
         self.budget.deposit()
         # The first attempt runs bare: the retry machinery costs only calls that fail.
         try:
@@ -139,13 +194,34 @@ class Requester:
             # JSON between systems is UTF-8 (RFC 8259); given bytes, json.loads would first
             # guess among five encodings, in Python, on every answer.
             return json.loads(response.body.decode())
-        except ValueError:  # UnicodeDecodeError included
-            raise APIResponseValidationError(
-                f"{call.method} {call.path}: the answer is not JSON",
-                body=excerpt(response.body.decode("utf-8", errors="replace")),
-            ) from None
+        except (ValueError, RecursionError):  # UnicodeDecodeError included; too deep a nesting
+            return _decode_slowly(call, response)
 
     async def retrieve(self, session_id: str, timeout: Timeout = USE_CLIENT_DEFAULT) -> Session:
         """Return the session *session_id* as the API has it now."""
         call = Call("GET", f"/v1/sessions/{session_id}", session_id, timeout=timeout)
         return structure_session(await self.call(call))
+
+
+def _wake(sleeper: asyncio.Future[None]) -> None:
+    if not sleeper.done():
+        sleeper.set_result(None)
+
+
+def _decode_slowly(call: Call, response: Response) -> object:
+    """Decode an answer the fast path could not: a leading BOM is forgiven, nothing else.
+
+    Raises:
+        APIResponseValidationError: The answer is not JSON (or nested too deep to read).
+    """
+    body = response.body
+    if body.startswith(codecs.BOM_UTF8):
+        try:
+            return json.loads(body[len(codecs.BOM_UTF8) :].decode())
+        except (ValueError, RecursionError):
+            pass
+    raise APIResponseValidationError(
+        f"{call.method} {call.path}: the answer is not JSON",
+        body=excerpt(body.decode("utf-8", errors="replace")),
+        status_code=response.status,
+    )

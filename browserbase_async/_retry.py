@@ -18,7 +18,7 @@ from typing import Any, Final, Protocol, TypeVar
 import attrs
 import tenacity as _t
 
-from ._config import check_positive
+from ._config import check_positive, check_positive_int
 from ._errors import APIConnectionError, APIStatusError, RateLimitError
 
 logger: Final = logging.getLogger("browserbase_async")
@@ -39,8 +39,12 @@ _R = TypeVar("_R")
 
 
 def _at_least_one(_: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if value < 1:
-        raise ValueError(f"{attribute.name} must be >= 1, got {value!r}")
+    check_positive_int(attribute.name, value)
+
+
+def _count(_: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{attribute.name} must be a whole number >= 0, got {value!r}")
 
 
 def _non_negative(_: object, attribute: attrs.Attribute[float], value: float) -> None:
@@ -77,9 +81,7 @@ class RetryPolicy:
     budget_min_per_second: float = attrs.field(
         default=DEFAULT_BUDGET_MIN_PER_SECOND, validator=_non_negative
     )
-    max_rate_limited: int = attrs.field(
-        default=DEFAULT_MAX_RATE_LIMITED, validator=attrs.validators.ge(0)
-    )
+    max_rate_limited: int = attrs.field(default=DEFAULT_MAX_RATE_LIMITED, validator=_count)
 
     def backoff(self, attempt: int) -> float:
         """Return a backoff sleep, in seconds, after failed attempt number *attempt*.
@@ -199,15 +201,19 @@ class CallState(Protocol):
         """Attempts refused with 429: flow control, not failures."""
 
 
+Sleep = Callable[[float], Awaitable[None]]
+"""Sleeps a number of seconds: the client's own, which its closing cuts short."""
+
+
 def build_retrying(
-    policy: RetryPolicy, budget: RetryBudget, halted: Callable[[], bool]
+    policy: RetryPolicy, budget: RetryBudget, halted: Callable[[], bool], sleep: Sleep
 ) -> Callable[[Callable[[Any], Awaitable[_R]], CallState], Awaitable[_R]]:
     """Return the retry loop of one client, built once.
 
     The returned coroutine function runs ``attempt(call)`` until it succeeds,
     fails for good, or the policy or the budget says stop; then the last
     exception is raised as it is; nothing is retried once *halted* (the client
-    closed) says so. The hooks count attempts with
+    closed) says so. Backoffs are slept with *sleep*. The hooks count attempts with
     ``call.attempts``, not tenacity's own counter, so that a caller may make
     the first attempt itself and enter the loop only when it failed.
 
@@ -277,14 +283,18 @@ def build_retrying(
         stop=stop,
         before_sleep=before_sleep,
         reraise=True,
+        sleep=sleep,
     )
     return retrying
 
 
 async def poll_until(
-    fetch: Callable[[], Awaitable[_R]], done: Callable[[_R], bool], policy: RetryPolicy
+    fetch: Callable[[], Awaitable[_R]],
+    done: Callable[[_R], bool],
+    policy: RetryPolicy,
+    sleep: Sleep,
 ) -> _R:
-    """Call *fetch* until *done* holds for its result, with the policy's backoff between.
+    """Call *fetch* until *done* holds for its result, sleeping the policy's backoff with *sleep*.
 
     It polls forever: bound it with a timeout. An exception of *fetch* (which
     retries on its own) ends the polling at once. *fetch* must be a coroutine
@@ -294,6 +304,7 @@ async def poll_until(
         retry=_t.retry_if_result(lambda result: not done(result)),
         wait=lambda state: policy.backoff(state.attempt_number),
         stop=_t.stop_never,
+        sleep=sleep,
     )
     result: _R = await polling(fetch)
     return result

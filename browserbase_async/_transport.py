@@ -8,13 +8,15 @@ judged here; that is `_errors.for_status`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import platform
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Mapping
 from typing import Final, NamedTuple
 
 import aiohttp
 import attrs
 from aiohttp import hdrs
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from ._config import USE_CLIENT_DEFAULT, Timeout
 from ._errors import (
@@ -29,6 +31,7 @@ USER_AGENT: Final = (
     f"browserbase-async/{__version__} aiohttp/{aiohttp.__version__} "
     f"Python/{platform.python_version()}"
 )
+API_KEY_HEADER: Final = "X-BB-API-Key"
 DEFAULT_MAX_RESPONSE_BYTES: Final = 64 * 1024 * 1024
 """The longest answer read: a list of about 100,000 sessions fits."""
 
@@ -63,11 +66,17 @@ class Transport:
     _get_headers: dict[str, str] = attrs.field(init=False, repr=False)
     _post_headers: dict[str, str] = attrs.field(init=False, repr=False)
     _timeout: aiohttp.ClientTimeout = attrs.field(init=False, repr=False)
+    _wire: set[asyncio.Task[object]] | None = attrs.field(init=False, repr=False)
+    """With a caller's session, the tasks of our requests on it: `aclose` ends them."""
+    _cut: set[asyncio.Task[object]] = attrs.field(init=False, repr=False, factory=set)
+    _watch: AsyncGenerator[None, None] | None = attrs.field(init=False, repr=False, default=None)
+    """Closes our own session when the client's event loop shuts down (see `watch_loop`)."""
 
     def __attrs_post_init__(self) -> None:
         self._owns_session = self.session is None
+        self._wire = None if self._owns_session else set()
         self._get_headers = {
-            "X-BB-API-Key": self.api_key,
+            API_KEY_HEADER: self.api_key,
             "Accept": "application/json",
             "User-Agent": USER_AGENT,
         }
@@ -118,6 +127,14 @@ class Transport:
             timeout, limit = self.timeout, self._timeout
         else:
             limit = aiohttp.ClientTimeout(total=timeout)
+        if (wire := self._wire) is not None:
+            # A caller's session is not ours to close: our own requests on it are ended
+            # one by one at `aclose`.
+            if self.closed:
+                raise client_closed()
+            task = asyncio.current_task()
+            assert task is not None
+            wire.add(task)
         try:
             async with self._session().request(
                 method,
@@ -144,14 +161,27 @@ class Transport:
         except TimeoutError:
             raise APITimeoutError(f"{method} {path}: no answer within {timeout} s") from None
         except aiohttp.ClientError as exc:
+            _scrub_key(exc)
             raise APIConnectionError(self._connection_failed(method, path, exc)) from exc
         except asyncio.CancelledError:
             # Closing the pool cancels the futures of requests waiting in it: that is not a
             # cancellation of the caller's task, and must not look like one to its TaskGroup.
-            task = asyncio.current_task()
-            if self.closed and task is not None and not task.cancelling():
-                raise APIConnectionError(f"{method} {path}: the client was closed") from None
+            current = asyncio.current_task()
+            if self.closed and current is not None:
+                if current in self._cut:
+                    # Our own cut (`aclose`, on a caller's session): the caller's unless it
+                    # cancelled the task too.
+                    self._cut.discard(current)
+                    if current.uncancel() == 0:
+                        raise APIConnectionError(
+                            f"{method} {path}: the client was closed"
+                        ) from None
+                elif not current.cancelling():
+                    raise APIConnectionError(f"{method} {path}: the client was closed") from None
             raise
+        finally:
+            if wire is not None:
+                wire.discard(task)
 
     def _connection_failed(self, method: str, path: str, exc: aiohttp.ClientError) -> str:
         """Say which URL could not be reached, and why, in the user's terms."""
@@ -184,6 +214,7 @@ class Transport:
             f"{method} {url.path}: the answer is longer than max_response_bytes "
             f"({limit} bytes); it was dropped",
             body="",
+            status_code=answer.status,
         )
 
     async def aclose(self) -> None:
@@ -192,10 +223,70 @@ class Transport:
         No request is sent after this, through either.
         """
         self.closed = True
+        if self._wire is not None:
+            for task in self._wire:
+                self._cut.add(task)
+                task.cancel()
+            self._wire.clear()
+        if self._watch is not None:
+            watch, self._watch = self._watch, None
+            await watch.aclose()  # closes our session, as below
+        await self._close_own_session()
+
+    async def _close_own_session(self) -> None:
         if self._owns_session and self.session is not None:
             session, self.session = self.session, None
             await session.close()
 
+    def watch_loop(self) -> None:
+        """Close our own session, and its sockets, when the running event loop shuts down.
+
+        A client used by one ``asyncio.run`` and never closed (a module-level
+        client, a sync wrapper) would otherwise leave that loop's keep-alive
+        sockets open for ever: ``asyncio.run`` closes the async generators of
+        its loop before it closes the loop, and this one closes the session then.
+        """
+        if not self._owns_session:
+            return
+        self._watch = self._until_the_loop_ends()
+        # Run to its `yield` now: that registers it with the loop, which will close it.
+        with contextlib.suppress(StopIteration):
+            self._watch.asend(None).send(None)
+
+    async def _until_the_loop_ends(self) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            await self._close_own_session()
+
     def owns_open_session(self) -> bool:
         """Whether an aiohttp ``ClientSession`` of ours is still open."""
         return self._owns_session and self.session is not None and not self.session.closed
+
+
+def _scrub_key(exc: BaseException) -> None:
+    """Take the request's headers, and so the key, out of aiohttp's exceptions in *exc*'s chain.
+
+    aiohttp keeps the request's headers in ``request_info``, which its
+    exceptions' ``repr()`` shows: ours chain them as a cause, and the key must
+    appear in no exception of an error's chain.
+    """
+    pending, seen = [exc], set()
+    while pending:
+        link = pending.pop()
+        if id(link) in seen:
+            continue
+        seen.add(id(link))
+        info = getattr(link, "request_info", None)
+        if isinstance(info, aiohttp.RequestInfo):
+            clean = info._replace(headers=_without_key(info.headers))
+            link.request_info = clean  # type: ignore[attr-defined]
+            link.args = tuple(clean if arg is info else arg for arg in link.args)
+        pending += [chained for chained in (link.__cause__, link.__context__) if chained]
+
+
+def _without_key(headers: Mapping[str, str]) -> CIMultiDictProxy[str]:
+    kept = CIMultiDict(headers)
+    if API_KEY_HEADER in kept:
+        kept[API_KEY_HEADER] = "<redacted>"
+    return CIMultiDictProxy(kept)

@@ -12,6 +12,7 @@ import pytest
 
 from browserbase_async import (
     APITimeoutError,
+    BulkReleaseAborted,
     InternalServerError,
     NotFoundError,
     RateLimitError,
@@ -245,7 +246,7 @@ async def test_bad_arguments(fake_browserbase: FakeBrowserbase, make_api: ApiFac
     assert fake_browserbase.received.total == 0
 
 
-async def test_a_failing_input_is_raised_after_what_was_started(
+async def test_a_failing_input_aborts_with_the_report_of_what_was_started(
     fake_browserbase: FakeBrowserbase, make_api: ApiFactory
 ) -> None:
     ids = fake_browserbase.add_sessions(3)
@@ -255,9 +256,12 @@ async def test_a_failing_input_is_raised_after_what_was_started(
         raise OSError("disk on fire")
 
     async with make_api() as api:
-        with pytest.raises(OSError, match="disk on fire"):
+        with pytest.raises(BulkReleaseAborted, match="OSError") as caught:
             await api.release_many(broken())  # type: ignore[arg-type]
         assert not our_tasks()
+    assert isinstance(caught.value.__cause__, OSError)
+    assert [result.session_id for result in caught.value.report.results] == ids
+    assert caught.value.report.ok
     assert all(fake_browserbase.status(sid) == "COMPLETED" for sid in ids)
 
 
@@ -294,33 +298,36 @@ async def test_a_server_that_always_refuses_ends_the_run_anyway(
     assert fake_browserbase.received.requests["update"] == 5 * (retried + 1)
 
 
-async def test_a_bug_in_a_release_ends_the_run_instead_of_hanging_it() -> None:
+async def test_a_bug_in_one_release_is_its_result_and_the_run_goes_on() -> None:
     started = asyncio.Event()
 
     async def release_one(session_id: object) -> ReleaseResult:
-        if session_id == "boom":
+        if session_id == "boom" or not isinstance(session_id, str):
             await started.wait()
-            raise RuntimeError("a bug")
+            raise RecursionError("a bug")
         started.set()
         return ReleaseResult(str(session_id), None, None, 1)
 
-    seen: list[int] = []
+    seen: dict[int, ReleaseResult] = {}
 
     async def emit(position: int, result: ReleaseResult) -> None:
-        seen.append(position)
+        seen[position] = result
 
-    with pytest.raises(RuntimeError, match="a bug"):
-        await drive(
-            release_one,
-            ["boom", "ok", "boom", "ok-2"],
-            emit,
-            concurrency=4,
-            memo_size=None,
-        )
+    await drive(
+        release_one,
+        ["boom", "ok", "boom", "ok-2", 42],
+        emit,
+        concurrency=4,
+        memo_size=None,
+    )
     assert not our_tasks()
+    assert [result.ok for _, result in sorted(seen.items())] == [False, True, False, True, False]
+    assert isinstance(seen[0].error, RecursionError)
+    assert seen[2] is seen[0]  # a repeat, answered from the memo
+    assert (seen[4].session_id, type(seen[4].error)) == ("42", RecursionError)
 
 
-async def test_release_iter_raises_what_its_input_raises_after_the_started_releases(
+async def test_release_iter_aborts_as_its_input_raises_after_the_started_releases(
     fake_browserbase: FakeBrowserbase, make_api: ApiFactory
 ) -> None:
     ids = fake_browserbase.add_sessions(3)
@@ -337,9 +344,11 @@ async def test_release_iter_raises_what_its_input_raises_after_the_started_relea
             seen.append(result)
 
     async with make_api() as api:
-        with pytest.raises(OSError, match="the queue went away"):
+        with pytest.raises(BulkReleaseAborted, match="the queue went away") as caught:
             await consume(api)
         assert not our_tasks()
+    assert isinstance(caught.value.__cause__, OSError)
+    assert caught.value.report.results == []  # every result was yielded already
     assert sorted(result.session_id for result in seen) == sorted(ids)
     assert all(fake_browserbase.status(session_id) == "COMPLETED" for session_id in ids)
 

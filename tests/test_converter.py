@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
@@ -13,6 +14,7 @@ from browserbase_async._converter import (
     structure_sessions,
     unstructure_session,
 )
+from browserbase_async._models import bare_session
 
 from .helpers import session_json
 
@@ -127,27 +129,54 @@ def test_round_trip(session: Session) -> None:
 
 
 @pytest.mark.parametrize(
-    ("change", "needle"),
+    ("change", "field"),
     [
-        ({"createdAt": None}, "createdAt"),
-        ({"proxyBytes": "12"}, "proxyBytes"),
-        ({"keepAlive": "false"}, "keepAlive"),
-        ({"proxyBytes": True}, "proxyBytes"),
-        ({"createdAt": "yesterday"}, "createdAt"),
-        ({"status": 3}, "status"),
+        ({"createdAt": None}, "created_at"),
+        ({"proxyBytes": None}, "proxy_bytes"),
+        ({"proxyBytes": "12"}, "proxy_bytes"),
+        ({"keepAlive": "false"}, "keep_alive"),
+        ({"proxyBytes": True}, "proxy_bytes"),
+        ({"createdAt": "yesterday"}, "created_at"),
+        ({"startedAt": 1764320400}, "started_at"),
+        ({"region": ["us-west-2"]}, "region"),
+        ({"userMetadata": "not an object"}, "user_metadata"),
     ],
 )
-def test_wrong_types_are_validation_errors(change: dict[str, Any], needle: str) -> None:
+def test_a_drifted_field_the_library_does_not_act_on_is_none(
+    change: dict[str, Any], field: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="browserbase_async")
+    session = structure_session(session_json(**change))
+    assert (session.id, session.status) == ("s-1", SessionStatus.RUNNING)
+    assert getattr(session, field) is None
+    assert session.project_id == "p-1"  # the others as sent
+    if next(iter(change.values())) is not None:
+        assert next(iter(change)) in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        ({"status": 3}, "status"),
+        ({"status": None}, "status"),
+        ({"id": None}, "id"),
+        ({"id": 12}, "id"),
+    ],
+)
+def test_a_bad_id_or_status_is_a_validation_error(change: dict[str, Any], needle: str) -> None:
     with pytest.raises(APIResponseValidationError, match=needle) as caught:
         structure_session(session_json(**change))
     assert caught.value.body
 
 
-def test_a_missing_field_is_named() -> None:
-    data = session_json()
-    del data["projectId"]
-    with pytest.raises(APIResponseValidationError, match="projectId"):
-        structure_session(data)
+def test_only_id_and_status_are_needed() -> None:
+    data = {"id": "s-1", "status": "COMPLETED"}
+    session = structure_session(data)
+    assert session == bare_session("s-1", SessionStatus.COMPLETED)
+    assert session.started_at is None
+    for key in data:
+        with pytest.raises(APIResponseValidationError, match=f"\\$.{key}: missing"):
+            structure_session({k: v for k, v in data.items() if k != key})
 
 
 def test_not_an_object() -> None:
@@ -164,9 +193,22 @@ def test_a_list_of_sessions() -> None:
         structure_sessions({"sessions": []})
 
 
+def test_a_listing_keeps_every_session_it_can_read(caplog: pytest.LogCaptureFixture) -> None:
+    listed = structure_sessions(
+        [
+            session_json(id="a", startedAt=None),
+            {"status": "RUNNING"},
+            "not a session",
+            session_json(id="b", proxyBytes=None, startedAt="garbage"),
+        ]
+    )
+    assert [(s.id, s.started_at) for s in listed] == [("a", None), ("b", None)]
+    assert caplog.text.count("skipped") == 2
+
+
 def test_excerpt_is_short() -> None:
     with pytest.raises(APIResponseValidationError) as caught:
-        structure_session(session_json(userMetadata={"blob": "x" * 10_000}, proxyBytes="no"))
+        structure_session(session_json(userMetadata={"blob": "x" * 10_000}, status=7))
     assert len(caught.value.body) <= 200
 
 

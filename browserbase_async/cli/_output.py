@@ -180,8 +180,8 @@ def session_cells(session: Session) -> tuple[str, str, str, str, str]:
     return (
         session.id,
         str(session.status),
-        str(session.region),
-        session.started_at.isoformat(timespec="seconds"),
+        "" if session.region is None else str(session.region),
+        "" if session.started_at is None else session.started_at.isoformat(timespec="seconds"),
         json.dumps(session.user_metadata) if session.user_metadata else "",
     )
 
@@ -261,7 +261,9 @@ def print_candidates(
             row = {
                 "session_id": session.id,
                 "status": str(session.status),
-                "age_seconds": round(session_age(session, now), 3),
+                "age_seconds": None
+                if (age := session_age(session, now)) is None
+                else round(age, 3),
             }
             console.file.write(json.dumps(row) + "\n")
         return
@@ -269,7 +271,11 @@ def print_candidates(
         console.file.writelines(session.id + "\n" for session in sessions)
         return
     rows = [
-        (session.id, str(session.status), age_text(session_age(session, now)))
+        (
+            session.id,
+            str(session.status),
+            "?" if (age := session_age(session, now)) is None else age_text(age),
+        )
         for session in sessions
     ]
     _print_rows(console, ("id", "status", "age"), rows)

@@ -8,6 +8,7 @@ from typing import assert_type
 
 from browserbase_async import (
     APIStatusError,
+    BulkReleaseAborted,
     BulkReleaseReport,
     CreatedSession,
     Region,
@@ -27,10 +28,13 @@ async def contract() -> None:
         assert_type(await api.retrieve("s-1"), Session)
         assert_type(await api.list(status=SessionStatus.RUNNING, q=None), list[Session])
         assert_type(await api.list(status="RUNNING"), list[Session])
-        assert_type(session.created_at, datetime)
+        assert_type(session.created_at, datetime | None)
+        assert_type(session.started_at, datetime | None)
         assert_type(session.ended_at, datetime | None)
         assert_type(session.status, SessionStatus | str)
-        assert_type(session.region, Region | str)
+        assert_type(session.region, Region | str | None)
+        assert_type(await api.release_many(await api.list()), BulkReleaseReport)
+        assert_type(await api.retrieve(session), Session)
         report = await api.release_many(["a", "b"], concurrency=8)
         assert_type(report, BulkReleaseReport)
         assert_type(report.failed, list[ReleaseResult])
@@ -50,3 +54,5 @@ async def contract() -> None:
         pass
     except APIStatusError as exc:
         assert_type(exc.status_code, int)
+    except BulkReleaseAborted as aborted:
+        assert_type(aborted.report, BulkReleaseReport)
