@@ -670,3 +670,23 @@ async def test_a_refused_create_tries_again_no_sooner_than_the_server_asked(
     assert (refused.status, served.status) == (429, 201)
     # A lower bound only: the client's timer never fires early, however loaded the machine.
     assert served.arrived - refused.arrived >= 1.0
+
+
+async def test_closing_the_client_releases_what_open_session_blocks_hold() -> None:
+    async with FakeBrowserbase() as fake:
+        api = SessionsAPI(fake.api_key, base_url=fake.base_url, retry=FAST)
+        entered = asyncio.Event()
+
+        async def work() -> None:
+            async with api.session():
+                entered.set()
+                await asyncio.Event().wait()
+
+        task = asyncio.create_task(work())
+        await entered.wait()
+        await api.aclose()  # as a program stopped by Ctrl-C does, its tasks not yet cancelled
+        assert running(fake) == []
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert len(fake.sessions) == 1
