@@ -12,9 +12,10 @@ U seconds. The yardstick is the ideal, ceil(W / B) x (U + one round trip per
 create and per release, measured alone before the run), and ``oracle``: a client
 told the plan (a semaphore of B around create, use, release), never refused.
 
-``releases``: ``release_many`` of N running sessions on a full plan, alone
-(``alone``), and while C creates wait for a browser in the same client
-(``creates-wait``): a create's 429 must not slow the releases.
+``releases``: ``release_many`` of N running sessions on a plan kept full (B more
+sessions run through the run), alone (``alone``), and while C ``session()``
+blocks wait for a browser in the same client (``creates-wait``): a create's 429
+must not slow the releases.
 
 The table gives the median wall time over the yardstick, and the create 429s
 per session.
@@ -99,8 +100,14 @@ async def scrape(way: str, workers: int, browsers: int, use: float) -> dict[str,
 
 
 async def releases(way: str, sessions: int, browsers: int, creates: int) -> dict[str, float]:
-    async with server(browsers, sessions) as (url, key), SessionsAPI(key, base_url=url) as api:
-        ids = [session.id for session in await api.list(status="RUNNING")]
+    # As many sessions again as the plan's browsers stay running through the run: the plan is
+    # full from start to end, and the waiting creates meet nothing but 429s while it runs.
+    async with (
+        server(browsers, sessions + browsers) as (url, key),
+        SessionsAPI(key, base_url=url) as api,
+    ):
+        listed = [session.id for session in await api.list(status="RUNNING")]
+        ids, held = listed[:sessions], listed[sessions:]
 
         async def in_session() -> None:
             async with api.session(wait_for_slot=60):
@@ -113,6 +120,7 @@ async def releases(way: str, sessions: int, browsers: int, creates: int) -> dict
         started = time.monotonic()
         report = await api.release_many(ids)
         elapsed = time.monotonic() - started
+        await api.release_many(held)
         await asyncio.gather(*waiting)
         assert report.ok, report.failed[:3]
         return {

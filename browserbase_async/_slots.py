@@ -24,6 +24,10 @@ from ._retry import retry_after
 
 DEFAULT_SLOT_RETRY: Final = 1.0
 """Seconds before a create refused without a hint tries again (unless a release frees one first)."""
+FIRST_PROBE_GAP: Final = 0.01
+"""Seconds between probes of a plan that refused a release's turn, at first; then doubling."""
+MAX_PROBE_GAP: Final = 1.0
+"""The longest gap, in seconds, between probes of a plan that keeps refusing."""
 _EPOCH_RESET: Final = 1e9
 """An ``x-ratelimit-reset`` above this is a Unix time, not seconds to wait."""
 
@@ -64,7 +68,9 @@ class SlotQueue:
     refused. A release's turn does not chain so: it stands for one browser.
     Once a release's turn was refused (the plan is held by others' sessions,
     or limits creates per minute), releases are doubted: one turn probes at a
-    time, and the releases meanwhile are kept as credits for when it succeeds.
+    time, the probes spaced by a gap that doubles with each refusal (from
+    `FIRST_PROBE_GAP` to `MAX_PROBE_GAP`), so that a long run of releases on
+    a full plan costs a few 429s, not one per release.
     """
 
     _waiting: collections.deque[asyncio.Future[bool]] = attrs.field(
@@ -75,6 +81,9 @@ class SlotQueue:
     _timer: asyncio.TimerHandle | None = attrs.field(default=None, init=False)
     _doubt: bool = attrs.field(default=False, init=False)
     _credits: int = attrs.field(default=0, init=False)
+    _gap: float = attrs.field(default=0.0, init=False)
+    _next_probe: float = attrs.field(default=0.0, init=False)
+    _probe_timer: asyncio.TimerHandle | None = attrs.field(default=None, init=False)
     _closed: bool = attrs.field(default=False, init=False)
 
     @property
@@ -119,32 +128,30 @@ class SlotQueue:
     def freed(self) -> None:
         """A release of this client succeeded: one browser may be free, give the head a turn.
 
-        Once such a turn was refused (the plan is held by sessions of others, or
-        the limit is on creates per minute), releases are doubted: one turn at
-        a time probes, not one per release, until a create is served again.
+        While releases are doubted, it is a credit instead: the next probe goes
+        when the one out (if any) is answered and the gap has passed.
         """
-        if self._doubt and self._sending:
-            self._credits += 1  # kept for when the probe is served
+        if self._doubt:
+            self._credits += 1
+            self._probe_soon()
             return
         self._grant(hinted=False)
 
     def served(self, hinted: bool) -> None:
         """A create sent on a turn was served.
 
-        After a turn the server's hint gave, there may be room for more (a
-        per-minute limit that reset): the next in line goes at once. After a
+        After a turn the server's hint gave, or after refusals, there may be
+        room for more (a limit that reset, a plan others held and left): the
+        next in line goes at once, and so on until one is refused. After a
         turn that one freed browser gave, there is no sign of more room.
         """
         self._sending -= 1
-        # The releases doubted meanwhile were true after all: their browsers are free.
-        credits, self._credits = self._credits, 0
-        for _ in range(credits):
-            self._grant(hinted=False)
         if hinted or self._doubt:
-            # Room after refusals (a limit that reset, a plan others held): the next goes at
-            # once, and so on until one is refused again.
             self._grant(hinted=True)
-        self._doubt = False
+        self._doubt, self._credits, self._gap = False, 0, 0.0
+        if self._probe_timer is not None:
+            self._probe_timer.cancel()
+            self._probe_timer = None
         self._arm()
 
     def refused(self, hint: float | None, *, on_turn: bool = False) -> None:
@@ -155,15 +162,15 @@ class SlotQueue:
             on_turn: The create was sent on a turn, which ends here.
         """
         loop = asyncio.get_running_loop()
-        wait = DEFAULT_SLOT_RETRY if hint is None else hint
         if on_turn:
             self._sending -= 1
             self._doubt = True
-            if self._credits:
-                # Releases came back while this create was out: the refusal may predate
-                # them, so one more probe goes at once, not at the hint.
-                wait, self._credits = 0.0, 0
-        self._retry_at = loop.time() + wait
+            self._gap = min(max(self._gap * 2, FIRST_PROBE_GAP), MAX_PROBE_GAP)
+            self._next_probe = loop.time() + self._gap
+            # Releases that came back while this one was out may postdate the refusal:
+            # they are worth one more probe, no more.
+            self._credits = min(self._credits, 1)
+        self._retry_at = loop.time() + (DEFAULT_SLOT_RETRY if hint is None else hint)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -181,9 +188,10 @@ class SlotQueue:
     def close(self) -> None:
         """The client closed: every waiting create ends with the closed-client error."""
         self._closed = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        for timer in (self._timer, self._probe_timer):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._probe_timer = None
         while self._waiting:
             waiter = self._waiting.popleft()
             if not waiter.done():
@@ -202,6 +210,28 @@ class SlotQueue:
         if self._waiting and not self._sending and self._timer is None and not self._closed:
             loop = asyncio.get_running_loop()
             self._timer = loop.call_at(max(self._retry_at, loop.time()), self._ring)
+        self._probe_soon()
+
+    def _probe_soon(self) -> None:
+        """A probe for the credits of doubted releases, once none is out and the gap has passed."""
+        if (
+            not self._credits
+            or self._sending
+            or not self._waiting
+            or self._probe_timer is not None
+            or self._closed
+        ):
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._next_probe:
+            self._probe_timer = loop.call_at(self._next_probe, self._probe)
+            return
+        self._credits = 0
+        self._grant(hinted=False)
+
+    def _probe(self) -> None:
+        self._probe_timer = None
+        self._probe_soon()
 
     def _ring(self) -> None:
         self._timer = None
