@@ -1,4 +1,4 @@
-"""Benchmark: browserbase_async against a bare aiohttp loop and the official SDK.
+"""Benchmark: browserbase_async against a bare aiohttp loop and the official SDK (both backends).
 
     python bench/bench.py                    # the full run (pip install -e '.[bench]' first)
     python bench/bench.py --instructions 2000   # and instruction counts (needs valgrind)
@@ -45,13 +45,16 @@ def _pin_server() -> None:
         os.sched_setaffinity(0, {SERVER_CPU})
 
 
-CONTENDERS = ("ours_many", "ours_release", "aiohttp", "aiohttp_pool", "sdk")
+CONTENDERS = ("ours_many", "ours_release", "aiohttp", "aiohttp_pool", "sdk", "sdk_aiohttp")
+SDKS = frozenset({"sdk", "sdk_aiohttp"})
+"""The official SDK's contenders: ten times slower a round, they run in fewer rounds."""
 LABELS = {
     "ours_many": "ours: release_many",
     "ours_release": "ours: release() + semaphore",
     "aiohttp": "bare aiohttp loop",
     "aiohttp_pool": "bare aiohttp worker pool",
-    "sdk": "official SDK (browserbase)",
+    "sdk": "official SDK, httpx backend (browserbase)",
+    "sdk_aiohttp": "official SDK, aiohttp backend (browserbase[aiohttp])",
 }
 
 
@@ -119,10 +122,23 @@ async def bare_aiohttp_pool(url: str, ids: list[str], concurrency: int) -> int:
 
 
 async def official_sdk(url: str, ids: list[str], concurrency: int) -> int:
-    from browserbase import AsyncBrowserbase
+    return await _official_sdk(url, ids, concurrency, aiohttp_backend=False)
+
+
+async def official_sdk_aiohttp(url: str, ids: list[str], concurrency: int) -> int:
+    return await _official_sdk(url, ids, concurrency, aiohttp_backend=True)
+
+
+async def _official_sdk(
+    url: str, ids: list[str], concurrency: int, *, aiohttp_backend: bool
+) -> int:
+    """The SDK's own call, on its default httpx backend or on its aiohttp one
+    (``browserbase[aiohttp]``, ``http_client=DefaultAioHttpClient()``)."""
+    from browserbase import AsyncBrowserbase, DefaultAioHttpClient
 
     gate = asyncio.Semaphore(concurrency)
-    client = AsyncBrowserbase(api_key="bench-key", base_url=url)
+    backend = {"http_client": DefaultAioHttpClient()} if aiohttp_backend else {}
+    client = AsyncBrowserbase(api_key="bench-key", base_url=url, **backend)
     try:
 
         async def one(session_id: str) -> bool:
@@ -157,10 +173,16 @@ RUNNERS: dict[str, Callable[[str, list[str], int], Coroutine[Any, Any, int]]] = 
     "aiohttp": bare_aiohttp,
     "aiohttp_pool": bare_aiohttp_pool,
     "sdk": official_sdk,
+    "sdk_aiohttp": official_sdk_aiohttp,
 }
 
 
-IMPORTS = {"sdk": "browserbase", "aiohttp": "aiohttp", "aiohttp_pool": "aiohttp"}
+IMPORTS = {
+    "sdk": "browserbase",
+    "sdk_aiohttp": "httpx_aiohttp",
+    "aiohttp": "aiohttp",
+    "aiohttp_pool": "aiohttp",
+}
 WARM_UP = 500
 
 
@@ -350,7 +372,7 @@ def throughput(
         order = contenders[round_ % len(contenders) :] + contenders[: round_ % len(contenders)]
         for name in order:
             # The SDK takes ten times as long a round, and its ratio is far from its target.
-            if name != "sdk" or round_ < sdk_runs:
+            if name not in SDKS or round_ < sdk_runs:
                 rows[name].append(spawn(name, url, n, concurrency) | {"round": round_})
     table: dict[str, Any] = {}
     for name, measured in rows.items():
@@ -372,7 +394,8 @@ PAIRS = (
     ("ours (release_many) / bare aiohttp, CPU", "ours_many", "aiohttp", "<= 1.2"),
     ("ours (release()) / bare aiohttp, CPU", "ours_release", "aiohttp", "<= 1.2"),
     ("ours (release_many) / bare aiohttp worker pool, CPU", "ours_many", "aiohttp_pool", ""),
-    ("official SDK / ours (release_many), CPU", "sdk", "ours_many", ">= 10"),
+    ("official SDK, httpx backend / ours (release_many), CPU", "sdk", "ours_many", ">= 10"),
+    ("official SDK, aiohttp backend / ours (release_many), CPU", "sdk_aiohttp", "ours_many", ""),
 )
 
 
@@ -427,7 +450,7 @@ def main() -> None:
     if unknown:
         choices = ", ".join(CONTENDERS)
         parser.error(f"unknown contenders: {', '.join(unknown)}; choose from {choices}")
-    contenders = [name for name in chosen if name != "sdk" or _importable("browserbase")]
+    contenders = [name for name in chosen if name not in SDKS or _importable(IMPORTS[name])]
     use_nginx = args.server == "nginx" or (args.server == "auto" and has_nginx())
     server = nginx_server if use_nginx else python_server
     report: dict[str, Any] = {

@@ -10,6 +10,7 @@ import pty
 import signal
 import sys
 from pathlib import Path
+from typing import Literal
 
 import attrs
 import pytest
@@ -69,6 +70,34 @@ async def start_cli(
         stderr=asyncio.subprocess.PIPE,
         env=cli_environ(fake),
     )
+
+
+async def run_on_a_terminal(
+    fake: FakeBrowserbase, *args: str, terminal: Literal["stdout", "stderr"]
+) -> tuple[int, bytes, bytes]:
+    """Run the command with one stream on a pseudo-terminal (100 columns), the other piped.
+
+    Returns:
+        The exit code, what the terminal was sent, and what the pipe was.
+    """
+    main, child_end = pty.openpty()
+    piped = asyncio.subprocess.PIPE
+    process = await asyncio.create_subprocess_exec(
+        *CLI,
+        *args,
+        stdout=child_end if terminal == "stdout" else piped,
+        stderr=child_end if terminal == "stderr" else piped,
+        env=cli_environ(fake, TERM="xterm", COLUMNS="100"),
+    )
+    os.close(child_end)
+    out, err = await process.communicate()
+    drawn = b""
+    with contextlib.suppress(OSError):  # EIO once the child's end is closed
+        while chunk := os.read(main, 65536):
+            drawn += chunk
+    os.close(main)
+    assert process.returncode is not None
+    return process.returncode, drawn, err if terminal == "stdout" else out
 
 
 def one_line(text: str) -> str:
@@ -281,25 +310,10 @@ async def test_ctrl_c_stops_cleanly_and_says_what_was_done(
 async def test_the_progress_bar_is_drawn_on_a_terminal(fake_browserbase: FakeBrowserbase) -> None:
     fake_browserbase.faults = FaultPlan(latency=0.01)
     ids = fake_browserbase.add_sessions(200)
-    main, terminal = pty.openpty()
-    process = await asyncio.create_subprocess_exec(
-        *CLI,
-        "release",
-        "--concurrency",
-        "4",
-        *ids,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=terminal,
-        env=cli_environ(fake_browserbase, TERM="xterm", COLUMNS="100"),
+    code, drawn, out = await run_on_a_terminal(
+        fake_browserbase, "release", "--concurrency", "4", *ids, terminal="stderr"
     )
-    os.close(terminal)
-    out, _ = await process.communicate()
-    drawn = b""
-    with contextlib.suppress(OSError):  # EIO once the child's end is closed
-        while chunk := os.read(main, 65536):
-            drawn += chunk
-    os.close(main)
-    assert process.returncode == 0
+    assert code == 0
     assert out == b""
     assert b"releasing" in drawn
     assert b"released 200 of 200 sessions" in drawn

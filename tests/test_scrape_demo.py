@@ -56,18 +56,10 @@ def test_the_shell_fakes_plan_options_are_checked(
     assert "--" in capsys.readouterr().err
 
 
-def test_the_shell_fake_takes_a_plan(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from browserbase_async.testing import __main__ as shell
+def test_the_shell_fake_takes_a_plan() -> None:
+    from browserbase_async.testing.__main__ import parse_options
 
-    served: list[object] = []
-
-    async def serve(plan: object, port: int, sessions: int) -> None:
-        served.append(plan)
-
-    monkeypatch.setattr(shell, "_serve", serve)
-    assert shell.main(["--max-browsers", "25", "--creates-per-minute", "50"]) == 0
-    (plan,) = served
-    assert plan.max_browsers == 25  # type: ignore[attr-defined]
-    assert plan.creates_per_minute == 50  # type: ignore[attr-defined]
+    serving = parse_options(["--max-browsers", "25", "--creates-per-minute", "50"])
+    assert serving.plan.max_browsers == 25
+    assert serving.plan.creates_per_minute == 50
+    assert "25 browsers (creates) and 50 creates a minute" in serving.describe()

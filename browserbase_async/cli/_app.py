@@ -6,14 +6,14 @@ import asyncio
 import contextlib
 import functools
 import json
+import signal
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from datetime import UTC, datetime
 from typing import IO, Any, Final, TypeVar
 
 import attrs
 import click
-from rich.console import Console
 
 from .._bulk import select
 from .._client import SessionsAPI
@@ -23,7 +23,17 @@ from .._errors import APIError
 from .._models import Session, SessionStatus
 from .._retry import RetryPolicy
 from .._version import __version__
-from ._output import Tally, duration, print_candidates, print_sessions
+from ._output import (
+    Stdout,
+    Tally,
+    duration,
+    one_line_usage_errors,
+    print_candidates,
+    print_sessions,
+    printable,
+    say,
+    stdout_console,
+)
 from ._scrape import DEFAULT_BROWSERS, DEFAULT_USE, DEFAULT_WORKERS, scrape_demo
 
 PROG: Final = "browserbase-async"
@@ -31,6 +41,8 @@ EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
 EXIT_USAGE: Final = 2
 EXIT_INTERRUPTED: Final = 130
+EXIT_TERMINATED: Final = 143
+"""128 + SIGTERM: what systemd, Docker and Kubernetes send to stop a service."""
 DEFAULT_DEMO_SESSIONS: Final = 1000
 DEMO_RETRY: Final = RetryPolicy(max_attempts=5, initial_delay=0.05, max_delay=1.0)
 """The demo's policy: the defaults' shape, quicker, with room for its injected faults."""
@@ -43,7 +55,7 @@ class ConfigError(Exception):
 
 
 def _fail(message: str) -> None:
-    click.echo(f"{PROG}: error: {message}", err=True)
+    say(f"{PROG}: error: {printable(message)}")
 
 
 def _client(api_key: str | None, base_url: str | None, project_id: str | None) -> SessionsAPI:
@@ -90,7 +102,7 @@ def _release_options(command: _F) -> _F:
             click.option(
                 "--failed-out",
                 type=click.Path(dir_okay=False, writable=True),
-                help="Write the ids that failed here, one a line.",
+                help="Write the ids to do again here (failed, or cut short), one a line.",
             ),
             click.option("--dry-run", is_flag=True, help="Print the ids; release nothing."),
             click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
@@ -101,13 +113,45 @@ def _release_options(command: _F) -> _F:
     return command
 
 
+@attrs.define
+class _Terminate:
+    """SIGTERM, taken as Ctrl-C is: the command's task is cancelled, its summary said."""
+
+    received: bool = False
+
+    async def run(
+        self, command: Callable[..., Coroutine[Any, Any, int]], kwargs: dict[str, Any]
+    ) -> int:
+        """Run ``command(**kwargs)``; SIGTERM meanwhile cancels it, as Ctrl-C does."""
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        # Outside the main thread (or without signals) SIGTERM keeps its default.
+        with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
+            loop.add_signal_handler(signal.SIGTERM, self._cancel, task)
+        try:
+            return await command(**kwargs)
+        finally:
+            with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
+                loop.remove_signal_handler(signal.SIGTERM)
+
+    def _cancel(self, task: asyncio.Task[int]) -> None:
+        self.received = True
+        task.cancel()
+
+
 def _run(main: Callable[..., Coroutine[Any, Any, int]]) -> Callable[..., None]:
-    """Run an async command; turn config errors, API errors and Ctrl-C into exit codes."""
+    """Run an async command; turn config errors, API errors, Ctrl-C and SIGTERM into exit
+    codes. (What it writes on standard output goes through `Stdout`, which a reader that
+    went away cannot stop.)"""
 
     @functools.wraps(main)
     def command(**kwargs: Any) -> None:
+        terminate = _Terminate()
         try:
-            code = asyncio.run(main(**kwargs))
+            code = asyncio.run(terminate.run(main, kwargs))
+        except asyncio.CancelledError:  # SIGTERM outside a release: nothing to summarise
+            code = EXIT_INTERRUPTED
         except ConfigError as exc:
             _fail(str(exc))
             code = EXIT_USAGE
@@ -119,12 +163,32 @@ def _run(main: Callable[..., Coroutine[Any, Any, int]]) -> Callable[..., None]:
             code = EXIT_FAILED
         except KeyboardInterrupt:
             code = EXIT_INTERRUPTED
+        if terminate.received and code == EXIT_INTERRUPTED:
+            code = EXIT_TERMINATED
         sys.exit(code)
 
     return command
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """The command group; its usage errors, and its commands', are one line (``cli.md``)."""
+
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        with one_line_usage_errors():
+            return super().make_context(info_name, args, parent, **extra)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with one_line_usage_errors():
+            return super().invoke(ctx)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name=PROG)
 def cli() -> None:
     """Close Browserbase sessions, many at once."""
@@ -152,7 +216,7 @@ def cli() -> None:
     "--watch",
     callback=duration,
     metavar="EVERY",
-    help="With --all: sweep again every EVERY (30s, 5m) until Ctrl-C.",
+    help="With --all: sweep again every EVERY (30s, 5m) until Ctrl-C or SIGTERM.",
 )
 @_release_options
 @_connection_options
@@ -228,22 +292,20 @@ class Sweep:
         if prefix:
             prefix += f"listed {len(listed)}; "
         if self.options["dry_run"]:
-            print_candidates(chosen, now, Console(), json_rows=self.options["json_rows"])
+            print_candidates(chosen, now, stdout_console(), json_rows=self.options["json_rows"])
             if not self.options["quiet"]:
                 noun = "session" if len(chosen) == 1 else "sessions"
-                click.echo(
-                    f"{prefix}dry run: would release {len(chosen)} {noun} of {len(listed)} listed",
-                    err=True,
-                )
+                say(f"{prefix}dry run: would release {len(chosen)} {noun} of {len(listed)} listed")
             return EXIT_OK
         ids = [session.id for session in chosen]
         return await release_ids(self.api, ids, summary_prefix=prefix, **self.options)
 
     async def watch(self, every: float) -> int:
-        """Sweep every *every* seconds until Ctrl-C; a failed sweep is said, and the next runs.
+        """Sweep every *every* seconds until Ctrl-C or SIGTERM; a failed sweep is said, and
+        the next runs.
 
         Returns:
-            `EXIT_INTERRUPTED`, once Ctrl-C ends it (between sweeps or inside one).
+            `EXIT_INTERRUPTED`, once Ctrl-C or SIGTERM ends it (between sweeps or inside one).
         """
         number = 0
         try:
@@ -253,7 +315,7 @@ class Sweep:
                 try:
                     code = await self.run(prefix)
                 except APIError as exc:
-                    click.echo(f"{prefix}the listing failed: {exc}", err=True)
+                    say(f"{prefix}the listing failed: {printable(str(exc))}")
                     code = EXIT_FAILED
                 if code == EXIT_INTERRUPTED:
                     return code
@@ -278,12 +340,13 @@ async def list_sessions(
     """Print sessions: a table on a terminal, else tab-separated rows, or JSON lines."""
     async with _client(api_key, base_url, None) as api:
         sessions = await api.list(status=status, q=query)
+    out = Stdout()
     if json_rows:
         for session in sessions:
-            click.echo(json.dumps(unstructure_session(session)))
+            out.write(json.dumps(unstructure_session(session)) + "\n")
         return EXIT_OK
-    print_sessions(sessions, Console())
-    click.echo(f"{len(sessions)} sessions", err=True)
+    print_sessions(sessions, stdout_console())
+    say(f"{len(sessions)} sessions")
     return EXIT_OK
 
 
@@ -346,19 +409,15 @@ async def demo(
         fake.add_sessions(sessions)
         if not options["quiet"]:
             mix = " with injected faults" if faults else ""
-            click.echo(
-                f"demo: a fake Browserbase on {fake.base_url}{mix}, {sessions} running sessions",
-                err=True,
-            )
+            say(f"demo: a fake Browserbase on {fake.base_url}{mix}, {sessions} running sessions")
         async with SessionsAPI(fake.api_key, base_url=fake.base_url, retry=DEMO_RETRY) as api:
             listed = await api.list(status=SessionStatus.RUNNING)
             code = await release_ids(api, [session.id for session in listed], **options)
         if not options["quiet"] and not options["dry_run"]:
             left = sum(session["status"] == "RUNNING" for session in fake.sessions.values())
-            click.echo(
+            say(
                 f"demo: the server received {fake.received.total} requests"
-                f" and holds {left} running sessions",
-                err=True,
+                f" and holds {left} running sessions"
             )
     return code
 
@@ -375,16 +434,23 @@ async def release_ids(
     wait: bool,
     summary_prefix: str = "",
 ) -> int:
-    """Release *ids* with a progress bar; return the exit code. Ctrl-C stops cleanly."""
+    """Release *ids* with a progress bar; return the exit code.
+
+    Ctrl-C and SIGTERM stop it cleanly: the summary is said, and ``--failed-out`` holds
+    the failed ids and those never answered, to resume with ``--from-file``. Until the
+    end it holds every id, so that a run killed outright can be resumed too. A closed
+    standard output stops nothing: the rows go nowhere, and the releases go on.
+    """
     if dry_run:
+        out = Stdout()
         for session_id in ids:
-            click.echo(session_id)
+            out.write(session_id + "\n")
         if not quiet:
             noun = "session" if len(ids) == 1 else "sessions"
-            click.echo(f"dry run: would release {len(ids)} {noun}", err=True)
+            say(f"dry run: would release {len(ids)} {noun}")
         return EXIT_OK
-    # Opened first: a path we cannot write is said before anything is released.
-    failed_file = _open_for_writing(failed_out) if failed_out is not None else None
+    # Written first: a path we cannot write is said before anything is released.
+    failed_file = _open_to_resume(failed_out, ids) if failed_out is not None else None
     tally = Tally(len(ids), quiet=quiet, json_rows=json_rows)
     before = api.flow_stats()
     interrupted = False
@@ -395,10 +461,10 @@ async def release_ids(
                 async for result in results:
                     tally.add(result)
         except asyncio.CancelledError:
-            # Ctrl-C: what was in flight is cancelled; say what was done.
+            # Ctrl-C or SIGTERM: what was in flight is cancelled; say what was done.
             interrupted = True
         if failed_file is not None:
-            failed_file.writelines(session_id + "\n" for session_id in tally.failed_ids)
+            _rewrite(failed_file, tally.to_resume(ids))
     stats = api.flow_stats().since(before)
     tally.say(summary_prefix + tally.summary(interrupted=interrupted, stats=stats))
     if interrupted:
@@ -407,11 +473,15 @@ async def release_ids(
 
 
 def _read_ids(source: str) -> list[str]:
+    # utf-8-sig: a byte order mark (Notepad, PowerShell) is not part of the first id;
+    # splitlines and strip take CRLF line ends.
     try:
         if source == "-":
-            lines = sys.stdin.read().splitlines()
+            if sys.stdin is None:  # `<&-`
+                raise ConfigError("cannot read ids from standard input: it is closed")
+            lines = sys.stdin.buffer.read().decode("utf-8-sig").splitlines()
         else:
-            with open(source, encoding="utf-8") as file:
+            with open(source, encoding="utf-8-sig") as file:
                 lines = file.read().splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read ids from {source!r}: {_reason(exc)}") from None
@@ -419,11 +489,31 @@ def _read_ids(source: str) -> list[str]:
     return [line for line in stripped if line and not line.startswith("#")]
 
 
+def _open_to_resume(path: str, ids: list[str]) -> IO[str]:
+    """Open ``--failed-out`` and write every id in it: none is confirmed yet, and a run
+    killed outright (SIGKILL, a lost machine) leaves a file that resumes all of it."""
+    file = _open_for_writing(path)
+    try:
+        _rewrite(file, dict.fromkeys(ids))
+    except OSError as exc:  # a full disk
+        with contextlib.suppress(OSError):  # closing flushes, and fails, again
+            file.close()
+        raise ConfigError(f"cannot write {path!r}: {_reason(exc)}") from None
+    return file
+
+
 def _open_for_writing(path: str) -> IO[str]:
     try:
         return open(path, "w", encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot write {path!r}: {_reason(exc)}") from None
+
+
+def _rewrite(file: IO[str], ids: Iterable[str]) -> None:
+    file.seek(0)
+    file.truncate()
+    file.writelines(session_id + "\n" for session_id in ids)
+    file.flush()
 
 
 def _reason(exc: BaseException) -> str:

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import collections
+import contextlib
+import io
 import json
-import math
-import re
+import os
 import sys
 import time
-from collections.abc import Sequence
+import unicodedata
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import IO, Final
+from typing import IO, Final, cast
 
 import click
 from rich.console import Console
@@ -24,6 +26,7 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from .._bulk import ReleaseResult, session_age
 from .._errors import (
@@ -38,6 +41,7 @@ from .._errors import (
 )
 from .._flow import FlowStats
 from .._models import Session
+from ._duration import parse_duration
 
 KEY_REFUSED: Final = frozenset({"unauthorized", "forbidden"})
 """Failure kinds that mean the key is wrong: the summary names where it came from."""
@@ -78,9 +82,110 @@ def result_row(result: ReleaseResult) -> str:
     )
 
 
-def flow_summary(stats: FlowStats) -> str:
-    """What the flow control did, in a few words: why a run took as long as it did."""
+class Stdout(io.TextIOBase):
+    """Standard output for rows that a reader may stop reading (``--json | head -1``).
+
+    A reader that went away does not stop the job: from then on what is written
+    here goes nowhere, quietly, and the run goes on to its end. So with no standard
+    output at all (``>&-``); any other failure to write (a full disk) is said once on
+    standard error, and the run goes on. Each write is flushed, so that a reader in a
+    pipe sees each row as it is made.
+
+    The stream is the one in ``sys.stdout`` when this is made: a rich progress bar
+    that stands in for it meanwhile gets none of the rows.
+    """
+
+    _STREAM: str = "stdout"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._stream: IO[str] | None = getattr(sys, self._STREAM)
+        self.reader_gone = self._stream is None
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self._stream, "encoding", None) or "utf-8"
+
+    def isatty(self) -> bool:
+        with contextlib.suppress(ValueError, OSError, AttributeError):
+            return bool(self._stream.isatty())  # type: ignore[union-attr]
+        return False
+
+    def write(self, text: str) -> int:
+        if self.reader_gone or self._stream is None:
+            return len(text)
+        try:
+            self._stream.write(text)
+            self._stream.flush()
+        except OSError as exc:
+            self.reader_gone = True
+            self._failed(exc)
+            _silence(self._stream)
+        except ValueError:  # the stream object itself was closed: nowhere to write
+            self.reader_gone = True
+        return len(text)
+
+    def _failed(self, exc: OSError) -> None:
+        if not isinstance(exc, BrokenPipeError):
+            say(
+                f"browserbase-async: standard output failed ({exc.strerror or exc}):"
+                " nothing more is written there; the run goes on"
+            )
+
+    def writelines(self, lines: Iterable[str]) -> None:  # type: ignore[override]
+        self.write("".join(lines))
+
+    def flush(self) -> None:
+        """Nothing to do: each write is flushed (and a finalizer's flush must not fail)."""
+
+
+class Stderr(Stdout):
+    """Standard error, as `Stdout` is standard output: a reader that went away
+    (``2>&1 | head -1``) stops nothing, and there is nowhere left to say so."""
+
+    _STREAM = "stderr"
+
+    def _failed(self, exc: OSError) -> None:
+        pass
+
+
+def say(line: str) -> None:
+    """Print *line* on standard error, which a reader may have closed."""
+    Stderr().write(line + "\n")
+
+
+def stdout_console() -> Console:
+    """A rich console on a `Stdout`: tables and rows that a closed pipe cannot stop."""
+    # Stdout has every method of a text file that rich calls; typeshed types it apart.
+    return Console(file=cast(IO[str], Stdout()))
+
+
+def _silence(stream: IO[str]) -> None:
+    """Point *stream*'s descriptor at the null device, once its reader has gone.
+
+    What is still buffered then goes nowhere, and the interpreter's last flush
+    finds no broken pipe to complain about.
+    """
+    # No descriptor: click's test runner.
+    with contextlib.suppress(ValueError, OSError):
+        fd = stream.fileno()
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, fd)
+        os.close(null)
+
+
+def flow_summary(stats: FlowStats, retried: int = 0) -> str:
+    """What the flow control did, in a few words: why a run took as long as it did.
+
+    Args:
+        stats: The run's flow figures.
+        retried: Requests of the releases sent again, 429s included.
+    """
     parts = [f"{stats.requests} requests"]
+    # A 429 does not use up an attempt: the retries are the requests sent again after
+    # an error (5xx, a lost answer), and the 429s are said apart.
+    if again := max(retried - stats.rate_limited, 0):
+        parts.append(f"{again} retried after an error")
     if stats.rate_limited:
         parts.append(f"{stats.rate_limited} answered 429, window now {stats.window:.0f}")
     if stats.pauses:
@@ -96,18 +201,19 @@ class Tally:
     """
 
     def __init__(
-        self, total: int | None, *, quiet: bool, json_rows: bool, stdout: IO[str] | None = None
+        self, total: int | None, *, quiet: bool, json_rows: bool, stdout: Stdout | None = None
     ) -> None:
         self.total = total
         self.done = 0
         self.failed = 0
-        self.retries = 0
+        self.retried = 0
         self.kinds: collections.Counter[str] = collections.Counter()
         self.failed_ids: list[str] = []
+        self.answered: set[str] = set()
         self.started = time.monotonic()
         self._json = json_rows
-        self._stdout = stdout or sys.stdout
-        self._stderr = Console(stderr=True, highlight=False)
+        self._stdout = stdout or Stdout()
+        self._stderr = Console(file=cast(IO[str], Stderr()), highlight=False)
         self._progress: Progress | None = None
         self._task: TaskID | None = None
         if not quiet and self._stderr.is_terminal:
@@ -120,6 +226,9 @@ class Tally:
                 TimeElapsedColumn(),
                 console=self._stderr,
                 transient=True,
+                # The rows go to standard output, not through the bar.
+                redirect_stdout=False,
+                redirect_stderr=False,
             )
 
     def __enter__(self) -> Tally:
@@ -140,7 +249,8 @@ class Tally:
     def add(self, result: ReleaseResult) -> None:
         """Count *result*, print its JSON row if asked, and move the bar."""
         self.done += 1
-        self.retries += max(result.attempts - 1, 0)
+        self.retried += max(result.attempts - 1, 0)
+        self.answered.add(result.session_id)
         if result.error is not None:
             self.failed += 1
             self.kinds[failure_kind(result.error)] += 1
@@ -160,19 +270,43 @@ class Tally:
         if self.kinds:
             line += " (" + ", ".join(f"{n} {kind}" for kind, n in self.kinds.most_common()) + ")"
         line += f" in {seconds:.1f} s"
-        if self.retries:
-            line += f", {self.retries} retries"
         if stats is not None:
-            line += "; " + flow_summary(stats)
+            line += "; " + flow_summary(stats, self.retried)
         if KEY_REFUSED & self.kinds.keys():
             line += "; the API key was refused: check --api-key or BROWSERBASE_API_KEY"
         if interrupted:
             line += f"; interrupted, {total - self.done} not attempted or not confirmed"
         return line
 
+    def to_resume(self, ids: Iterable[str]) -> list[str]:
+        """What ``--failed-out`` holds: the ids that failed, then those of *ids* that got no
+        answer (never attempted, or cut short by an interruption), each once, in order."""
+        failed = dict.fromkeys(self.failed_ids)
+        return list(failed) + [
+            session_id
+            for session_id in dict.fromkeys(ids)
+            if session_id not in self.answered and session_id not in failed
+        ]
+
     def say(self, line: str) -> None:
         """Print *line* on standard error."""
         self._stderr.print(line, markup=False, soft_wrap=True)
+
+
+_UNPRINTABLE: Final = frozenset({"Cc", "Cf"})
+
+
+def printable(text: str) -> str:
+    """*text* with its control and format characters escaped (``\\x1b``, ``\\u202e``): server
+    text on a terminal moves no cursor, colours nothing and reorders nothing."""
+    if text.isprintable():
+        return text
+    return "".join(
+        char.encode("unicode_escape").decode("ascii")
+        if unicodedata.category(char) in _UNPRINTABLE
+        else char
+        for char in text
+    )
 
 
 def session_cells(session: Session) -> tuple[str, str, str, str, str]:
@@ -201,7 +335,8 @@ def _print_rows(
     for header, width in zip(headers[1:], narrowest, strict=True):
         table.add_column(header, overflow="fold", min_width=width)
     for row in rows:
-        table.add_row(*row)
+        # Server text as text: a "[/]" in metadata is not rich markup, an ESC moves nothing.
+        table.add_row(*(Text(printable(cell)) for cell in row))
     console.print(table, crop=False)
 
 
@@ -211,8 +346,25 @@ def print_sessions(sessions: list[Session], console: Console) -> None:
     _print_rows(console, headers, [session_cells(session) for session in sessions])
 
 
-_DURATION: Final = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*([smhd]?)")
-_SECONDS_PER: Final = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+class OneLineUsageError(click.UsageError):
+    """A usage error said in one line, as ``cli.md`` promises: no usage block (exit code 2)."""
+
+    def show(self, file: object = None) -> None:
+        say(f"browserbase-async: error: {printable(self.format_message())}")
+
+
+@contextlib.contextmanager
+def one_line_usage_errors() -> Iterator[None]:
+    """Turn click's usage errors (a usage block, a hint, then the error: four lines) into
+    one line that names the help to read. Errors that show something else (the help when
+    no command is given) pass as they are."""
+    try:
+        yield
+    except click.UsageError as exc:
+        if type(exc).show is not click.UsageError.show:
+            raise
+        hint = f"; see '{exc.ctx.command_path} --help'" if exc.ctx is not None else ""
+        raise OneLineUsageError(exc.format_message().rstrip(".") + hint, exc.ctx) from None
 
 
 def duration(_ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
@@ -224,19 +376,14 @@ def duration(_ctx: click.Context, param: click.Parameter, value: str | None) -> 
         Seconds, or ``None`` when the option was not given.
 
     Raises:
-        click.BadParameter: *value* is not a duration (exit code 2).
+        OneLineUsageError: *value* is not a duration (exit code 2).
     """
     if value is None:
         return None
-    match = _DURATION.fullmatch(value.strip().lower())
-    seconds = float(match[1]) * _SECONDS_PER[match[2]] if match else math.nan
-    if not math.isfinite(seconds):
-        raise click.BadParameter(
-            f"{value!r} is not a duration: a number with a unit s, m, h or d "
-            "(90s, 30m, 1.5h, 2d); a bare number is seconds",
-            param=param,
-        )
-    return seconds
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise OneLineUsageError(f"{param.opts[0]}: {exc}") from None
 
 
 def age_text(seconds: float) -> str:

@@ -581,6 +581,10 @@ class FakeBrowserbase:
         fault = self._pick(route) if authorized else None
         try:
             answer = await self._answer(request, route, act, fault)
+        except ConnectionResetError:
+            # The client went away mid-request (a Ctrl-C, a timeout): normal for a test
+            # server, not worth aiohttp's traceback. Nothing can be answered.
+            return web.Response(status=_CUT)
         finally:
             self._in_flight -= 1
         if answer.status != _CUT:
