@@ -5,49 +5,62 @@ single calls, ``release``'s checks and polls, each guard's release, every
 bulk worker. So a scraper's own ``gather`` of ``release()`` gets the same
 protection as ``release_many``.
 
-The window ("learn the ceiling", after TCP's slow start and CUBIC's memory of
-the last maximum):
+The window (AIMD after Chiu and Jain, with TCP's slow start and CUBIC's memory
+of the last maximum), built so that clients that share one limit without
+knowing of each other (a fleet) converge to equal shares that keep it full:
 
 - It starts at `INITIAL_WINDOW` and, until the first 429, grows by one per
   success sent with at least half of it in flight (it doubles each round
   trip while in use), up to ``max_window``.
-- A 429 tells where the server's limit is: the request was refused with
-  ``load`` requests in flight (itself included), so the window becomes at most
-  ``load - 1``. Each refused request of a full window takes one place off;
-  the burst of refusals of one round trip leaves the window at what the
-  server accepted, whether its limit is on requests in flight or per second.
-  Once per round trip (only a request sent after the last cut cuts again),
-  the window is also multiplied by `DECREASE`, so that clients sharing a
-  limit drift towards equal shares, as TCP flows do.
-- The load of that refusal is remembered as the *ceiling*. Below it, the
-  window climbs back halving the gap each round trip; just under it, it
-  probes one place higher only every `PROBE_ROUNDS` round trips, so that a
-  steady limit costs few refusals; a probe that holds a whole place past the
-  ceiling (more than a rate limit's burst allowance lends) forgets it, and the
-  window climbs on with a step that doubles each round trip, following a limit
-  that rose.
+- The first 429 ends that: the window before its last doubling fitted, so it
+  falls to the larger of half itself and the load the request was refused at
+  (minus one), times `DECREASE`.
+- After that, a 429 multiplies the window by `DECREASE`, once per round trip
+  (only a request sent after the last cut cuts again): a factor of the
+  window, so that a client with one or two requests in flight when the
+  others' load refuses it keeps its share; a larger window loses more, which
+  is what brings a fleet's windows together. Only a request refused with the
+  window in use (half of it or more in flight: the client's own load met the
+  limit) also drops the window below that load, one place per such refusal,
+  so that a burst of refusals lands at what the server took within one round
+  trip.
+- The window at the cut is remembered as the *ceiling*. Below it, the window
+  climbs back halving the gap each round trip; just under it, it probes one
+  place higher only every `PROBE_ROUNDS` round trips, so that a steady limit
+  costs few refusals; a probe that holds a whole place past the ceiling
+  forgets it, and the window climbs on with a step that doubles each round
+  trip, following a limit that rose (or room that others left). A cut below
+  the ceiling lowers the ceiling to between the two (CUBIC's "fast
+  convergence"): room for a client that joins.
 - Successes grow the window only while it is in use (sent with `IN_USE` of
   it, or all of it but one place, in flight), so that a quiet client does not
-  inflate it.
-- Below one request per round trip (a window of one still refused), the
-  client paces: after each answer the gate stays closed for a *gap*, which
-  each refusal at the floor that follows another makes `GAP_GROWTH` times
-  longer (from `FIRST_GAP`) and each success `GAP_DECAY` times shorter.
-  Once the gap is under `LAST_GAP` it is dropped, and the window may grow
-  again. The pace settles just under the server's rate at few refusals,
-  where a backoff per refusal would leave it far below.
+  inflate it. Any answer but a refusal is a success: a 404 is room at the
+  server as much as a 200. A 5xx or a lost answer neither grows nor cuts it.
+- Below one request per round trip (a window of one, refused twice running),
+  the client paces: after each answer the gate stays closed for a *gap*,
+  which each refusal at the floor that follows another makes `GAP_GROWTH`
+  times longer (from `FIRST_GAP`) and each success `GAP_DECAY` times shorter.
+  It also shrinks with time since it last grew, as
+  ``0.5 ** (t / GAP_HALF_LIFE) ** 3``: flat at first, so that a steady pace is
+  rarely probed, then steep, so that after a storm of refusals the client is
+  back to its share within a second or two even at one request per gap. Once
+  the gap is under `GAP_EXIT` of a round trip (or under `LAST_GAP`) pacing
+  ends, and the window climbs as past a stale ceiling.
+- A 429 whose wait is 0, or an HTTP-date in the past, asks for no wait: it is
+  a bare refusal for the window and the pace.
 
 An answer that asks for a wait (``Retry-After``, ``retry-after-ms``, up to
-``max_retry_after``) closes the gate for the whole client; the calls held
-there resume spread by a little jitter. Waiting calls queue in one FIFO, so a
-bulk run of 10,000 cannot starve a guard's release.
+``max_retry_after``) closes the gate for the whole client, and cuts the window
+as any 429 does; the calls held there resume spread by a little jitter, and
+no more of them than the (cut) window allows. Waiting calls queue in one FIFO,
+so a bulk run of 10,000 cannot starve a guard's release; a call that gives up
+waiting leaves it in O(1).
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import math
 import random
 import time
@@ -78,6 +91,17 @@ GAP_GROWTH: Final = 1.5
 """How much longer the gap gets with each 429 at a window of one that follows another."""
 GAP_DECAY: Final = 0.98
 """How much shorter the gap gets with each success while pacing (about 20 to undo a 429)."""
+GAP_EXIT: Final = 0.25
+"""Pacing ends once the gap is under this share of a round trip (or under `LAST_GAP`)."""
+GAP_HALF_LIFE: Final = 1.0
+"""Seconds: with no refusal, the gap halves after one of them, and is 1/256 of itself after two.
+
+(It shrinks as ``0.5 ** (t / GAP_HALF_LIFE) ** 3``: flat at first, so that a steady pace is
+probed rarely, then steep, so that after a storm the client is back within two or three
+seconds.)"""
+
+SWEEP_SLACK: Final = 32
+"""Cancelled waiters the queue may hold beyond its live ones before it is swept."""
 
 Permit: TypeAlias = tuple[int, int]
 """A permit: its ticket (the order it was taken in) and the load it was sent with."""
@@ -148,10 +172,13 @@ class FlowControl:
     _tickets: int = attrs.field(default=0, init=False)
     _last_cut: int = attrs.field(default=0, init=False)
     _gap: float = attrs.field(default=0.0, init=False)
+    _gap_at: float = attrs.field(default=0.0, init=False)
+    _sent_at: float = attrs.field(default=0.0, init=False)
     _refused_last: bool = attrs.field(default=False, init=False)
     _waiters: collections.deque[asyncio.Future[tuple[Permit, float]]] = attrs.field(
         factory=collections.deque, init=False
     )
+    _waiting: int = attrs.field(default=0, init=False)
     _reopen: asyncio.TimerHandle | None = attrs.field(default=None, init=False)
     _paused_until: float = attrs.field(default=0.0, init=False)
     _jitter: float = attrs.field(default=0.0, init=False)
@@ -175,7 +202,7 @@ class FlowControl:
 
     def try_acquire(self) -> Permit | None:
         """Take a permit if one is free at once, with nobody ahead; else ``None``."""
-        if self.in_flight < self._cap and not self._waiters and self._reopen is None:
+        if self.in_flight < self._cap and not self._waiting and self._reopen is None:
             return self._take()
         return None
 
@@ -190,17 +217,16 @@ class FlowControl:
             return free
         waiter: asyncio.Future[tuple[Permit, float]] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
+        self._waiting += 1
         try:
             permit, jitter = await waiter
         except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+            if waiter.cancelled():
+                self._left(waiter)
+            elif waiter.exception() is None:
                 # Granted, then cancelled before it could use it: pass it on.
                 self.give_back()
             raise
-        finally:
-            if not waiter.done() or waiter.cancelled():
-                with contextlib.suppress(ValueError):
-                    self._waiters.remove(waiter)
         if jitter:
             try:
                 await asyncio.sleep(random.uniform(0.0, jitter))
@@ -212,6 +238,20 @@ class FlowControl:
             self._check_open()
         return permit
 
+    def _left(self, waiter: asyncio.Future[tuple[Permit, float]]) -> None:
+        """A waiter cancelled in the queue: it stays there, skipped, until swept out.
+
+        Taking it out at once would cost a scan of the queue per cancellation
+        (20,000 cancelled together: 200 million steps); the queue is swept
+        instead when more than half of it is gone, which costs O(1) a
+        cancellation in all.
+        """
+        if self.closed:
+            return  # the queue was emptied, and its count set to nought, by `close`
+        self._waiting -= 1
+        if len(self._waiters) > 2 * self._waiting + SWEEP_SLACK:
+            self._waiters = collections.deque(w for w in self._waiters if not w.done())
+
     def _check_open(self) -> None:
         if self.closed:
             raise client_closed()
@@ -220,6 +260,8 @@ class FlowControl:
         self.in_flight += 1
         self.requests += 1
         self._tickets += 1
+        if self._gap:
+            self._sent_at = self._now()  # pacing: one in flight, whose round trip is timed
         return (self._tickets, self.in_flight)
 
     def give_back(self) -> None:
@@ -232,18 +274,23 @@ class FlowControl:
         """Hand back a permit, learning from the answer (``None``: no answer came)."""
         self.in_flight -= 1
         if response is not None:
-            if response.status < 300:
-                self._grow(permit[1])
-            elif response.status >= 400:
+            status = response.status
+            if status == 429:
                 self._refused(permit, response)
-        if self._waiters:
+            elif 200 <= status < 300 or 400 <= status < 500:
+                # Any answer but a refusal is room at the server: a 404 too.
+                self._grow(permit[1])
+            elif status >= 500:
+                self._refused(permit, response)
+        if self._waiting:
             self._wake()
 
     def _refused(self, permit: Permit, response: Response) -> None:
         asked = retry_after(response.headers)
         if response.status == 429:
             self.rate_limited += 1
-            self._shrink(permit, hinted=asked is not None)
+            # A wait of 0 (or a date past) is a refusal with no hint: pace as for a bare 429.
+            self._shrink(permit, hinted=bool(asked))
         # A wait over the cap is not honoured: that call fails instead (see `_retry`).
         if asked and asked <= self.max_retry_after:
             self.pause(asked)
@@ -255,10 +302,13 @@ class FlowControl:
         if self._gap:
             # Pacing: each success shortens the gap a little, and the window waits for its end.
             self._gap *= GAP_DECAY
-            if self._gap < LAST_GAP:
-                self._gap = 0.0
+            round_trip = self._now() - self._sent_at
+            if (gap := self._pacing_gap()) < max(LAST_GAP, round_trip * GAP_EXIT):
+                # Out of pacing: whatever ceiling the refusals left is stale by now, and the
+                # window climbs with a step that doubles each round trip.
+                self._gap, self._ceiling, self._base = 0.0, math.inf, self.window
             else:
-                self._hold(self._gap)
+                self._hold(gap)
             return
         window = self.window
         if self._learning:
@@ -286,21 +336,51 @@ class FlowControl:
 
     def _shrink(self, permit: Permit, *, hinted: bool) -> None:
         ticket, load = permit
-        self._learning = False
-        window = min(self.window, load - 1.0)
+        window = self.window
+        # Refused with the window in use (half of it or more in flight, as slow start judges
+        # it): the client's own load met the limit, and the window drops below that load, one
+        # place per such refusal (a burst of them lands at what the server took). A refusal
+        # at a lower load is the others' doing: it leaves the window to the cut by a factor
+        # below, which keeps a fleet's shares fair.
+        full = load >= window / 2
         if ticket > self._last_cut:
             # The first refusal of a round trip: the others of the same round add no cut.
-            self._ceiling = float(load)
+            if self._learning:
+                # Slow start overshot: the window before its last doubling fitted.
+                self._learning = False
+                window = max(window / 2, min(window, load - 1.0))
+                self._ceiling = window  # the level it fitted at: climb back, then probe
+            else:
+                if window < self._ceiling:
+                    # Cut below the last level: leave room for the others (CUBIC's fast
+                    # convergence), so that a fleet's windows meet sooner.
+                    self._ceiling = window * (1.0 + DECREASE) / 2
+                else:
+                    self._ceiling = window
+                if full:
+                    window = min(window, load - 1.0)
             window *= DECREASE
             self._last_cut = self._tickets
-        if window < 1.0 and load <= 1 and not hinted and self._refused_last:
+        elif full:
+            window = min(window, load - 1.0)
+        if window < 1.0 and self.window <= 1.0 and not hinted and self._refused_last:
             # At a window of one, refused twice running: the only smaller step is a gap
             # between requests. (A lone refusal between successes is no sign of pace: it
             # may be anyone's, and pacing on it would pin the window at one.)
-            self._gap = min(max(self._gap * GAP_GROWTH, FIRST_GAP), self.max_gap)
+            gap = self._pacing_gap() if self._gap else 0.0
+            self._gap = min(max(gap * GAP_GROWTH, FIRST_GAP), self.max_gap)
+            self._gap_at = self._now()  # the gap's recovery in time starts again from here
             self._hold(self._gap)
         self._refused_last = True
         self._set_window(max(1.0, window))
+
+    def _pacing_gap(self) -> float:
+        """The gap now: it shrinks with time since it last changed, ever faster."""
+        quiet = (self._now() - self._gap_at) / GAP_HALF_LIFE
+        return self._gap * math.pow(0.5, quiet * quiet * quiet)
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
 
     def _set_window(self, window: float) -> None:
         self.window = min(window, float(self.max_window))
@@ -342,6 +422,7 @@ class FlowControl:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 # Handed over, not merely woken: no newcomer can take it meanwhile.
+                self._waiting -= 1
                 waiter.set_result((self._take(), jitter))
 
     def close(self) -> None:
@@ -351,6 +432,7 @@ class FlowControl:
         if self._reopen is not None:
             self._reopen.cancel()
             self._reopen = None
+        self._waiting = 0
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():

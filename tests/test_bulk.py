@@ -88,8 +88,10 @@ async def test_a_concurrency_limit_below_ours_costs_few_429s(
     refused = fake_browserbase.received.answers[429]
     print(f"limited server: {refused} 429s for {len(ids)} sessions")
     # The window learns the limit from the first refusals and then probes it rarely: a
-    # handful of 429s to start with, then about one every 8 round trips of 8 requests.
-    assert refused <= 30 + len(ids) // (8 * 8)
+    # handful of 429s to start with, then about one every 8 round trips of 8 requests
+    # (16 to 36 here). How many round trips a run takes depends on the machine's load, so
+    # the bound is the promise, "few", not the figure: one 429 per 10 sessions at most.
+    assert refused <= len(ids) // 10
 
 
 async def test_3000_ids_from_an_async_generator_keep_tasks_bounded(

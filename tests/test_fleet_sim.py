@@ -1,0 +1,144 @@
+"""The flow control's promises for fleets, through the simulator of `bench/fleet_sim.py`.
+
+Each test runs the real `FlowControl` of several clients on a virtual clock (no real time
+passes, and the same seed gives the same run), and asserts outcomes: shares, sessions closed,
+refusals. Nothing here is timed; the figures against the issue's targets live in `bench/`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from browserbase_async._flow import FlowControl
+from browserbase_async._transport import Response
+
+
+def _load() -> ModuleType:
+    path = Path(__file__).resolve().parent.parent / "bench" / "fleet_sim.py"
+    spec = importlib.util.spec_from_file_location("fleet_sim", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["fleet_sim"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+sim = _load()
+ClientSpec, ServerModel, simulate = sim.ClientSpec, sim.ServerModel, sim.simulate
+
+
+def test_the_virtual_clock_moves_only_when_every_task_waits() -> None:
+    loop = sim.VirtualTimeLoop()
+    try:
+
+        async def nap() -> float:
+            await asyncio.sleep(3600.0)
+            return asyncio.get_running_loop().time()
+
+        assert loop.run_until_complete(nap()) == pytest.approx(3600.0)
+    finally:
+        loop.close()
+
+
+def test_a_stuck_simulation_says_so() -> None:
+    loop = sim.VirtualTimeLoop()
+
+    async def forever() -> None:
+        await asyncio.get_running_loop().create_future()  # nothing will ever set it
+
+    try:
+        with pytest.raises(RuntimeError, match="stuck"):
+            loop.run_until_complete(forever())
+    finally:
+        loop.close()
+
+
+def test_the_same_seed_gives_the_same_run() -> None:
+    model = ServerModel(max_in_flight=10, latency=0.02)
+    fleet = [ClientSpec(60), ClientSpec(60, way="gather")]
+    assert simulate(model, fleet, seed=7) == simulate(model, fleet, seed=7)
+
+
+def test_the_fair_finish_of_a_fluid_fleet() -> None:
+    model = ServerModel(max_in_flight=10, latency=0.1)  # 100 sessions a second
+    fleet = [ClientSpec(100), ClientSpec(50, start=0.5)]
+    # Alone for 0.5 s (50 done), then halves: the joiner's 50 take 1 s, as do the first's 50.
+    assert sim.fair_finish(fleet, model) == pytest.approx([1.5, 1.0])
+    # A client's own concurrency caps it where the server does not.
+    assert sim.fair_finish([ClientSpec(32, concurrency=4)], ServerModel()) == pytest.approx(
+        [32 / (4 / 0.051)]
+    )
+
+
+@pytest.mark.parametrize("way", ["many", "gather"])
+def test_clients_sharing_a_limit_converge_to_equal_shares_and_fill_it(way: str) -> None:
+    model = ServerModel(max_in_flight=25)
+    outcome = simulate(model, [ClientSpec(500, way=way)] * 4, seed=1)
+    assert outcome.failed == 0
+    assert outcome.used >= 0.8  # the limit kept nearly full
+    assert outcome.jain >= 0.9
+    assert outcome.slowest <= 1.35  # no client far behind its fair share
+    assert outcome.requests_per_session <= 1.1
+
+
+def test_a_client_that_joins_gets_its_share() -> None:
+    model = ServerModel(max_in_flight=25)
+    fleet = [ClientSpec(600), *[ClientSpec(200, start=1.0)] * 3]
+    outcome = simulate(model, fleet, seed=0)
+    assert outcome.failed == 0
+    # Within a little over twice its fair time (the issue asks 1.5x: not met, see
+    # docs/performance.md), and the fleet's whole run within 1.7x the ideal.
+    assert outcome.slowest <= 2.25
+    assert outcome.wall <= 1.7 * outcome.ideal
+
+
+def test_with_more_clients_than_places_no_client_starves() -> None:
+    model = ServerModel(max_in_flight=4)
+    outcome = simulate(model, [ClientSpec(10)] * 16, seed=0)
+    # Each client paces below one request per round trip, and gets through; while the gaps
+    # are learned, a session may run out of its 429s (max_rate_limited).
+    assert outcome.failed <= 2
+    assert outcome.slowest <= 2.1  # the issue asks 2x: about met (2.03 here)
+
+
+def test_the_pace_recovers_with_time_after_a_storm() -> None:
+    # Every request refused for 2 s, then a server that takes everything: the gap that the
+    # storm built wears off with time, not only per success, so that the rest closes fast.
+    model = ServerModel(storm_until=2.0)
+    outcome = simulate(model, [ClientSpec(600)], seed=0)
+    closed_after_storm = 600 - outcome.failed
+    assert closed_after_storm > 0
+    assert outcome.wall <= 2.0 + 3.0  # 600 at 32 in flight take 1 s once open
+
+
+def test_a_retry_after_of_zero_or_in_the_past_is_a_bare_refusal() -> None:
+    for header in ("0", sim.PAST_DATE):
+        model = ServerModel(max_per_second=50.0, latency=0.001, retry_after=header)
+        outcome = simulate(model, [ClientSpec(150, way="gather")], seed=0)
+        assert outcome.failed == 0  # paced, not hammered into RateLimitError
+        assert outcome.requests_per_session <= 1.7
+        assert outcome.wall <= 1.2 * 150 / 50
+
+
+def test_unknown_ids_use_the_window_as_live_ones_do() -> None:
+    live = simulate(ServerModel(), [ClientSpec(400)], seed=0)
+    unknown = simulate(ServerModel(not_found=True), [ClientSpec(400)], seed=0)
+    assert unknown.wall == pytest.approx(live.wall, rel=0.05)
+
+
+def test_random_refusals_do_not_stop_a_client() -> None:
+    outcome = simulate(ServerModel(random_429=0.03), [ClientSpec(300)], seed=0)
+    assert outcome.failed == 0
+
+
+def test_the_simulator_drives_the_real_flow_control() -> None:
+    # No copy of the algorithm: the class every SessionsAPI uses.
+    assert sim.FlowControl is FlowControl
+    assert sim.Response is Response
