@@ -20,7 +20,7 @@ from ._errors import (
     UnprocessableEntityError,
 )
 from ._flow import FlowStats
-from ._models import Region, Session, SessionStatus
+from ._models import CreatedSession, Region, Session, SessionStatus
 from ._retry import RetryPolicy
 from ._version import __version__
 
@@ -37,6 +37,7 @@ __all__ = [
     "BulkReleaseAborted",
     "BulkReleaseReport",
     "ConflictError",
+    "CreatedSession",
     "FlowStats",
     "InternalServerError",
     "NotFoundError",

@@ -3,7 +3,9 @@
 Each method checks its arguments and hands over: the request path (a permit
 from the flow control, an attempt, retries, the decoded answer) is
 `_request`; what a release means (its checks, waits and the guard's shielded
-release) is `_release`; bulk runs are `_bulk`'s workers on that same path.
+release) is `_release`; creates and ``session()`` blocks (waiting for a free
+browser, no lost create) are `_lifecycle`'s; bulk runs are `_bulk`'s workers
+on that same path.
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ import os
 import ssl as _ssl
 import time
 import warnings
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import aiohttp
 import attrs
@@ -40,7 +42,8 @@ from ._config import (
 )
 from ._converter import structure_session, structure_sessions
 from ._flow import FlowControl, FlowStats
-from ._models import Session, SessionStatus, bare_session
+from ._lifecycle import DEFAULT_SESSION_WAIT_FOR_SLOT, Lifecycle, create_fields
+from ._models import CreatedSession, Region, Session, SessionStatus, bare_session
 from ._release import (
     CLOSE_RELEASE_TIMEOUT,
     DEFAULT_GUARD_TIMEOUT,
@@ -134,6 +137,7 @@ class SessionsAPI:
         self._requester = Requester(self._transport, self._flow, self.retry)
         self._releaser = Releaser(self._requester, project_id)
         self._clock_offset = 0.0
+        self._lifecycle = Lifecycle(self._releaser)
 
     def __repr__(self) -> str:
         state = "closed" if self._requester.closed else "open"
@@ -169,6 +173,7 @@ class SessionsAPI:
         finally:
             self._requester.close()
             self._flow.close()
+            self._lifecycle.slots.close()
             await self._transport.aclose()
 
     def flow_stats(self) -> FlowStats:
@@ -579,3 +584,152 @@ class SessionsAPI:
             APIError: The block ended normally and the release failed.
         """
         return self._releaser.guard(session_id, project_id, wait, release_timeout)
+
+    # -- the session's life ---------------------------------------------------
+
+    async def create(
+        self,
+        *,
+        project_id: str | None = None,
+        keep_alive: bool | None = None,
+        timeout: int | None = None,
+        region: Region | str | None = None,
+        user_metadata: Mapping[str, Any] | None = None,
+        browser_settings: Mapping[str, Any] | None = None,
+        proxies: bool | Sequence[Mapping[str, Any]] | None = None,
+        extension_id: str | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        wait_for_slot: float = 0.0,
+        request_timeout: Timeout = USE_CLIENT_DEFAULT,
+    ) -> CreatedSession:
+        """Create a session (``POST /v1/sessions``); release it when done, or use `session`.
+
+        A 429 means the plan has no browser free (concurrent browsers, or
+        creates per minute). With *wait_for_slot*, the create waits for one,
+        first come first served among this client's creates: until the
+        server's ``Retry-After`` / ``x-ratelimit-reset``, or until a release
+        of this client frees a browser. That wait is the create's own: it
+        neither shrinks the client's window nor pauses its releases, and
+        spends no attempt.
+
+        No lost create: the create carries a unique tag in ``userMetadata``
+        (key ``browserbase_async_create``). If it ends in a timeout, a
+        connection error or a 5xx, the session is looked up by that tag, and
+        returned if the server made it; only if it did not is the create sent
+        again. A cancellation while the create is on the wire releases what it
+        made.
+
+        Args:
+            project_id: Sent as ``projectId``; else the client's, else none.
+            keep_alive: Keep the session alive after disconnections.
+            timeout: Whole seconds after which the session ends by itself
+                (60 to 21600); else the project's default.
+            region: Where the browser runs (a `Region` or its value).
+            user_metadata: Your JSON metadata, to find the session with ``list(q=...)``.
+            browser_settings: ``browserSettings`` as the API spells it.
+            proxies: ``True`` for the default proxy, or a list of proxy configs.
+            extension_id: An uploaded extension's id.
+            extra_body: More body fields, as the API spells them.
+            wait_for_slot: Seconds to wait, in all, for a free browser;
+                0 raises `RateLimitError` on the first 429.
+            request_timeout: Seconds allowed for each attempt, instead of the
+                client's; ``None`` for no limit.
+
+        Returns:
+            The session, with its ``connect_url`` (whose ``repr`` and that of
+            ``signing_key`` are hidden).
+
+        Raises:
+            ValueError: A bad argument, before any request.
+            RateLimitError: No browser was free within *wait_for_slot* seconds;
+                nothing was created.
+            APIStatusError: The API refused (a subclass per status).
+            APIConnectionError: No answer, after the retries; the lookup by tag
+                found no session.
+        """
+        fields = create_fields(
+            project_id=project_id if project_id is not None else self.project_id,
+            keep_alive=keep_alive,
+            timeout=timeout,
+            region=region,
+            user_metadata=user_metadata,
+            browser_settings=browser_settings,
+            proxies=proxies,
+            extension_id=extension_id,
+            extra_body=extra_body,
+            wait_for_slot=wait_for_slot,
+            request_timeout=request_timeout,
+        )
+        return await self._lifecycle.create(
+            fields, wait_for_slot=wait_for_slot, timeout=request_timeout
+        )
+
+    def session(
+        self,
+        *,
+        project_id: str | None = None,
+        keep_alive: bool | None = None,
+        timeout: int | None = None,
+        region: Region | str | None = None,
+        user_metadata: Mapping[str, Any] | None = None,
+        browser_settings: Mapping[str, Any] | None = None,
+        proxies: bool | Sequence[Mapping[str, Any]] | None = None,
+        extension_id: str | None = None,
+        extra_body: Mapping[str, Any] | None = None,
+        wait_for_slot: float = DEFAULT_SESSION_WAIT_FOR_SLOT,
+        request_timeout: Timeout = USE_CLIENT_DEFAULT,
+        wait: bool = False,
+        release_timeout: float = DEFAULT_GUARD_TIMEOUT,
+    ) -> contextlib.AbstractAsyncContextManager[CreatedSession]:
+        """Create a session for the block, and release it when the block exits, however it exits.
+
+        ``async with api.session() as session:`` is `create` (waiting up to
+        *wait_for_slot* seconds for a free browser), then `guard`: the
+        release on exit is shielded from a cancellation and bounded by
+        *release_timeout*; a failed release never hides the block's error; a
+        `CancelledError` is re-raised once the release is done. A cancellation
+        during the create releases what the create made.
+
+        Args:
+            project_id: Sent as ``projectId`` with the create and the release.
+            keep_alive: As for `create`.
+            timeout: As for `create`: the session's own lifetime, in seconds.
+            region: As for `create`.
+            user_metadata: As for `create`.
+            browser_settings: As for `create`.
+            proxies: As for `create`.
+            extension_id: As for `create`.
+            extra_body: As for `create`.
+            wait_for_slot: Seconds to wait, in all, for a free browser.
+            request_timeout: As for `create`.
+            wait: Confirm, on exit, that the session reached a terminal state.
+            release_timeout: Seconds that the release on exit may take in all.
+
+        Raises:
+            ValueError: A bad argument, on entry, before any request.
+            RateLimitError: No browser was free in time, on entry.
+            APIError: The create failed, on entry; or the block ended normally
+                and the release failed, on exit.
+        """
+        fields = create_fields(
+            project_id=project_id if project_id is not None else self.project_id,
+            keep_alive=keep_alive,
+            timeout=timeout,
+            region=region,
+            user_metadata=user_metadata,
+            browser_settings=browser_settings,
+            proxies=proxies,
+            extension_id=extension_id,
+            extra_body=extra_body,
+            wait_for_slot=wait_for_slot,
+            request_timeout=request_timeout,
+        )
+        check_seconds("release_timeout", release_timeout)
+        return self._lifecycle.session(
+            fields,
+            wait_for_slot=wait_for_slot,
+            timeout=request_timeout,
+            project_id=project_id,
+            wait=wait,
+            release_timeout=release_timeout,
+        )

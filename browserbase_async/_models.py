@@ -69,3 +69,21 @@ class Session:
 def bare_session(session_id: str, status: SessionStatus | str) -> Session:
     """A `Session` of which only the id and the status are known; every other field ``None``."""
     return Session(session_id, None, None, None, None, status, None, None, None)
+
+
+@attrs.frozen(kw_only=True)
+class CreatedSession(Session):
+    """A session as `SessionsAPI.create` made it: a `Session`, and how to connect to it.
+
+    The signing key, and the connect URL that carries it, are secrets: they
+    are left out of ``repr()`` (and so of logs and error messages).
+
+    Attributes:
+        connect_url: The WebSocket URL to connect to the browser (CDP).
+        selenium_remote_url: The HTTP URL for Selenium's ``Remote`` driver.
+        signing_key: The key to sign Selenium's requests with.
+    """
+
+    connect_url: str = attrs.field(repr=False)
+    selenium_remote_url: str
+    signing_key: str = attrs.field(repr=False)

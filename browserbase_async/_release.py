@@ -78,6 +78,8 @@ class Releaser:
     project_id: str | None
     holds: set[Hold] = attrs.field(init=False, factory=set)
     """The sessions that open guards hold, for `release_held`."""
+    on_released: list[Callable[[], object]] = attrs.field(init=False, factory=list)
+    """Called after each release that succeeded: a browser may be free (see `_slots`)."""
 
     def update_call(
         self,
@@ -140,6 +142,8 @@ class Releaser:
             return ReleaseResult(session_id, None, exc, call.attempts)
         except Exception as exc:  # a closed client, or a bug: this session's outcome, no more
             return ReleaseResult(session_id, None, exc, call.attempts)
+        for released in self.on_released:
+            released()
         return ReleaseResult(session_id, session, None, call.attempts)
 
     async def check_ended(

@@ -30,6 +30,10 @@ Fatal: TypeAlias = list[APIError]
 """A bulk run's fatal error, once it has one (at most one item)."""
 
 
+class Held(Exception):
+    """An attempt not sent: its call's ``held`` said to wait (never leaves the library)."""
+
+
 @attrs.define
 class Call:
     """One logical request, as the retry hooks and the flow see it."""
@@ -48,6 +52,12 @@ class Call:
     """A bulk run's fatal error, once it has one: the attempt is then not sent."""
     answered: Mapping[str, str] | None = None
     """The headers of the answer that succeeded (a listing's ``Date`` tells the server's clock)."""
+    held: Callable[[], bool] | None = None
+    """Asked once the attempt has its permit: if it says so, nothing is sent and `Held` is
+    raised (a create that should stand in line behind others, see `_slots`)."""
+    plan_limited: bool = False
+    """A create: its 429 means no browser is free (the plan), not that requests come too
+    fast, so the flow learns nothing from it: no smaller window, no pause for the others."""
 
 
 @attrs.define(eq=False)
@@ -164,6 +174,9 @@ class Requester:
         if call.fatal:
             flow.give_back()
             raise call.fatal[0]
+        if call.held is not None and call.held():
+            flow.give_back()
+            raise Held
         call.attempts += 1
         try:
             response = await self.transport.request(
@@ -172,7 +185,8 @@ class Requester:
         except BaseException:
             flow.release(permit, None)
             raise
-        flow.release(permit, response)
+        refused_by_plan = call.plan_limited and response.status == 429
+        flow.release(permit, None if refused_by_plan else response)
         error = for_status(response.status, response.headers, response.body)
         if error is not None:
             if response.status == 429:

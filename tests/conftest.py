@@ -4,14 +4,16 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import pytest
 
 from browserbase_async import RetryPolicy, SessionsAPI
-from browserbase_async.testing import FakeBrowserbase
+from browserbase_async.testing import Exchange, FakeBrowserbase
+
+from .schema import check_answer
 
 FAST = RetryPolicy(initial_delay=0.001, max_delay=0.002)
 
@@ -46,3 +48,29 @@ def _no_ambient_config(monkeypatch: pytest.MonkeyPatch) -> None:
 def retry_logs(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     caplog.set_level(logging.INFO, logger="browserbase_async")
     return caplog
+
+
+@pytest.fixture(autouse=True)
+def _every_answer_of_the_fake_fits_the_spec(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Hold every answer any fake sends during a test (but those a scripted `Fault` made on
+    purpose) to the vendor's description in tests/spec/; a misfit fails the test. A test
+    marked ``off_spec`` seeds the fake with what the description forbids, on purpose."""
+    if request.node.get_closest_marker("off_spec") is not None:
+        yield
+        return
+    misfits: list[str] = []
+
+    def observe(exchange: Exchange) -> None:
+        if exchange.scripted:
+            return
+        try:
+            check_answer(exchange)
+        except Exception as exc:
+            misfits.append(f"{exchange.method} {exchange.path} {exchange.status}: {exc}")
+
+    FakeBrowserbase.observers.append(observe)
+    try:
+        yield
+    finally:
+        FakeBrowserbase.observers.remove(observe)
+    assert not misfits, "the fake answered off the spec:\n" + "\n".join(misfits[:5])

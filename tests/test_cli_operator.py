@@ -267,6 +267,7 @@ class _Listing:
 
 
 @pytest.mark.asyncio
+@pytest.mark.off_spec  # a region no server would send: what a terminal must survive
 async def test_the_terminal_table_prints_markup_as_text(
     fake_browserbase: FakeBrowserbase,
 ) -> None:

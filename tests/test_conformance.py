@@ -3,51 +3,22 @@
 from __future__ import annotations
 
 import json
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 import aiohttp
-import jsonschema
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis_jsonschema import from_schema
 
 from browserbase_async import RetryPolicy, SessionsAPI, SessionStatus
 from browserbase_async._converter import converter, structure_session, structure_sessions
 from browserbase_async._models import Session
 from browserbase_async.testing import FakeBrowserbase, Fault
+from browserbase_async.testing._fake import create_body_problem
 
-SPEC: dict[str, Any] = json.loads(
-    (Path(__file__).parent / "spec" / "browserbase-openapi.json").read_text()
-)
-
-
-def resolved(node: Any) -> Any:
-    """The schema with every local ``$ref`` replaced by what it points to."""
-    if isinstance(node, dict):
-        if "$ref" in node:
-            target: Any = SPEC
-            for part in node["$ref"].removeprefix("#/").split("/"):
-                target = target[part]
-            return resolved(target)
-        return {key: resolved(value) for key, value in node.items()}
-    if isinstance(node, list):
-        return [resolved(item) for item in node]
-    return node
-
-
-@cache
-def operation(path: str, method: str) -> dict[str, Any]:
-    return resolved(SPEC["paths"][path][method])  # type: ignore[no-any-return]
-
+from .schema import ROUTES, SPEC, operation, resolved, validate
 
 SESSION = resolved(SPEC["components"]["schemas"]["Session"])
-CHECKER = jsonschema.Draft7Validator.FORMAT_CHECKER
-
-
-def validate(instance: object, schema: dict[str, Any]) -> None:
-    jsonschema.Draft7Validator(schema, format_checker=CHECKER).validate(instance)
 
 
 # -- spec-generated data ------------------------------------------------------
@@ -80,13 +51,6 @@ def test_every_list_the_spec_allows_is_structured(data: list[dict[str, Any]]) ->
 
 
 # -- the fake obeys the spec --------------------------------------------------
-
-ROUTES = {
-    "list": ("/v1/sessions", "get"),
-    "create": ("/v1/sessions", "post"),
-    "retrieve": ("/v1/sessions/{id}", "get"),
-    "update": ("/v1/sessions/{id}", "post"),
-}
 
 
 def check_exchange(
@@ -139,6 +103,18 @@ async def test_the_fake_and_the_client_speak_the_spec() -> None:
             await api.release("ended")
             await api.release("failed", wait=True)
             await api.release_many(["ended", "missing"])
+            await api.create(
+                keep_alive=True,
+                timeout=60,
+                region="eu-central-1",
+                user_metadata={"job": "c"},
+                browser_settings={"viewport": {"width": 1280, "height": 720}, "os": "linux"},
+                proxies=[{"type": "external", "server": "http://proxy.invalid"}],
+                extension_id="ext",
+            )
+            fake.inject(Fault.lose(), route="create")
+            async with api.session(proxies=True):
+                pass
     assert len(fake.received.exchanges) > 20
     for exchange in fake.received.exchanges:
         check_exchange(
@@ -148,3 +124,18 @@ async def test_the_fake_and_the_client_speak_the_spec() -> None:
             exchange.status,
             exchange.response_body,
         )
+
+
+CREATE_BODY = operation("/v1/sessions", "post")["requestBody"]["content"]["application/json"][
+    "schema"
+]
+
+
+@settings(
+    max_examples=60, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]
+)
+@given(from_schema(CREATE_BODY))
+def test_the_fake_takes_every_create_body_the_spec_allows(body: dict[str, Any]) -> None:
+    metadata = body.get("userMetadata")
+    assume(metadata is None or len(json.dumps(metadata)) < 512)  # the docs' limit, not the spec's
+    assert create_body_problem(body) is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 import pytest
@@ -91,7 +92,7 @@ async def test_unknown_sessions(fake_browserbase: FakeBrowserbase) -> None:
 
 
 async def test_list_filters(fake_browserbase: FakeBrowserbase) -> None:
-    fake_browserbase.add_session("a", user_metadata={"job": "x", "n": 1})
+    fake_browserbase.add_session("a", user_metadata={"job": "x", "n": "1"})
     fake_browserbase.add_session("b", user_metadata={"job": "y"})
     fake_browserbase.add_session("c", status="ERROR")
     ids = lambda body: sorted(s["id"] for s in body)  # noqa: E731
@@ -217,3 +218,121 @@ async def test_a_status_waiter_waits_for_its_own_session() -> None:
         assert not waiting.done()
         await call(fake, "POST", f"/v1/sessions/{second}", body={"status": "REQUEST_RELEASE"})
         await waiting
+
+
+# -- fidelity: the fake refuses what the API refuses, and matches as the API does -------------
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        ({"region": "mars-1"}, "region"),
+        ({"keepAlive": "no"}, "keepAlive"),
+        ({"timeout": 5}, "timeout"),
+        ({"timeout": 60.5}, "timeout"),
+        ({"projectId": 42}, "projectId"),
+        ({"userMetadata": "job"}, "userMetadata"),
+        ({"userMetadata": {"big": "x" * 600}}, "512"),
+        ({"proxies": "yes"}, "proxies"),
+        ({"proxies": [{"type": "external"}]}, "server"),
+        ({"proxies": [{"type": "browserbase", "geolocation": {}}]}, "country"),
+        ({"browserSettings": {"viewport": {"width": "wide"}}}, "viewport.width"),
+        ({"browserSettings": {"os": "beos"}}, "os"),
+        ({"browserSettings": "fast"}, "browserSettings must be an object"),
+        ({"browserSettings": {"context": {"persist": True}}}, "context.id"),
+        ({"browserSettings": {"allowedDomains": [1]}}, "allowedDomains[0]"),
+        ({"proxySettings": {"caCertificates": "all"}}, "caCertificates"),
+        ([], "object"),
+    ],
+)
+async def test_create_refuses_what_the_api_refuses(
+    fake_browserbase: FakeBrowserbase, body: Any, named: str
+) -> None:
+    status, answer = await call(fake_browserbase, "POST", "/v1/sessions", body=body)
+    assert status == 400
+    assert answer["statusCode"] == 400
+    assert answer["error"] == "Bad Request"
+    assert named in answer["message"]
+    assert fake_browserbase.sessions == {}
+
+
+async def test_create_takes_every_field_the_api_describes(
+    fake_browserbase: FakeBrowserbase,
+) -> None:
+    body = {
+        "projectId": "p",
+        "extensionId": "e",
+        "keepAlive": True,
+        "timeout": 21600,
+        "region": "ap-southeast-1",
+        "userMetadata": {"a": {"b": "c"}},
+        "proxies": [
+            {"type": "browserbase", "geolocation": {"country": "US", "state": "NY"}},
+            {"type": "external", "server": "http://p", "username": "u", "password": "pw"},
+            {"type": "none", "domainPattern": ".*"},
+        ],
+        "proxySettings": {"caCertificates": ["c1"]},
+        "browserSettings": {
+            "context": {"id": "ctx", "persist": True},
+            "viewport": {"width": 1, "height": 2},
+            "os": "linux",
+            "allowedDomains": ["example.com"],
+            "blockAds": True,
+        },
+    }
+    status, created = await call(fake_browserbase, "POST", "/v1/sessions", body=body)
+    assert status == 201
+    assert created["region"] == "ap-southeast-1"
+    assert created["projectId"] == "p"
+    assert created["keepAlive"] is True
+    _, retrieved = await call(fake_browserbase, "GET", f"/v1/sessions/{created['id']}")
+    assert retrieved["signingKey"] == created["signingKey"]
+    assert retrieved["connectUrl"] == created["connectUrl"]
+
+
+@pytest.mark.parametrize(
+    ("query", "matches"),
+    [
+        ("user_metadata['s']:'True'", ["string"]),
+        ("user_metadata['n']:'1'", ["string"]),
+        ("user_metadata['quote']:'it\\'s'", ["string"]),
+        ("user_metadata['slash']:'a\\\\b'", ["string"]),
+        ("user_metadata['deep']['er']:'x'", ["typed"]),
+        ("user_metadata['deep']:'x'", []),
+        ("user_metadata['missing']:'None'", []),
+        ("user_metadata['s']:'True' AND user_metadata['n']:'1'", ["string"]),
+    ],
+)
+async def test_q_compares_metadata_by_its_json_type(
+    fake_browserbase: FakeBrowserbase, query: str, matches: list[str]
+) -> None:
+    fake_browserbase.add_session(
+        "typed", user_metadata={"s": True, "n": 1, "deep": {"er": "x"}, "quote": None}
+    )
+    fake_browserbase.add_session(
+        "string", user_metadata={"s": "True", "n": "1", "quote": "it's", "slash": "a\\b"}
+    )
+    status, found = await call(fake_browserbase, "GET", "/v1/sessions?" + urlencode({"q": query}))
+    assert status == 200
+    assert sorted(session["id"] for session in found) == matches
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "user_metadata['a']:'b' OR garbage",
+        "user_metadata['a']:'a'b'c'",
+        "user_metadata['a']:'b' AND",
+        "user_metadata['a']:'open",
+        "user_metadata['a':'b'",
+        "user_metadata:'b'",
+        "user_metadata['a']'b'",
+        "user_metadata['a']:b",
+        "metadata['a']:'b'",
+        "",
+    ],
+)
+async def test_q_refuses_what_is_not_a_query(fake_browserbase: FakeBrowserbase, query: str) -> None:
+    status, answer = await call(fake_browserbase, "GET", "/v1/sessions?" + urlencode({"q": query}))
+    assert status == 400
+    assert "invalid query" in answer["message"]

@@ -34,6 +34,7 @@ from ._output import (
     say,
     stdout_console,
 )
+from ._scrape import DEFAULT_BROWSERS, DEFAULT_USE, DEFAULT_WORKERS, scrape_demo
 
 PROG: Final = "browserbase-async"
 EXIT_OK: Final = 0
@@ -381,11 +382,49 @@ async def list_sessions(
 )
 @click.option("--faults", is_flag=True, help="Inject a realistic mix of 5xx, 429s and drops.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the fault draws.")
+@click.option(
+    "--scrape",
+    is_flag=True,
+    help="Instead: the whole life, create to release, of --workers sessions on a full plan.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=DEFAULT_WORKERS,
+    show_default=True,
+    help="With --scrape: workers, each in its own api.session().",
+)
+@click.option(
+    "--browsers",
+    type=click.IntRange(min=1),
+    default=DEFAULT_BROWSERS,
+    show_default=True,
+    help="With --scrape: the fake plan's concurrent browsers.",
+)
+@click.option(
+    "--use",
+    type=click.FloatRange(min=0),
+    default=DEFAULT_USE,
+    show_default=True,
+    help="With --scrape: seconds each worker uses its browser.",
+)
 @_release_options
 @_run
-async def demo(sessions: int, faults: bool, seed: int, **options: Any) -> int:
+async def demo(
+    sessions: int,
+    faults: bool,
+    seed: int,
+    scrape: bool,
+    workers: int,
+    browsers: int,
+    use: float,
+    **options: Any,
+) -> int:
     """Release N sessions of an embedded fake Browserbase: no key, no network."""
     from ..testing import FakeBrowserbase, FaultPlan
+
+    if scrape:
+        return await scrape_demo(workers=workers, browsers=browsers, use=use, seed=seed)
 
     plan = FaultPlan.realistic(seed=seed) if faults else FaultPlan(seed=seed)
     async with FakeBrowserbase(faults=plan) as fake:

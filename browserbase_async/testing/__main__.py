@@ -2,7 +2,8 @@
 
 It prints ``BROWSERBASE_BASE_URL=...`` and ``BROWSERBASE_API_KEY=...``, one a
 line, ready to ``export``, then serves until Ctrl-C or SIGTERM. Its options rehearse
-a plan's limits (``--max-in-flight``, ``--per-second``), a slow server (``--latency``)
+a plan's limits (``--max-in-flight``, ``--per-second``, ``--max-browsers``,
+``--creates-per-minute``), a slow server (``--latency``)
 and old sessions for the reaper (``--aged N:AGE``).
 """
 
@@ -90,6 +91,10 @@ class Serving:
             limits.append(f"{self.plan.max_in_flight} in flight")
         if self.plan.max_per_second is not None:
             limits.append(f"{self.plan.max_per_second:g} per second")
+        if self.plan.max_browsers is not None:
+            limits.append(f"{self.plan.max_browsers} browsers (creates)")
+        if self.plan.creates_per_minute is not None:
+            limits.append(f"{self.plan.creates_per_minute} creates a minute")
         if limits:
             parts.append("429 past " + " and ".join(limits))
         if self.faults:
@@ -146,6 +151,18 @@ def parse_options(argv: list[str] | None = None) -> Serving:
         metavar="SECONDS",
         help="time taken over each request it serves (0.05, 0.05s, 1m; bare: seconds)",
     )
+    parser.add_argument(
+        "--max-browsers",
+        type=_positive,
+        metavar="N",
+        help="a plan's limit: answer a create 429 + Retry-After while N sessions run",
+    )
+    parser.add_argument(
+        "--creates-per-minute",
+        type=_positive,
+        metavar="N",
+        help="a plan's limit: answer a create 429 + Retry-After past N creates in any 60 s",
+    )
     args = parser.parse_args(argv)
     plan = FaultPlan.realistic(seed=args.seed) if args.faults else FaultPlan(seed=args.seed)
     plan = attrs.evolve(
@@ -153,6 +170,8 @@ def parse_options(argv: list[str] | None = None) -> Serving:
         max_in_flight=args.max_in_flight,
         max_per_second=args.per_second,
         latency=plan.latency if args.latency is None else args.latency,
+        max_browsers=args.max_browsers,
+        creates_per_minute=args.creates_per_minute,
     )
     return Serving(plan, args.port, args.sessions, tuple(args.aged), args.faults)
 

@@ -8,15 +8,14 @@ import contextlib
 import json
 import math
 import random
-import re
 import secrets
 import ssl
 import threading
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from typing import Any, Final, Literal, TypeAlias
+from typing import Any, ClassVar, Final, Literal, TypeAlias
 
 import attrs
 from aiohttp import web
@@ -26,9 +25,8 @@ DEFAULT_PROJECT_ID: Final = "fake-project"
 TERMINAL: Final = frozenset({"COMPLETED", "ERROR", "TIMED_OUT"})
 STATUSES: Final = ("PENDING", "RUNNING", "ERROR", "TIMED_OUT", "COMPLETED")
 REGIONS: Final = ("us-west-2", "us-east-1", "eu-central-1", "ap-southeast-1")
-_QUERY_TERM: Final = re.compile(r"user_metadata\['([^']*)'\]\s*:\s*'([^']*)'")
 
-FaultKind: TypeAlias = Literal["status", "drop", "lose", "hang", "html", "body"]
+FaultKind: TypeAlias = Literal["status", "drop", "lose", "stall", "hang", "html", "body"]
 Route: TypeAlias = Literal["update", "retrieve", "list", "create"]
 _Act: TypeAlias = Callable[[], Awaitable[web.Response]]
 
@@ -63,6 +61,11 @@ class Fault:
     def lose(cls) -> Fault:
         """Do the request, then close the connection instead of answering."""
         return cls("lose")
+
+    @classmethod
+    def stall(cls) -> Fault:
+        """Do the request, then never answer (until the fake stops): a create's session runs."""
+        return cls("stall")
 
     @classmethod
     def hang(cls) -> Fault:
@@ -101,6 +104,15 @@ class FaultPlan:
         rate_burst: The bucket's size, in requests; ``None``: a tenth of a
             second's worth (at least one).
         release_delay: Seconds between REQUEST_RELEASE and COMPLETED (``math.inf``: never).
+        max_browsers: The plan's concurrent browsers: a create while this many
+            sessions run is answered 429, with ``Retry-After`` and the
+            ``x-ratelimit-*`` headers, as the API does.
+        creates_per_minute: The plan's creates in any 60 seconds; more are answered 429 so.
+        lost_create_rate: Of the creates that make a session, drop the
+            connection instead of answering (the answer lost, the session running).
+        timeout_scale: Real seconds per second of a session's ``timeout``: a
+            session created with ``timeout=60`` ends by itself (``TIMED_OUT``)
+            after ``60 * timeout_scale`` seconds.
         seed: Seed of the generator, for a reproducible run.
     """
 
@@ -116,6 +128,10 @@ class FaultPlan:
     max_per_second: float | None = None
     rate_burst: float | None = None
     release_delay: float = 0.0
+    max_browsers: int | None = None
+    creates_per_minute: int | None = None
+    lost_create_rate: float = 0.0
+    timeout_scale: float = 1.0
     seed: int | None = 0
 
     @classmethod
@@ -141,7 +157,9 @@ class FaultPlan:
 class Exchange:
     """One request and its answer, as recorded with ``record_exchanges=True``.
 
-    ``arrived`` is the event loop's time (seconds) when the request arrived.
+    ``arrived`` is the event loop's time (seconds) when the request arrived;
+    ``scripted`` tells an answer that a `Fault` made (which may be off the
+    API's description on purpose) from the fake's own.
     """
 
     route: str
@@ -152,6 +170,7 @@ class Exchange:
     status: int
     response_body: bytes
     arrived: float = 0.0
+    scripted: bool = False
 
 
 @attrs.define
@@ -203,6 +222,10 @@ class FakeBrowserbase:
             whose clock disagrees with the client's.
     """
 
+    observers: ClassVar[list[Callable[[Exchange], object]]] = []
+    """Called with every exchange of every fake, as it is answered: for a test suite
+    that holds every answer the fake sends to the API's description."""
+
     def __init__(
         self,
         *,
@@ -231,6 +254,9 @@ class FakeBrowserbase:
         self._timers: list[asyncio.TimerHandle] = []
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
         self._holding: asyncio.Event | None = None
+        self._connections: dict[str, dict[str, str]] = {}
+        self._ends_at: dict[str, float] = {}
+        self._creates: collections.deque[float] = collections.deque()
         self._runner: web.AppRunner | None = None
         self.base_url = ""
 
@@ -445,18 +471,18 @@ class FakeBrowserbase:
             status = request.query.get("status")
             if status is not None and status not in STATUSES:
                 return _error(400, f"invalid status {status!r}")
-            terms: Iterable[tuple[str, str]] = ()
+            terms: list[tuple[list[str], str]] = []
             if (query := request.query.get("q")) is not None:
-                terms = _QUERY_TERM.findall(query)
-                if not terms:
-                    return _error(400, f"invalid query {query!r}")
+                try:
+                    terms = parse_query(query)
+                except ValueError as exc:
+                    return _error(400, f"invalid query {query!r}: {exc}")
             found = [
                 session
                 for session in self.sessions.values()
                 if (status is None or session["status"] == status)
                 and all(
-                    str((session.get("userMetadata") or {}).get(key)) == value
-                    for key, value in terms
+                    _lookup(session.get("userMetadata"), path) == value for path, value in terms
                 )
             ]
             return _json(200, found)
@@ -468,7 +494,7 @@ class FakeBrowserbase:
             session = self.sessions.get(request.match_info["id"])
             if session is None:
                 return _error(404, "Session not found")
-            return _json(200, session)
+            return _json(200, {**session, **self._connections.get(session["id"], {})})
 
         return await self._serve(request, "retrieve", act)
 
@@ -505,21 +531,55 @@ class FakeBrowserbase:
                 body = json.loads(await request.read() or b"{}")
             except ValueError:
                 return _error(400, "body is not JSON")
-            if not isinstance(body, dict):
-                return _error(400, "body must be a JSON object")
-            metadata = body.get("userMetadata")
+            if (problem := create_body_problem(body)) is not None:
+                return _error(400, problem)
+            if (refusal := self._plan_refusal()) is not None:
+                return refusal
+            self._creates.append(asyncio.get_running_loop().time())
             session_id = self.add_session(
-                user_metadata=metadata if isinstance(metadata, dict) else None,
-                keep_alive=bool(body.get("keepAlive", False)),
-                region=str(body.get("region", "us-west-2")),
+                user_metadata=body.get("userMetadata"),
+                keep_alive=body.get("keepAlive", False),
+                region=body.get("region", "us-west-2"),
             )
-            answer = dict(self.sessions[session_id])
-            answer["connectUrl"] = f"wss://connect.invalid/?sessionId={session_id}"
-            answer["seleniumRemoteUrl"] = "http://connect.invalid/webdriver"
-            answer["signingKey"] = secrets.token_hex(8)
-            return _json(201, answer)
+            session = self.sessions[session_id]
+            if "projectId" in body:
+                session["projectId"] = body["projectId"]
+            if "timeout" in body:
+                self._time_out_later(session, body["timeout"])
+            key = secrets.token_hex(16)
+            self._connections[session_id] = {
+                "connectUrl": f"wss://connect.fake.invalid/?signingKey={key}",
+                "seleniumRemoteUrl": "http://connect.fake.invalid/webdriver",
+                "signingKey": key,
+            }
+            return _json(201, {**session, **self._connections[session_id]})
 
         return await self._serve(request, "create", act)
+
+    def _plan_refusal(self) -> web.Response | None:
+        """The plan's 429 to a create, as the API sends it; ``None`` when there is room."""
+        plan, now = self.faults, asyncio.get_running_loop().time()
+        if plan.max_browsers is not None:
+            running = [sid for sid, s in self.sessions.items() if s["status"] == "RUNNING"]
+            if len(running) >= plan.max_browsers:
+                ends = [self._ends_at[sid] - now for sid in running if sid in self._ends_at]
+                wait = min(ends) if ends else _BROWSER_WAIT
+                return _limited(plan.max_browsers, wait, "Max concurrent browsers reached")
+        if plan.creates_per_minute is not None:
+            while self._creates and self._creates[0] <= now - _MINUTE:
+                self._creates.popleft()
+            if len(self._creates) >= plan.creates_per_minute:
+                wait = self._creates[0] + _MINUTE - now
+                return _limited(plan.creates_per_minute, wait, "Session creation limit reached")
+        return None
+
+    def _time_out_later(self, session: dict[str, Any], timeout: int) -> None:
+        start = datetime.fromisoformat(session["startedAt"])
+        session["expiresAt"] = _iso(start + timedelta(seconds=timeout))
+        loop = asyncio.get_running_loop()
+        delay = timeout * self.faults.timeout_scale
+        self._ends_at[session["id"]] = loop.time() + delay
+        self._timers.append(loop.call_later(delay, self._end, session, "TIMED_OUT"))
 
     # -- the fault machinery --------------------------------------------------
 
@@ -530,8 +590,10 @@ class FakeBrowserbase:
         self.received.peak_in_flight = max(self.received.peak_in_flight, self._in_flight)
         if self._waiters:
             self._wake_waiters()
+        authorized = request.headers.get("X-BB-API-Key") == self.api_key
+        fault = self._pick(route) if authorized else None
         try:
-            answer = await self._answer(request, route, act)
+            answer = await self._answer(request, route, act, fault)
         except ConnectionResetError:
             # The client went away mid-request (a Ctrl-C, a timeout): normal for a test
             # server, not worth aiohttp's traceback. Nothing can be answered.
@@ -543,27 +605,35 @@ class FakeBrowserbase:
             answer.headers["Date"] = format_datetime(moment, usegmt=True)
         if answer.status != _CUT:
             self.received.answers[answer.status] += 1
-            if self._record:
-                self.received.exchanges.append(
-                    Exchange(
-                        route,
-                        request.method,
-                        request.path,
-                        dict(request.query),
-                        await request.read(),
-                        answer.status,
-                        answer.body if isinstance(answer.body, bytes) else b"",
-                        arrived,
-                    )
+            if self._record or FakeBrowserbase.observers:
+                exchange = Exchange(
+                    route,
+                    request.method,
+                    request.path,
+                    dict(request.query),
+                    await request.read(),
+                    answer.status,
+                    answer.body if isinstance(answer.body, bytes) else b"",
+                    arrived,
+                    fault is not None,
                 )
+                if self._record:
+                    self.received.exchanges.append(exchange)
+                for observe in FakeBrowserbase.observers:
+                    observe(exchange)
         return answer
 
-    async def _answer(self, request: web.Request, route: str, act: _Act) -> web.Response:
-        if request.headers.get("X-BB-API-Key") != self.api_key:
-            return _error(401, "Unauthorized: missing or invalid X-BB-API-Key")
+    def _pick(self, route: str) -> Fault | None:
         fault = self._scripted(route) if self._script else None
         if fault is None:
             fault = self._draw()
+        return fault
+
+    async def _answer(
+        self, request: web.Request, route: str, act: _Act, fault: Fault | None
+    ) -> web.Response:
+        if request.headers.get("X-BB-API-Key") != self.api_key:
+            return _error(401, "Unauthorized: missing or invalid X-BB-API-Key")
         plan = self.faults
         if plan.max_in_flight is not None and self._in_flight > plan.max_in_flight:
             return _error(429, "Too many concurrent requests")
@@ -587,8 +657,22 @@ class FakeBrowserbase:
         if plan.latency:
             await asyncio.sleep(plan.latency)
         answer = await act()
+        if (
+            route == "create"
+            and answer.status == 201
+            and self.faults.lost_create_rate
+            and self._random.random() < self.faults.lost_create_rate
+        ):
+            fault = Fault.lose()  # the session made, its answer lost
+        if self._waiters:
+            # What the request did (a session made) may be what a test waits for.
+            self._wake_waiters()
         if fault is not None and fault.kind == "lose":
             return self._cut(request, "lost")
+        if fault is not None and fault.kind == "stall":
+            self.received.answers["hung"] += 1
+            await self._closing.wait()
+            return self._cut(request, "dropped")
         if fault is not None and fault.kind == "html" and answer.status < 300:
             return web.Response(status=200, body=fault.content, headers=dict(fault.headers))
         return answer
@@ -640,12 +724,143 @@ class FakeBrowserbase:
             loop = asyncio.get_running_loop()
             self._timers.append(loop.call_later(delay, self._end, session))
 
-    def _end(self, session: dict[str, Any]) -> None:
+    def _end(self, session: dict[str, Any], status: str = "COMPLETED") -> None:
         if session["status"] not in TERMINAL:
             now = _iso(datetime.now(UTC))
-            session.update(status="COMPLETED", endedAt=now, updatedAt=now)
+            session.update(status=status, endedAt=now, updatedAt=now)
         if self._waiters:
             self._wake_waiters()
+
+
+def _limited(limit: int, wait: float, message: str) -> web.Response:
+    seconds = str(max(1, math.ceil(wait)))
+    answer = _error(429, message)
+    answer.headers.update(
+        {
+            "Retry-After": seconds,
+            "x-ratelimit-limit": str(limit),
+            "x-ratelimit-remaining": "0",
+            "x-ratelimit-reset": seconds,
+        }
+    )
+    return answer
+
+
+def parse_query(query: str) -> list[tuple[list[str], str]]:
+    """Parse a ``q`` as the API documents it: ``user_metadata['a']['b']:'value'``.
+
+    Several terms may be joined by `` AND ``; inside quotes, ``\\'`` is a quote
+    and ``\\\\`` a backslash. Anything else is refused.
+
+    Returns:
+        Each term's path of keys and its value.
+
+    Raises:
+        ValueError: The query is not of that form (the reason, said).
+    """
+    terms: list[tuple[list[str], str]] = []
+    at = 0
+    while True:
+        if not query.startswith(_BASE, at):
+            raise ValueError(f"expected {_BASE!r} at {at}")
+        at += len(_BASE)
+        path: list[str] = []
+        while query.startswith("[", at):
+            key, at = _quoted(query, at + 1)
+            if not query.startswith("]", at):
+                raise ValueError(f"expected ']' at {at}")
+            path.append(key)
+            at += 1
+        if not path:
+            raise ValueError(f"expected ['key'] at {at}")
+        if not query.startswith(":", at):
+            raise ValueError(f"expected ':' at {at}")
+        value, at = _quoted(query, at + 1)
+        terms.append((path, value))
+        if at == len(query):
+            return terms
+        if not query.startswith(_AND, at):
+            raise ValueError(f"unexpected text at {at}: {query[at : at + 20]!r}")
+        at += len(_AND)
+
+
+def _quoted(query: str, at: int) -> tuple[str, int]:
+    """Read a single-quoted string at *at*; return it and the index after it."""
+    if not query.startswith("'", at):
+        raise ValueError(f"expected a quoted string at {at}")
+    text: list[str] = []
+    at += 1
+    while at < len(query):
+        char = query[at]
+        if char == "\\" and at + 1 < len(query) and query[at + 1] in "'\\":
+            text.append(query[at + 1])
+            at += 2
+        elif char == "'":
+            return "".join(text), at + 1
+        else:
+            text.append(char)
+            at += 1
+    raise ValueError("a quoted string does not end")
+
+
+def _lookup(metadata: object, path: list[str]) -> object:
+    """The value at *path* in the user metadata, or ``None``."""
+    for key in path:
+        if not isinstance(metadata, dict):
+            return None
+        metadata = metadata.get(key)
+    return metadata
+
+
+def create_body_problem(body: object) -> str | None:
+    """What the API would refuse in a create's body (as its description has it), or ``None``."""
+    if not isinstance(body, dict):
+        return "body must be a JSON object"
+    for key, kind in _CREATE_FIELDS.items():
+        if key in body and (problem := _problem(body[key], kind, key)) is not None:
+            return problem
+    metadata = body.get("userMetadata")
+    if metadata is not None and len(json.dumps(metadata)) >= _MAX_METADATA:
+        return f"userMetadata must be under {_MAX_METADATA} characters as JSON"
+    return None
+
+
+def _problem(value: object, kind: Any, where: str) -> str | None:
+    if isinstance(kind, tuple):  # alternatives
+        problems = [_problem(value, option, where) for option in kind]
+        if None in problems:
+            return None
+        # The most telling refusal: of the alternative of the right "type", at the deepest field.
+        told = [problem for problem in problems if problem is not None]
+        return min(told, key=lambda problem: (".type must be" in problem, -len(problem)))
+    if isinstance(kind, frozenset):
+        return None if value in kind else f"{where} must be one of {sorted(kind)}"
+    if isinstance(kind, range):
+        if type(value) is not int or value not in kind:
+            return f"{where} must be an integer from {kind.start} to {kind.stop - 1}"
+        return None
+    if isinstance(kind, list):  # an array of the one item kind
+        if not isinstance(value, list):
+            return f"{where} must be an array"
+        for index, item in enumerate(value):
+            if (problem := _problem(item, kind[0], f"{where}[{index}]")) is not None:
+                return problem
+        return None
+    if isinstance(kind, dict):  # an object: its known fields, "!" marks the required
+        if not isinstance(value, dict):
+            return f"{where} must be an object"
+        for key, sub in kind.items():
+            name = key.removeprefix("!")
+            if name not in value:
+                if key.startswith("!"):
+                    return f"{where}.{name} is required"
+                continue
+            if (problem := _problem(value[name], sub, f"{where}.{name}")) is not None:
+                return problem
+        return None
+    if type(value) is not kind:
+        return f"{where} must be {_JSON_NAMES[kind]}"
+    return None
 
 
 def _iso(moment: datetime) -> str:
@@ -665,6 +880,52 @@ def _error(status: int, message: str) -> web.Response:
 
 
 _CUT: Final = 499  # never sent: the marker of an answer replaced by a cut connection
+_MINUTE: Final = 60.0
+_BROWSER_WAIT: Final = 60.0
+"""Seconds a full plan asks to wait when no running session ends by a timeout it knows."""
+_BASE: Final = "user_metadata"
+_AND: Final = " AND "
+_MAX_METADATA: Final = 512
+_JSON_NAMES: Final = {str: "a string", bool: "a boolean", int: "an integer", dict: "an object"}
+_TWO: Final = {"!country": str, "state": str, "city": str}
+_PROXY: Final = (
+    {"!type": frozenset({"browserbase"}), "geolocation": _TWO, "domainPattern": str},
+    {
+        "!type": frozenset({"external"}),
+        "!server": str,
+        "domainPattern": str,
+        "username": str,
+        "password": str,
+    },
+    {"!type": frozenset({"none"}), "domainPattern": str},
+)
+_CREATE_FIELDS: Final[dict[str, Any]] = {
+    "projectId": str,
+    "extensionId": str,
+    "keepAlive": bool,
+    "timeout": range(60, 21601),
+    "region": frozenset(REGIONS),
+    "userMetadata": dict,
+    "proxies": (bool, [_PROXY]),
+    "proxySettings": {"caCertificates": [str]},
+    "browserSettings": {
+        "context": {"!id": str, "persist": bool},
+        "extensionId": str,
+        "viewport": {"width": int, "height": int},
+        "blockAds": bool,
+        "solveCaptchas": bool,
+        "recordSession": bool,
+        "logSession": bool,
+        "advancedStealth": bool,
+        "verified": bool,
+        "captchaImageSelector": str,
+        "captchaInputSelector": str,
+        "os": frozenset({"windows", "mac", "linux", "mobile", "tablet"}),
+        "allowedDomains": [str],
+        "ignoreCertificateErrors": bool,
+    },
+}
+"""The create body's fields as the API's description types them (``!``: required)."""
 _REASONS: Final = {
     400: "Bad Request",
     401: "Unauthorized",

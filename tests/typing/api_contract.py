@@ -10,6 +10,7 @@ from browserbase_async import (
     APIStatusError,
     BulkReleaseAborted,
     BulkReleaseReport,
+    CreatedSession,
     Region,
     ReleaseResult,
     RetryPolicy,
@@ -43,6 +44,12 @@ async def contract() -> None:
         assert_type(await api.release("s-1", wait=True, wait_timeout=5.0), Session)
         async with api.guard("s-1"):
             pass
+        created = await api.create(timeout=600, user_metadata={"job": "a"}, wait_for_slot=30.0)
+        assert_type(created, CreatedSession)
+        assert_type(created.connect_url, str)
+        async with api.session(region=Region.US_EAST_1, proxies=True) as opened:
+            assert_type(opened, CreatedSession)
+            assert_type(opened.signing_key, str)
     network = SessionsAPI("key", proxy="http://proxy:3128", ssl="/etc/ssl/ca.pem")
     assert_type(network.server_now(), datetime)
     assert_type((await network.release_all(status=None)).already_ended, list[Session])
