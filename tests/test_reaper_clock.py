@@ -12,7 +12,7 @@ import pytest
 from browserbase_async import Session
 from browserbase_async._bulk import clock_offset, sort_out
 from browserbase_async._converter import structure_session
-from browserbase_async.testing import FakeBrowserbase
+from browserbase_async.testing import FakeBrowserbase, Fault
 
 from .conftest import ApiFactory
 from .helpers import session_json
@@ -115,7 +115,10 @@ async def test_the_reaper_skips_a_listed_session_without_started_at(
 ) -> None:
     old = fake_browserbase.add_session(started_at=datetime.now(UTC) - timedelta(hours=2))
     drifted = fake_browserbase.add_session(started_at=datetime.now(UTC) - timedelta(hours=2))
-    del fake_browserbase.sessions[drifted]["startedAt"]
+    # A drifted listing, off the API's description on purpose: served as a fault.
+    listing = [dict(session) for session in fake_browserbase.sessions.values()]
+    del listing[1]["startedAt"]
+    fake_browserbase.inject(Fault.json(listing), route="list")
     async with make_api() as api:
         report = await api.release_all(older_than=3600)
     assert [result.session_id for result in report.results] == [old]
