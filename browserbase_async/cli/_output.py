@@ -29,6 +29,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .._bulk import ReleaseResult, session_age
+from .._duration import parse_duration
 from .._errors import (
     APICertificateError,
     APIConnectionError,
@@ -42,7 +43,6 @@ from .._errors import (
 )
 from .._flow import FlowStats
 from .._models import Session
-from ._duration import parse_duration
 
 KEY_REFUSED: Final = frozenset({"unauthorized", "forbidden"})
 """Failure kinds that mean the key is wrong: the summary names where it came from."""

@@ -18,7 +18,7 @@ from typing import Final
 
 import attrs
 
-from ..cli._duration import parse_duration
+from .._duration import parse_duration
 from ._fake import FakeBrowserbase, FaultPlan
 
 PROG: Final = "python -m browserbase_async.testing"

@@ -1,7 +1,8 @@
-"""Durations as people write them (``90s``, ``30m``, ``1.5h``, ``2d``): no click, no rich.
+"""Durations as people write them (``90s``, ``30m``, ``1.5h``, ``2d``).
 
-The shell fake (``python -m browserbase_async.testing --aged 5:2h``) reads them too, without
-the ``cli`` extra.
+Read by the command line (``--older-than``, ``--watch``) and by the shell fake
+(``python -m browserbase_async.testing --aged 5:2h``); it needs no extra, so it
+lives below both, and neither imports the other.
 """
 
 from __future__ import annotations
