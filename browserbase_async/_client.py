@@ -167,13 +167,14 @@ class SessionsAPI:
         turn or two. Calling it again does nothing. A closed client refuses
         further calls.
         """
+        # First: no waiting create may take a browser that the releases below free.
+        self._lifecycle.slots.close()
         try:
             if not self._requester.closed and self._releaser.holds:
                 await self._releaser.release_held(CLOSE_RELEASE_TIMEOUT)
         finally:
             self._requester.close()
             self._flow.close()
-            self._lifecycle.slots.close()
             await self._transport.aclose()
 
     def flow_stats(self) -> FlowStats:

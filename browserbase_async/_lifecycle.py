@@ -37,15 +37,17 @@ import attrs
 from ._config import Timeout, check_seconds, check_timeout
 from ._converter import structure_session, structure_sessions
 from ._errors import (
+    APICertificateError,
     APIConnectionError,
     APIError,
     APIResponseValidationError,
+    ClientClosedError,
     InternalServerError,
     RateLimitError,
     excerpt,
 )
 from ._models import CreatedSession, Region, Session
-from ._release import Releaser, finish_shielded
+from ._release import CANCELLED_RELEASE_TIMEOUT, Releaser, finish_shielded
 from ._request import Call, Held
 from ._slots import SlotQueue, slot_hint
 
@@ -55,8 +57,9 @@ CREATE_TAG_KEY: Final = "browserbase_async_create"
 """The ``userMetadata`` key of the tag each create carries, to find it if its answer is lost."""
 DEFAULT_SESSION_WAIT_FOR_SLOT: Final = 300.0
 """Seconds that ``session()`` waits for a free browser, by default."""
-RECOVERY_TIMEOUT: Final = 30.0
-"""Seconds that finding and releasing the session of an abandoned create may take."""
+RECOVERY_TIMEOUT: Final = CANCELLED_RELEASE_TIMEOUT
+"""Seconds that finding and releasing the session of an abandoned create may take: it runs
+because the caller cancelled, and no cancellation is held back longer than a guard's."""
 MIN_SESSION_TIMEOUT: Final = 60
 MAX_SESSION_TIMEOUT: Final = 21600
 MAX_METADATA_CHARS: Final = 512
@@ -330,6 +333,8 @@ class Lifecycle:
                 if wait_for_slot <= 0 or loop.time() >= deadline:
                     raise _ran_out(refused, wait_for_slot) from None
                 continue
+            except APICertificateError:
+                raise  # no handshake, no request: nothing was made to look up
             except _UNKNOWN_OUTCOME as failure:
                 # A turn is kept through the lookup and the retry: the slot it stands for
                 # is this create's until it knows whether it used it.
@@ -342,7 +347,7 @@ class Lifecycle:
                 failures += 1
                 if failures >= requester.policy.max_attempts or not requester.budget.try_withdraw():
                     raise
-                await asyncio.sleep(requester.policy.backoff(failures))
+                await requester.sleep(requester.policy.backoff(failures))
                 continue
             self._end_turn(state, served=True)
             try:
@@ -381,7 +386,8 @@ class Lifecycle:
         self.counts.lost_answers += 1
         try:
             found = await self._find(state.tag)
-        except APIError as lookup:
+        except (APIError, ClientClosedError) as lookup:
+            # Closed under the create (`aclose`): the create's own failure, with the tag.
             failure.add_note(
                 f"looking the create up by its tag failed too ({lookup}); a session may "
                 f"exist with user_metadata['{CREATE_TAG_KEY}'] = '{state.tag}'"

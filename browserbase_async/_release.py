@@ -347,16 +347,24 @@ class Releaser:
         if hold.release is None:
             hold.release = asyncio.ensure_future(self._release_bounded(hold, limit))
             hold.release.add_done_callback(lambda _: self.holds.discard(hold))
+        elif hold.deadline is not None and limit < hold.limit:
+            hold.hurry(limit)  # begun by its guard, with the guard's longer bound: closing's
         return hold.release
 
     async def _release_bounded(self, hold: Hold, limit: float) -> ReleaseResult:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
             async with asyncio.timeout(limit) as hold.deadline:
                 return await self.release_result(
                     hold.session_id, project_id=hold.project_id, wait=hold.wait, wait_timeout=limit
                 )
         except TimeoutError:
-            error = APITimeoutError(f"releasing session {hold.session_id} took over {limit} s")
+            # Its bound may have been cut since (a cancellation, the client closing): say
+            # the bound it ran out of, not the one it began with.
+            when = hold.deadline.when() if hold.deadline is not None else None
+            bound = limit if when is None else when - started
+            error = APITimeoutError(f"releasing session {hold.session_id} took over {bound:.3g} s")
             return ReleaseResult(hold.session_id, None, error, 0)
 
     async def release_shielded(self, hold: Hold) -> Exception | None:
@@ -417,13 +425,13 @@ class Hold:
     deadline: asyncio.Timeout | None = None
     """The release's timeout, once it runs."""
 
-    def hurry(self) -> None:
-        """Cut what is left of the release to `CANCELLED_RELEASE_TIMEOUT`: we were cancelled."""
+    def hurry(self, within: float = CANCELLED_RELEASE_TIMEOUT) -> None:
+        """Cut what is left of the release to *within* seconds: we were cancelled, or close."""
         # The release ran its first step, which set the deadline, before we could be told.
         assert self.deadline is not None
         loop_now = asyncio.get_running_loop().time()
         when = self.deadline.when()
-        soon = loop_now + CANCELLED_RELEASE_TIMEOUT
+        soon = loop_now + within
         self.deadline.reschedule(soon if when is None else min(when, soon))
 
 

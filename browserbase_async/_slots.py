@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import math
 import time
 from collections.abc import Mapping
@@ -30,6 +29,8 @@ MAX_PROBE_GAP: Final = 1.0
 """The longest gap, in seconds, between probes of a plan that keeps refusing."""
 _EPOCH_RESET: Final = 1e9
 """An ``x-ratelimit-reset`` above this is a Unix time, not seconds to wait."""
+_SWEEP_SLACK: Final = 16
+"""Gone waiters the line may hold beyond its live ones before it is swept."""
 
 
 def slot_hint(headers: Mapping[str, str]) -> float | None:
@@ -76,6 +77,8 @@ class SlotQueue:
     _waiting: collections.deque[asyncio.Future[bool]] = attrs.field(
         factory=collections.deque, init=False
     )
+    _live: int = attrs.field(default=0, init=False)
+    """Waiters in the line not yet granted nor gone (the gone stay in it until swept)."""
     _sending: int = attrs.field(default=0, init=False)
     _retry_at: float = attrs.field(default=0.0, init=False)
     _timer: asyncio.TimerHandle | None = attrs.field(default=None, init=False)
@@ -89,7 +92,7 @@ class SlotQueue:
     @property
     def busy(self) -> bool:
         """Whether creates wait for a slot, or one sent on a turn is out: newcomers line up."""
-        return bool(self._waiting) or self._sending > 0
+        return self._live > 0 or self._sending > 0
 
     async def wait_turn(self, deadline: float, *, first: bool = False) -> bool:
         """Wait in line for a turn to send a create.
@@ -113,17 +116,30 @@ class SlotQueue:
             self._waiting.appendleft(waiter)
         else:
             self._waiting.append(waiter)
+        self._live += 1
         self._arm()
         try:
             async with asyncio.timeout_at(deadline):
                 return await waiter
         except (TimeoutError, asyncio.CancelledError):
-            with contextlib.suppress(ValueError):
-                self._waiting.remove(waiter)
             if waiter.done() and not waiter.cancelled():
                 self.leave(waiter.result())  # granted, but not to be used
+            else:
+                self._left(waiter)
             self._arm()
             raise
+
+    def _left(self, waiter: asyncio.Future[bool]) -> None:
+        """A waiter gone from the line: skipped by `_grant` until swept out.
+
+        Taking it out at once would scan the line per waiter that leaves
+        (20,000 cancelled together: 200 million steps); the line is swept when
+        more than half of it is gone instead, O(1) a waiter in all.
+        """
+        waiter.cancel()
+        self._live -= 1
+        if len(self._waiting) > 2 * self._live + _SWEEP_SLACK:
+            self._waiting = collections.deque(w for w in self._waiting if not w.done())
 
     def freed(self) -> None:
         """A release of this client succeeded: one browser may be free, give the head a turn.
@@ -192,6 +208,7 @@ class SlotQueue:
             if timer is not None:
                 timer.cancel()
         self._timer = self._probe_timer = None
+        self._live = 0
         while self._waiting:
             waiter = self._waiting.popleft()
             if not waiter.done():
@@ -201,13 +218,14 @@ class SlotQueue:
         while self._waiting:
             waiter = self._waiting.popleft()
             if not waiter.done():
+                self._live -= 1
                 self._sending += 1
                 waiter.set_result(hinted)
                 return
 
     def _arm(self) -> None:
         # While creates wait and none is out on a turn, a timer must give the next turn.
-        if self._waiting and not self._sending and self._timer is None and not self._closed:
+        if self._live and not self._sending and self._timer is None and not self._closed:
             loop = asyncio.get_running_loop()
             self._timer = loop.call_at(max(self._retry_at, loop.time()), self._ring)
         self._probe_soon()
@@ -217,7 +235,7 @@ class SlotQueue:
         if (
             not self._credits
             or self._sending
-            or not self._waiting
+            or not self._live
             or self._probe_timer is not None
             or self._closed
         ):

@@ -188,11 +188,12 @@ class Transport:
             ) from None
         except aiohttp.ClientError as exc:
             _scrub_key(exc)
-            # aiohttp's exception may quote a URL with its credentials (the base URL's,
-            # the proxy's): then it is not kept as the cause.
-            secret = self.shown_url != self.base_url or _USERINFO.search(str(exc))
-            cause = None if secret else exc
-            raise APIConnectionError(self._connection_failed(method, path, exc)) from cause
+            failed = APIConnectionError(self._connection_failed(method, path, exc))
+            if not (self.shown_url != self.base_url or _USERINFO.search(str(exc))):
+                raise failed from exc
+            # aiohttp's exception may quote a URL with its credentials (the base URL's, the
+            # proxy's) or carry them in its request's headers: it is then kept neither as the
+            # cause nor as the context, which a raise in this block would set.
         except APIError:
             raise
         except Exception as exc:
@@ -219,6 +220,7 @@ class Transport:
         finally:
             if wire is not None:
                 wire.discard(task)
+        raise failed
 
     def _connection_failed(self, method: str, path: str, exc: aiohttp.ClientError) -> str:
         """Say which URL could not be reached, and why, in the user's terms."""
@@ -337,6 +339,7 @@ def _scrub_key(exc: BaseException) -> None:
 
 def _without_key(headers: Mapping[str, str]) -> CIMultiDictProxy[str]:
     kept = CIMultiDict(headers)
-    if API_KEY_HEADER in kept:
-        kept[API_KEY_HEADER] = "<redacted>"
+    for secret in (API_KEY_HEADER, hdrs.PROXY_AUTHORIZATION):
+        if secret in kept:
+            kept[secret] = "<redacted>"
     return CIMultiDictProxy(kept)

@@ -365,7 +365,7 @@ async def test_a_full_plan_makes_creates_wait_then_serves_them_in_order() -> Non
             asyncio.create_task(api.create(wait_for_slot=60, user_metadata={"n": str(n)}))
             for n in (2, 3)
         ]
-        await until(lambda: len(api._lifecycle.slots._waiting) == 3)
+        await until(lambda: api._lifecycle.slots._live == 3)
         assert creates(fake) == 1  # those behind a waiting create line up without asking
         window = api.flow_stats().window
         await api.release(seeded[0])
@@ -420,7 +420,7 @@ async def test_wait_for_slot_running_out_raises_and_creates_nothing() -> None:
         assert any("wait_for_slot=0.05" in note for note in caught.value.__notes__)
         # A create that comes while another waits lines up behind it, and may run out there.
         ahead = asyncio.create_task(api.create(wait_for_slot=60))
-        await until(lambda: len(api._lifecycle.slots._waiting) == 1)
+        await until(lambda: api._lifecycle.slots._live == 1)
         with pytest.raises(RateLimitError, match="in line"):
             await api.create(wait_for_slot=0.01)
         ahead.cancel()
@@ -492,7 +492,7 @@ async def test_a_turn_given_but_not_taken_passes_on() -> None:
     slots.refused(60.0)
     first = asyncio.create_task(slots.wait_turn(loop.time() + 60))
     second = asyncio.create_task(slots.wait_turn(loop.time() + 60))
-    await until(lambda: len(slots._waiting) == 2)
+    await until(lambda: slots._live == 2)
     slots.freed()
     first.cancel()  # given the turn, then cancelled before it could use it
     with pytest.raises(asyncio.CancelledError):
@@ -545,7 +545,7 @@ async def test_creates_behind_a_plan_others_held_go_as_soon_as_it_has_room() -> 
     ):
         held = fake.add_sessions(8)
         waiting = [asyncio.create_task(api.create(wait_for_slot=60)) for _ in range(2)]
-        await until(lambda: len(api._lifecycle.slots._waiting) == 2)
+        await until(lambda: api._lifecycle.slots._live == 2)
         for session_id in held:
             await api.release(session_id)
         made = await asyncio.gather(*waiting)
@@ -563,7 +563,7 @@ async def test_a_turn_that_ends_in_an_error_goes_to_the_next_in_line() -> None:
         first = asyncio.create_task(api.create(wait_for_slot=60, extension_id="gone"))
         await until(lambda: api._lifecycle.counts.refused == 1)
         second = asyncio.create_task(api.create(wait_for_slot=60))
-        await until(lambda: len(api._lifecycle.slots._waiting) == 2)
+        await until(lambda: api._lifecycle.slots._live == 2)
         fake.inject(Fault.status(400, message="no such extension"), route="create")
         await api.release(held)
         with pytest.raises(BadRequestError):
@@ -594,7 +594,7 @@ async def test_closing_the_client_ends_the_creates_waiting_for_a_slot() -> None:
         fake.add_sessions(1)
         api = SessionsAPI(fake.api_key, base_url=fake.base_url, retry=FAST)
         waiting = asyncio.create_task(api.create(wait_for_slot=300))
-        await until(lambda: len(api._lifecycle.slots._waiting) == 1)
+        await until(lambda: api._lifecycle.slots._live == 1)
         await api.aclose()
         with pytest.raises(RuntimeError, match="closed"):
             await waiting
@@ -615,7 +615,7 @@ async def test_creates_waiting_for_a_permit_line_up_behind_a_refusal_unsent() ->
                 pass
 
         workers = [asyncio.create_task(worker()) for _ in range(30)]
-        await until(lambda: len(api._lifecycle.slots._waiting) == 30)
+        await until(lambda: api._lifecycle.slots._live == 30)
         await api.release(held)
         await asyncio.gather(*workers)
     # Only the creates in the window's first flight were sent and refused; the others,
@@ -690,3 +690,64 @@ async def test_closing_the_client_releases_what_open_session_blocks_hold() -> No
         with pytest.raises(asyncio.CancelledError):
             await task
     assert len(fake.sessions) == 1
+
+
+async def test_closing_gives_no_browser_it_frees_to_a_waiting_create() -> None:
+    # aclose() releases what open blocks hold; each release frees a browser, which must not
+    # go to a create still in line: it would be made as the client closes, and left running.
+    async with FakeBrowserbase(faults=FaultPlan(max_browsers=2)) as fake:
+        api = SessionsAPI(fake.api_key, base_url=fake.base_url, retry=FAST)
+        forever, entered = asyncio.Event(), []
+
+        async def worker() -> None:
+            async with api.session(wait_for_slot=300) as session:
+                entered.append(session.id)
+                await forever.wait()
+
+        workers = [asyncio.create_task(worker()) for _ in range(5)]
+        await until(lambda: len(entered) == 2 and api._lifecycle.slots._live == 3)
+        await api.aclose()
+        assert running(fake) == []
+        assert sorted(fake.sessions) == sorted(entered)  # no create went out while closing
+        for task in workers:
+            task.cancel()
+        outcomes = await asyncio.gather(*workers, return_exceptions=True)
+    waiting = [outcome for outcome in outcomes if not isinstance(outcome, asyncio.CancelledError)]
+    assert len(waiting) == 3
+    assert all(isinstance(outcome, RuntimeError) for outcome in waiting)
+
+
+async def test_closing_ends_a_create_sleeping_before_it_tries_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(RetryPolicy, "backoff", lambda self, attempt: 60.0)
+    async with FakeBrowserbase() as fake:
+        fake.inject(Fault.status(503), route="create")
+        api = SessionsAPI(fake.api_key, base_url=fake.base_url)
+        call = asyncio.create_task(api.create())
+        await fake.wait_for_requests(2)  # the create, then its lookup by tag: none made
+        await until(lambda: api.flow_stats().in_flight == 0)  # off to its backoff
+        await api.aclose()
+        with pytest.raises(RuntimeError, match="closed"):
+            await asyncio.wait_for(call, 10)  # not the minute of its backoff
+    assert fake.sessions == {}
+
+
+async def test_twenty_thousand_creates_leaving_the_line_leave_in_linear_time() -> None:
+    slots = SlotQueue()
+    loop = asyncio.get_running_loop()
+    slots.refused(60.0)
+    leaving = [asyncio.create_task(slots.wait_turn(loop.time() + 60)) for _ in range(20_000)]
+    last = asyncio.create_task(slots.wait_turn(loop.time() + 60))  # behind them all
+    await until(lambda: slots._live == 20_001)
+    for task in leaving:
+        task.cancel()
+    outcomes = await asyncio.gather(*leaving, return_exceptions=True)
+    assert all(isinstance(outcome, asyncio.CancelledError) for outcome in outcomes)
+    # Swept out as they went (no scan of the line per leaver): about the one left.
+    assert slots._live == 1
+    assert len(slots._waiting) <= 1 + 2 * 16
+    slots.freed()
+    assert await last is False  # the turn goes to the one still waiting
+    slots.served(hinted=False)
+    assert not slots.busy

@@ -5,6 +5,7 @@ server text with terminal escapes. Real TLS (trustme certificates), a real proxy
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import re
 import socket
@@ -266,6 +267,15 @@ async def test_a_proxy_that_asks_for_credentials_gets_those_of_its_url(
             await api.release(sid)
     assert "wrong-pass" not in "".join(traceback.format_exception(refused.value))
     assert "proxy-pass" not in repr(api)
+    # Nor anywhere in the chain, context included: not in a URL, not in Proxy-Authorization.
+    chain, todo = [], [refused.value]
+    while todo:
+        if (link := todo.pop()) is not None and link not in chain:
+            chain.append(link)
+            todo += [link.__cause__, link.__context__]
+    told = " ".join(f"{link!r} {getattr(link, 'request_info', '')!r}" for link in chain)
+    assert "wrong-pass" not in told
+    assert base64.b64encode(b"scraper:wrong-pass").decode() not in told
 
 
 @pytest.mark.asyncio
@@ -588,3 +598,17 @@ async def test_a_proxy_error_page_is_an_escaped_excerpt(
     assert no_controls(str(caught.value))
     assert isinstance(caught.value.body, str)
     assert no_controls(caught.value.body)
+
+
+@pytest.mark.asyncio
+async def test_a_certificate_failure_on_create_is_no_lost_answer(
+    tls_fake: FakeBrowserbase, server_context: ssl.SSLContext
+) -> None:
+    handshakes = Handshakes(server_context)
+    async with SessionsAPI(tls_fake.api_key, base_url=tls_fake.base_url) as api:
+        with pytest.raises(APICertificateError) as caught:
+            await api.create()
+        assert api._lifecycle.counts.lost_answers == 0  # nothing reached the server
+    assert handshakes.count == 1  # no lookup by tag behind it
+    assert not any("may exist" in note for note in getattr(caught.value, "__notes__", []))
+    assert tls_fake.sessions == {}

@@ -24,6 +24,7 @@ from aiohttp import web
 from browserbase_async import (
     APIConnectionError,
     APIResponseValidationError,
+    APITimeoutError,
     BrowserbaseError,
     BulkReleaseAborted,
     InternalServerError,
@@ -760,3 +761,26 @@ async def test_closing_at_any_moment_of_a_call_on_a_callers_session_never_cancel
     assert kinds <= {"Session", "APIConnectionError", "ClientClosedError"}, kinds
     assert "Session" in kinds
     assert "APIConnectionError" in kinds, kinds
+
+
+@pytest.mark.asyncio
+async def test_closing_cuts_a_guards_own_longer_release_to_the_closings_bound(
+    fake_browserbase: FakeBrowserbase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import browserbase_async._client
+
+    monkeypatch.setattr(browserbase_async._client, "CLOSE_RELEASE_TIMEOUT", 0.05)
+    (sid,) = fake_browserbase.add_sessions(1)
+    fake_browserbase.inject(Fault.hang(), route="update")
+    api = SessionsAPI(fake_browserbase.api_key, base_url=fake_browserbase.base_url, retry=FAST)
+
+    async def guarded() -> None:
+        async with api.guard(sid, release_timeout=1e9):
+            pass
+
+    task = asyncio.create_task(guarded())
+    await fake_browserbase.wait_for_requests(1)  # the guard's own release: on the wire, hung
+    await asyncio.wait_for(api.aclose(), 30)  # within the closing's bound, not the guard's
+    with pytest.raises(APITimeoutError, match="took over") as caught:
+        await task
+    assert "e+09" not in str(caught.value)  # how long it took, not the bound it began with
