@@ -128,8 +128,8 @@ async def serve(spec: dict[str, Any]) -> None:
     header = spec.get("retry_after")
 
     class Fake(FakeBrowserbase):
-        async def _answer(self, request: web.Request, route: str, act: Any) -> web.Response:
-            answer = await super()._answer(request, route, act)
+        async def _answer(self, *args: Any) -> web.Response:
+            answer = await super()._answer(*args)
             if header is not None and answer.status == 429:
                 answer.headers["Retry-After"] = header
             return answer
