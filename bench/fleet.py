@@ -123,13 +123,15 @@ async def serve(spec: dict[str, Any]) -> None:
     """Serve a fake with *spec*'s limit; print its URL; on a line of stdin, print figures."""
     from aiohttp import web
 
-    from browserbase_async.testing import FakeBrowserbase, FaultPlan
+    from browserbase_async.testing import FakeBrowserbase, Fault, FaultPlan
 
     header = spec.get("retry_after")
 
     class Fake(FakeBrowserbase):
-        async def _answer(self, *args: Any) -> web.Response:
-            answer = await super()._answer(*args)
+        async def _answer(
+            self, request: web.Request, route: str, act: Any, fault: Fault | None
+        ) -> web.Response:
+            answer = await super()._answer(request, route, act, fault)
             if header is not None and answer.status == 429:
                 answer.headers["Retry-After"] = header
             return answer

@@ -51,8 +51,23 @@ knowing of each other (a fleet) converge to equal shares that keep it full:
 
 An answer that asks for a wait (``Retry-After``, ``retry-after-ms``, up to
 ``max_retry_after``) closes the gate for the whole client, and cuts the window
-as any 429 does; the calls held there resume spread by a little jitter, and
-no more of them than the (cut) window allows. Waiting calls queue in one FIFO,
+as any 429 does. The gate then reopens *paced*, one request at a time at a
+rate learned from what the server accepted, never more than the (cut) window
+in flight: a per-second limit refills only its burst during a pause, so a
+gate that let the whole window through at once spent it in a millisecond and
+was asked to wait again.
+
+- After the first pause the pace starts at the rate accepted until then and
+  doubles every `PACE_DOUBLING` (slow start, in rate).
+- A pause while paced cuts it to `PACE_CUT` of the rate refused (while
+  doubling, the rate of one doubling earlier, or what was accepted since the
+  reopening if more; after that, no more than what was accepted since the
+  reopening, which the burst makes a little high), from which it grows by
+  `PACE_GROWTH` of itself a second, and after `PACE_PATIENCE` without a
+  pause doubles each second, following a limit that rose; past `MAX_PACE` it
+  lets go. The pace grows from the reopening, not through the pause.
+
+Waiting calls queue in one FIFO,
 so a bulk run of 10,000 cannot starve a guard's release; a call that gives up
 waiting leaves it in O(1).
 """
@@ -82,7 +97,9 @@ PROBE_ROUNDS: Final = 8
 IN_USE: Final = 0.9
 """A success grows the window only if sent with this share of it in flight (or all but one)."""
 MAX_RESUME_JITTER: Final = 1.0
-"""Seconds, at most, over which calls held at the pause gate are spread on resuming."""
+"""Seconds, at most, over which calls held by the client's own pacing are spread on resuming.
+
+(After a server-asked pause the gate reopens paced instead: see `PACE_DOUBLING`.)"""
 FIRST_GAP: Final = 0.005
 """Seconds between requests when pacing starts."""
 LAST_GAP: Final = FIRST_GAP / 8
@@ -99,6 +116,17 @@ GAP_HALF_LIFE: Final = 1.0
 (It shrinks as ``0.5 ** (t / GAP_HALF_LIFE) ** 3``: flat at first, so that a steady pace is
 probed rarely, then steep, so that after a storm the client is back within two or three
 seconds.)"""
+
+PACE_DOUBLING: Final = 0.25
+"""Seconds: after the first pause, the paced rate doubles this often until a pause ends it."""
+PACE_CUT: Final = 0.9
+"""A pause while paced sets the pace to this share of the rate it was refused at."""
+PACE_GROWTH: Final = 0.03
+"""After that, the pace grows by this share of itself per second (additive increase, in time)."""
+PACE_PATIENCE: Final = 10.0
+"""Seconds without a pause after which the pace doubles again, each second: the limit rose."""
+MAX_PACE: Final = 1.0 / LAST_GAP
+"""Requests per second past which the pace after a pause lets go: the window alone governs."""
 
 SWEEP_SLACK: Final = 32
 """Cancelled waiters the queue may hold beyond its live ones before it is swept."""
@@ -182,6 +210,13 @@ class FlowControl:
     _reopen: asyncio.TimerHandle | None = attrs.field(default=None, init=False)
     _paused_until: float = attrs.field(default=0.0, init=False)
     _jitter: float = attrs.field(default=0.0, init=False)
+    _accepted: int = attrs.field(default=0, init=False)
+    _pace: float = attrs.field(default=0.0, init=False)
+    _pace_at: float = attrs.field(default=0.0, init=False)
+    _pace_doubling: bool = attrs.field(default=True, init=False)
+    _mark: float | None = attrs.field(default=None, init=False)
+    _mark_accepted: int = attrs.field(default=0, init=False)
+    _asked: bool = attrs.field(default=False, init=False)
 
     def __attrs_post_init__(self) -> None:
         self.window = min(INITIAL_WINDOW, float(self.max_window))
@@ -262,6 +297,10 @@ class FlowControl:
         self._tickets += 1
         if self._gap:
             self._sent_at = self._now()  # pacing: one in flight, whose round trip is timed
+        if self._pace:
+            self._paced()
+        elif self._mark is None:
+            self._mark = self._now()
         return (self._tickets, self.in_flight)
 
     def give_back(self) -> None:
@@ -279,6 +318,7 @@ class FlowControl:
                 self._refused(permit, response)
             elif 200 <= status < 300 or 400 <= status < 500:
                 # Any answer but a refusal is room at the server: a 404 too.
+                self._accepted += 1
                 self._grow(permit[1])
             elif status >= 500:
                 self._refused(permit, response)
@@ -293,6 +333,7 @@ class FlowControl:
             self._shrink(permit, hinted=bool(asked))
         # A wait over the cap is not honoured: that call fails instead (see `_retry`).
         if asked and asked <= self.max_retry_after:
+            self._learn_pace()
             self.pause(asked)
 
     # -- the window -----------------------------------------------------------
@@ -392,10 +433,11 @@ class FlowControl:
     def pause(self, seconds: float) -> None:
         """Hold every new request for *seconds*, as a server asked, unless a longer pause is on."""
         if (held := self._hold(seconds)) > 0:
+            self._asked = True
             self.pauses += 1
             self.paused_seconds += held
 
-    def _hold(self, seconds: float) -> float:
+    def _hold(self, seconds: float, *, jitter: bool = True) -> float:
         """Close the gate for *seconds* unless it is closed for longer; the seconds it added."""
         if seconds <= 0 or self.closed:
             return 0.0
@@ -405,20 +447,72 @@ class FlowControl:
             return 0.0
         added = until - max(self._paused_until, loop.time())
         self._paused_until = until
-        self._jitter = min(MAX_RESUME_JITTER, seconds / 4)
+        self._jitter = min(MAX_RESUME_JITTER, seconds / 4) if jitter else 0.0
         if self._reopen is not None:
             self._reopen.cancel()
         self._reopen = loop.call_at(until, self._open)
         return added
 
+    def _learn_pace(self) -> None:
+        """A server-asked pause: learn the rate to reopen the gate at from what was accepted.
+
+        The first pause leaves the pace to be set at the reopening (the rate accepted until
+        then, doubling); a pause while paced (the first 429 of a pause: the others of the
+        same burst add nothing) cuts it to `PACE_CUT` of the rate refused.
+        """
+        if self._pace and not self._asked:
+            rate = self._pace_now()
+            # Doubling, the pace of one doubling earlier was taken (or what was accepted
+            # since the reopening, if more); growing slowly, the pace refused, but no more
+            # than what was accepted since the reopening (the burst makes both a little high).
+            if self._pace_doubling:
+                rate = max(rate / 2, self._accepted_rate())
+            else:
+                rate = min(rate, self._accepted_rate())
+            self._pace = rate * PACE_CUT
+            self._pace_doubling = False
+
+    def _accepted_rate(self) -> float:
+        """Requests per second the server accepted since the mark (the last reopening)."""
+        now = self._now()
+        start = now if self._mark is None else self._mark
+        return (self._accepted - self._mark_accepted) / max(now - start, 1e-3)
+
+    def _pace_now(self) -> float:
+        """The paced rate now, in requests per second: it grows with time since it was set."""
+        quiet = self._now() - self._pace_at
+        if self._pace_doubling:
+            return self._pace * math.pow(2.0, quiet / PACE_DOUBLING)
+        rate = self._pace * (1.0 + PACE_GROWTH * quiet)
+        if quiet > PACE_PATIENCE:
+            rate *= math.pow(2.0, quiet - PACE_PATIENCE)
+        return rate
+
+    def _paced(self) -> None:
+        """A permit went out while paced: the gate stays closed for one interval."""
+        rate = self._pace_now()
+        if rate >= MAX_PACE:
+            self._pace = 0.0  # the pace no longer holds anything back
+            return
+        self._hold(1.0 / rate, jitter=False)
+
     def _open(self) -> None:
         self._reopen = None
-        self._wake(self._jitter)
+        if self._asked:
+            # The end of a server-asked pause: reopen paced, not with the whole window.
+            self._asked = False
+            now = self._now()
+            if not self._pace:
+                self._pace = max(self._accepted_rate(), 1.0)
+                self._pace_doubling = True
+            self._pace_at = now  # the pace grows from the reopening, not through the pause
+            self._mark, self._mark_accepted = now, self._accepted
+            self._wake()
+        else:
+            self._wake(self._jitter)
 
     def _wake(self, jitter: float = 0.0) -> None:
-        if self._reopen is not None:
-            return
-        while self._waiters and self.in_flight < self._cap:
+        while self._waiters and self.in_flight < self._cap and self._reopen is None:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 # Handed over, not merely woken: no newcomer can take it meanwhile.

@@ -142,3 +142,45 @@ def test_the_simulator_drives_the_real_flow_control() -> None:
     # No copy of the algorithm: the class every SessionsAPI uses.
     assert sim.FlowControl is FlowControl
     assert sim.Response is Response
+
+
+def test_after_a_server_asked_pause_the_gate_reopens_paced() -> None:
+    loop = sim.VirtualTimeLoop()
+    flow = FlowControl(100, 60.0, 30.0, loop.time)
+    refused = Response(429, {"retry-after": "1"}, b"")
+
+    async def run() -> list[int]:
+        first = [flow.try_acquire() for _ in range(10)]
+        for number, permit in enumerate(first):
+            assert permit is not None
+            flow.release(permit, Response(200, {}, b"") if number < 5 else refused)
+        window = int(flow.window)
+        assert window >= 4
+        waiting = [asyncio.create_task(flow.acquire()) for _ in range(window)]
+        granted = []
+        for moment in (0.5, 1.0 + 1e-6, 1.5):
+            await asyncio.sleep(moment - loop.time())
+            granted.append(sum(task.done() for task in waiting))
+        for task in waiting:
+            task.cancel()
+        await asyncio.gather(*waiting, return_exceptions=True)
+        return granted
+
+    try:
+        during, reopened, later = loop.run_until_complete(run())
+    finally:
+        loop.close()
+    assert during == 0  # held, as the server asked
+    assert reopened == 1  # one at the reopening, not the whole window
+    assert later > 1  # then more, at the pace the server accepted
+
+
+def test_a_retry_after_of_one_spends_few_refusals_after_a_pause() -> None:
+    # 50 a second whose 429s say "Retry-After: 1": a gate that reopened with the whole window
+    # spent the bucket's burst in one go and was refused again at once (1.39 requests per
+    # session, 0.09 of the rate used); paced, the next pause comes rarely.
+    model, clients = sim.SCENARIOS["retry-after-1-50-per-second"]
+    outcome = simulate(model, clients, seed=0)
+    assert outcome.failed == 0
+    assert outcome.requests_per_session <= 1.05
+    assert outcome.used >= 0.5

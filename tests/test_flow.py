@@ -517,7 +517,7 @@ async def test_a_granted_permit_cancelled_before_use_is_passed_on() -> None:
 
 async def test_cancelled_in_the_resume_jitter_gives_the_place_back() -> None:
     flow = new_flow()
-    flow.pause(8.0)  # a jitter of up to 1 s on resuming
+    flow._hold(8.0)  # the client's own hold: a jitter of up to 1 s on resuming
     waiting = asyncio.create_task(flow.acquire())
     await asyncio.sleep(0)
     assert flow._reopen is not None
@@ -535,7 +535,7 @@ async def test_cancelled_in_the_resume_jitter_gives_the_place_back() -> None:
 
 async def test_closed_while_in_the_resume_jitter() -> None:
     flow = new_flow()
-    flow.pause(8.0)
+    flow._hold(8.0)
     waiting = asyncio.create_task(flow.acquire())
     await asyncio.sleep(0)
     assert flow._reopen is not None
