@@ -16,6 +16,7 @@ from ._errors import (
     InternalServerError,
     NotFoundError,
     PermissionDeniedError,
+    ProxyAuthenticationError,
     RateLimitError,
     UnprocessableEntityError,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "InternalServerError",
     "NotFoundError",
     "PermissionDeniedError",
+    "ProxyAuthenticationError",
     "RateLimitError",
     "Region",
     "ReleaseResult",

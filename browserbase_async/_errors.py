@@ -13,6 +13,7 @@ Names match the official Browserbase SDK, so that ``except`` clauses carry over:
             ├── AuthenticationError         401
             ├── PermissionDeniedError       403
             ├── NotFoundError               404
+            ├── ProxyAuthenticationError    407 (a proxy's, never retried)
             ├── ConflictError               409
             ├── UnprocessableEntityError    422
             ├── RateLimitError              429
@@ -31,6 +32,10 @@ from http import HTTPStatus
 from typing import Final
 
 EXCERPT_CHARS: Final = 200
+PROXY_CREDENTIALS_HINT: Final = (
+    "a proxy asks for credentials: not retried; give them in the proxy's URL, "
+    "http://user:password@host:port, with proxy= (--proxy) or HTTPS_PROXY"
+)
 _BIDI_CONTROLS: Final = (0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A))
 _ESCAPES: Final = {
     code: f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
@@ -135,6 +140,17 @@ class NotFoundError(APIStatusError):
     """404: no such session (or not in this key's projects)."""
 
 
+class ProxyAuthenticationError(APIStatusError):
+    """407: a proxy on the way refused the request for want of the right credentials.
+
+    Fatal, never retried: the next attempt would meet the same refusal (and a
+    proxy may lock an account that keeps failing). A bulk run ends at the first,
+    as at a 401. The credentials go in the proxy's URL
+    (``http://user:password@host:port``), in ``proxy=``, ``--proxy`` or
+    ``HTTPS_PROXY``.
+    """
+
+
 class ConflictError(APIStatusError):
     """409: the request conflicts with the session's current state."""
 
@@ -156,6 +172,7 @@ _BY_STATUS: Final[Mapping[int, type[APIStatusError]]] = {
     401: AuthenticationError,
     403: PermissionDeniedError,
     404: NotFoundError,
+    407: ProxyAuthenticationError,
     409: ConflictError,
     422: UnprocessableEntityError,
     429: RateLimitError,
@@ -191,6 +208,8 @@ def for_status(status: int, headers: Mapping[str, str], body: bytes) -> APIStatu
         # Followed, a redirect would carry the key to wherever it points; the API never sends one.
         location = excerpt(headers.get("Location", "")) or "no Location given"
         detail = f"a redirect to {location}, not followed (the API never redirects): check base_url"
+    elif status == 407:
+        detail = f"{detail}; {PROXY_CREDENTIALS_HINT}".lstrip("; ")
     elif status == 404 and not _is_api_error(decoded):
         detail = f"{detail} (not the API's JSON error: is base_url the API's root?)".lstrip()
     message = f"{status} {reason}: {detail}" if detail else f"{status} {reason}"

@@ -34,6 +34,7 @@ from ._errors import (
     InternalServerError,
     NotFoundError,
     PermissionDeniedError,
+    ProxyAuthenticationError,
 )
 from ._models import Session
 from ._request import Call, Fatal, Requester
@@ -59,9 +60,14 @@ ALREADY_ENDED_STATUSES: Final = frozenset({400, 409, 410, 422})
 _RELEASE_BODY: Final = json.dumps({"status": REQUEST_RELEASE}).encode()
 _OWN_BODY_KEYS: Final = {"status": "status", "projectId": "project_id"}
 """The update's own body keys, and the argument that sets each."""
-_FATAL_IN_BULK: Final = (AuthenticationError, PermissionDeniedError, APICertificateError)
-"""Failures that end a bulk run: the key, or the server's certificate, is wrong for every
-session alike."""
+_FATAL_IN_BULK: Final = (
+    AuthenticationError,
+    PermissionDeniedError,
+    APICertificateError,
+    ProxyAuthenticationError,
+)
+"""Failures that end a bulk run: the key, the server's certificate or the proxy's credentials
+are wrong for every session alike (and a proxy may lock an account that keeps failing)."""
 _T = TypeVar("_T")
 
 
@@ -118,7 +124,7 @@ class Releaser:
     ) -> ReleaseResult:
         """Release one valid id; the outcome, good or bad, is in the result.
 
-        *fatal* is a bulk run's: its first 401, 403 or certificate failure goes
+        *fatal* is a bulk run's: its first 401, 403, certificate failure or proxy 407 goes
         there, and no request of the run is sent after that.
         """
         call = self.update_call(session_id, project_id, timeout=timeout)
@@ -213,7 +219,8 @@ class Releaser:
             RuntimeError: The client is closed.
         """
         self.requester.check_open()
-        # The run's first 401, 403 or bad certificate: wrong for every session, so stop sending.
+        # The run's first 401, 403, bad certificate or proxy 407: wrong for every session, so stop
+        # sending.
         fatal: Fatal = []
 
         def release_one(session_id: object) -> Awaitable[ReleaseResult]:

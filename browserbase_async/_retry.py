@@ -19,7 +19,13 @@ import attrs
 import tenacity as _t
 
 from ._config import check_positive, check_positive_int
-from ._errors import APICertificateError, APIConnectionError, APIStatusError, RateLimitError
+from ._errors import (
+    APICertificateError,
+    APIConnectionError,
+    APIStatusError,
+    ProxyAuthenticationError,
+    RateLimitError,
+)
 
 logger: Final = logging.getLogger("browserbase_async")
 
@@ -173,12 +179,13 @@ def is_retryable(exc: BaseException) -> bool:
 
     Connection errors and timeouts are (a certificate failure is not); so are the statuses in
     `RETRY_STATUSES`, unless the answer says ``x-should-retry: false`` (and
-    any status whose answer says ``x-should-retry: true``).
+    any status whose answer says ``x-should-retry: true``, but a proxy's 407).
     """
     if isinstance(exc, APIConnectionError):
         # A certificate that failed verification fails the same way the next time.
         return not isinstance(exc, APICertificateError)
-    if not isinstance(exc, APIStatusError):
+    if not isinstance(exc, APIStatusError) or isinstance(exc, ProxyAuthenticationError):
+        # A proxy's 407 is the proxy's answer, not the API's: its x-should-retry means nothing.
         return False
     should = exc.headers.get("x-should-retry")
     if should == "false":

@@ -14,6 +14,7 @@ import re
 import ssl as _ssl
 from collections.abc import AsyncGenerator, Mapping
 from typing import Final, NamedTuple
+from urllib.parse import urlsplit
 
 import aiohttp
 import attrs
@@ -27,6 +28,7 @@ from ._errors import (
     APIError,
     APIResponseValidationError,
     APITimeoutError,
+    ProxyAuthenticationError,
     client_closed,
     excerpt,
 )
@@ -187,10 +189,17 @@ class Transport:
                 "private CA signed it, pass its bundle with ssl= (or --ca-file)"
             ) from None
         except aiohttp.ClientError as exc:
-            _scrub_key(exc)
-            failed = APIConnectionError(self._connection_failed(method, path, exc))
-            if not (self.shown_url != self.base_url or _USERINFO.search(str(exc))):
-                raise failed from exc
+            failed: APIError
+            if isinstance(exc, aiohttp.ClientHttpProxyError) and exc.status == 407:
+                # Wrong or missing credentials fail the same way every time: not a connection
+                # error (those are retried). aiohttp's exception holds the Proxy-Authorization
+                # sent: it is raised below, out of this block, so as not to be the context.
+                failed = self._proxy_refused(method, path, exc)
+            else:
+                _scrub_key(exc)
+                failed = APIConnectionError(self._connection_failed(method, path, exc))
+                if not (self.shown_url != self.base_url or _USERINFO.search(str(exc))):
+                    raise failed from exc
             # aiohttp's exception may quote a URL with its credentials (the base URL's, the
             # proxy's) or carry them in its request's headers: it is then kept neither as the
             # cause nor as the context, which a raise in this block would set.
@@ -232,6 +241,28 @@ class Transport:
             return f"{method} {url}: cannot connect to the proxy: {exc.strerror}"
         reason = self._scrub(str(exc)) or "connection failed"
         return f"{method} {url}: {type(exc).__name__}: {reason}"
+
+    def _proxy_refused(
+        self, method: str, path: str, exc: aiohttp.ClientHttpProxyError
+    ) -> ProxyAuthenticationError:
+        """The proxy's 407 to our ``CONNECT``, naming the proxy (never its credentials)."""
+        proxy = self.proxy
+        if proxy is None:  # a caller's session that found one in the environment itself
+            named, given = "the proxy", False
+        else:
+            named, given = f"the proxy {redact_url(proxy)}", "@" in urlsplit(proxy).netloc
+        then = (
+            "the credentials in its URL were refused: check them"
+            if given
+            else "it asks for credentials: give them in its URL, http://user:password@host:port"
+        )
+        return ProxyAuthenticationError(
+            f"{method} {self.shown_url}{path}: {named} answered 407 Proxy Authentication "
+            f"Required: not retried; {then} (proxy= or --proxy, else HTTPS_PROXY)",
+            status_code=exc.status,
+            body="",
+            headers=exc.headers or CIMultiDictProxy(CIMultiDict()),
+        )
 
     def _scrub(self, text: str) -> str:
         """*text* (a lower layer's, which may quote the server) as one safe line.

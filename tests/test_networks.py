@@ -28,6 +28,7 @@ from browserbase_async import (
     APIError,
     BadRequestError,
     InternalServerError,
+    ProxyAuthenticationError,
     RetryPolicy,
     SessionsAPI,
 )
@@ -263,7 +264,7 @@ async def test_a_proxy_that_asks_for_credentials_gets_those_of_its_url(
     async with SessionsAPI(
         tls_fake.api_key, base_url=tls_fake.base_url, ssl=ca_file, retry=RetryPolicy(max_attempts=1)
     ) as api:
-        with pytest.raises(APIConnectionError) as refused:
+        with pytest.raises(ProxyAuthenticationError, match="credentials in its URL") as refused:
             await api.release(sid)
     assert "wrong-pass" not in "".join(traceback.format_exception(refused.value))
     assert "proxy-pass" not in repr(api)

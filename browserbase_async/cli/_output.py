@@ -39,6 +39,7 @@ from .._errors import (
     AuthenticationError,
     NotFoundError,
     PermissionDeniedError,
+    ProxyAuthenticationError,
     RateLimitError,
 )
 from .._flow import FlowStats
@@ -51,6 +52,7 @@ _KINDS: Final[tuple[tuple[type[BaseException], str], ...]] = (
     (NotFoundError, "not found"),
     (AuthenticationError, "unauthorized"),
     (PermissionDeniedError, "forbidden"),
+    (ProxyAuthenticationError, "proxy refused"),
     (RateLimitError, "rate limited"),
     (APITimeoutError, "timed out"),
     (APICertificateError, "certificate rejected"),
@@ -276,6 +278,8 @@ class Tally:
             line += "; " + flow_summary(stats, self.retried)
         if KEY_REFUSED & self.kinds.keys():
             line += "; the API key was refused: check --api-key or BROWSERBASE_API_KEY"
+        if "proxy refused" in self.kinds:
+            line += "; the proxy refused its credentials: check --proxy or HTTPS_PROXY"
         if interrupted:
             line += f"; interrupted, {total - self.done} not attempted or not confirmed"
         return line
