@@ -260,13 +260,6 @@ def sort_out(
     return Selection(chosen, ended, unknown)
 
 
-def select(
-    sessions: Iterable[Session], *, older_than: float | None, where: Where | None, now: datetime
-) -> list[Session]:
-    """The sessions to release of *sessions*, as `sort_out` chooses them."""
-    return sort_out(sessions, older_than=older_than, where=where, now=now).chosen
-
-
 class _Source:
     """Hands out ``(position, id)`` pairs from the input, one at a time, lazily.
 

@@ -141,6 +141,26 @@ async def test_release_all_older_than_skip_keep_alive(fake_browserbase: FakeBrow
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("json_rows", [False, True])
+async def test_the_summary_counts_the_sessions_that_had_already_ended(
+    fake_browserbase: FakeBrowserbase, json_rows: bool
+) -> None:
+    ended = fake_browserbase.add_sessions(3, status="COMPLETED")
+    fake_browserbase.add_sessions(2)
+    args = ("release", "--all", "--status", "COMPLETED", *(("--json",) if json_rows else ()))
+    ran = await run_cli(fake_browserbase, *args)
+    dry = await run_cli(fake_browserbase, *args, "--dry-run")
+    assert ran.code == dry.code == 0, ran.err
+    assert ran.err.startswith(
+        "released 0 of 0 sessions, 0 failed, 3 already ended (nothing to release) in "
+    )
+    assert ran.out == ""  # no row: nothing was released, nothing sent
+    assert "would release 0 sessions of 3 listed, 3 already ended (nothing to release)" in dry.err
+    assert fake_browserbase.received.requests == {"list": 2}
+    assert all(fake_browserbase.status(sid) == "COMPLETED" for sid in ended)
+
+
+@pytest.mark.asyncio
 async def test_a_dry_run_shows_what_would_be_closed(fake_browserbase: FakeBrowserbase) -> None:
     names = seed_ages(fake_browserbase)
     as_json = await run_cli(

@@ -15,7 +15,7 @@ from typing import IO, Any, Final, TypeVar
 import attrs
 import click
 
-from .._bulk import select
+from .._bulk import sort_out
 from .._client import SessionsAPI
 from .._config import API_KEY_ENV, BASE_URL_ENV, DEFAULT_CONCURRENCY, PROJECT_ID_ENV
 from .._converter import unstructure_session
@@ -24,6 +24,7 @@ from .._models import Session, SessionStatus
 from .._retry import RetryPolicy
 from .._version import __version__
 from ._output import (
+    ALREADY_ENDED,
     Stdout,
     Tally,
     duration,
@@ -309,17 +310,22 @@ class Sweep:
         """
         listed = await self.api.list(status=self.status, q=self.query)
         now = self.api.server_now()
-        chosen = select(listed, older_than=self.older_than, where=self.where, now=now)
+        selection = sort_out(listed, older_than=self.older_than, where=self.where, now=now)
+        chosen, ended = selection.chosen, len(selection.already_ended)
         if prefix:
             prefix += f"listed {len(listed)}; "
         if self.options["dry_run"]:
             print_candidates(chosen, now, stdout_console(), json_rows=self.options["json_rows"])
             if not self.options["quiet"]:
                 noun = "session" if len(chosen) == 1 else "sessions"
-                say(f"{prefix}dry run: would release {len(chosen)} {noun} of {len(listed)} listed")
+                apart = f", {ended} {ALREADY_ENDED}" if ended else ""
+                would = f"would release {len(chosen)} {noun} of {len(listed)} listed"
+                say(f"{prefix}dry run: {would}{apart}")
             return EXIT_OK
         ids = [session.id for session in chosen]
-        return await release_ids(self.api, ids, summary_prefix=prefix, **self.options)
+        return await release_ids(
+            self.api, ids, summary_prefix=prefix, already_ended=ended, **self.options
+        )
 
     async def watch(self, every: float) -> int:
         """Sweep every *every* seconds until Ctrl-C or SIGTERM; a failed sweep is said, and
@@ -455,8 +461,12 @@ async def release_ids(
     quiet: bool,
     wait: bool,
     summary_prefix: str = "",
+    already_ended: int = 0,
 ) -> int:
     """Release *ids* with a progress bar; return the exit code.
+
+    *already_ended* counts the sessions of a ``--all`` listing that had ended, and were
+    sent nothing: the summary says how many.
 
     Ctrl-C and SIGTERM stop it cleanly: the summary is said, and ``--failed-out`` holds
     the failed ids and those never answered, to resume with ``--from-file``. Until the
@@ -488,7 +498,8 @@ async def release_ids(
         if failed_file is not None:
             _rewrite(failed_file, tally.to_resume(ids))
     stats = api.flow_stats().since(before)
-    tally.say(summary_prefix + tally.summary(interrupted=interrupted, stats=stats))
+    summary = tally.summary(interrupted=interrupted, stats=stats, already_ended=already_ended)
+    tally.say(summary_prefix + summary)
     if interrupted:
         return EXIT_INTERRUPTED
     return EXIT_FAILED if tally.failed else EXIT_OK

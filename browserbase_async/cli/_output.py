@@ -45,6 +45,8 @@ from .._errors import (
 from .._flow import FlowStats
 from .._models import Session
 
+ALREADY_ENDED: Final = "already ended (nothing to release)"
+"""How the summary names the listed sessions that had ended: sent nothing, counted apart."""
 KEY_REFUSED: Final = frozenset({"unauthorized", "forbidden"})
 """Failure kinds that mean the key is wrong: the summary names where it came from."""
 _KINDS: Final[tuple[tuple[type[BaseException], str], ...]] = (
@@ -265,14 +267,25 @@ class Tally:
             rate = self.done / max(time.monotonic() - self.started, 1e-9)
             self._progress.update(self._task, advance=1, failed=self.failed, rate=rate)
 
-    def summary(self, *, interrupted: bool = False, stats: FlowStats | None = None) -> str:
-        """The one human line said at the end; with the run's flow figures, if given."""
+    def summary(
+        self, *, interrupted: bool = False, stats: FlowStats | None = None, already_ended: int = 0
+    ) -> str:
+        """The one human line said at the end; with the run's flow figures, if given.
+
+        Args:
+            interrupted: Ctrl-C or SIGTERM cut the run short.
+            stats: The run's flow figures.
+            already_ended: Sessions listed by ``--all`` that had ended: sent nothing, and
+                counted apart (neither released nor failed).
+        """
         seconds = time.monotonic() - self.started
         total = self.total if self.total is not None else self.done
         released = self.done - self.failed
         line = f"released {released} of {total} sessions, {self.failed} failed"
         if self.kinds:
             line += " (" + ", ".join(f"{n} {kind}" for kind, n in self.kinds.most_common()) + ")"
+        if already_ended:
+            line += f", {already_ended} {ALREADY_ENDED}"
         line += f" in {seconds:.1f} s"
         if stats is not None:
             line += "; " + flow_summary(stats, self.retried)
