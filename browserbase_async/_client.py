@@ -78,7 +78,9 @@ class SessionsAPI:
             the flow control's largest window, and the size of the connection
             pool of the client's own ``aiohttp.ClientSession``.
         http_session: An ``aiohttp.ClientSession`` to use instead of our own;
-            it is never closed by the client.
+            it is never closed by the client. One with ``trust_env=True`` would send
+            a plain ``http`` base URL through ``HTTP_PROXY``, the key in clear: that
+            is refused with `ValueError` (see the Networks page of the docs).
         allow_insecure_http: Accept an ``http://`` base URL to a host that is
             not loopback (the key then travels in clear text).
         max_response_bytes: The longest answer read; a longer one (or one
@@ -95,7 +97,9 @@ class SessionsAPI:
 
     Raises:
         ValueError: No API key or one with a control character, an unsafe or
-            malformed base URL or proxy, an unreadable CA bundle, or a bad number.
+            malformed base URL or proxy, an unreadable CA bundle, a bad number, or
+            an ``http_session`` with ``trust_env=True`` that would send a plain
+            ``http`` base URL through a proxy.
     """
 
     def __init__(

@@ -151,6 +151,22 @@ def resolve_proxy(proxy: str | None, base_url: str) -> str | None:
     return found
 
 
+def plain_http_env_proxy(base_url: str) -> str | None:
+    """Return the proxy that an aiohttp session with ``trust_env=True`` would send a plain
+    ``http`` *base_url* through, from the environment (``HTTP_PROXY``, unless ``NO_PROXY``
+    names its host); ``None`` for an ``https`` one, or none found.
+
+    It asks what aiohttp itself asks (urllib's ``getproxies`` and ``proxy_bypass``).
+    """
+    parts = urlsplit(base_url)
+    if parts.scheme != "http":
+        return None
+    found = urllib.request.getproxies().get("http")
+    if not found or urllib.request.proxy_bypass(parts.hostname or ""):
+        return None
+    return found
+
+
 def resolve_ssl(ssl: _ssl.SSLContext | str | os.PathLike[str] | None) -> _ssl.SSLContext | bool:
     """Return what verifies the server's certificate: a context, or ``True`` for system trust.
 

@@ -169,6 +169,9 @@ class Requester:
             # The retry loop's first turn: the failure already seen, judged like any other.
             failure, call.replay = call.replay, None
             raise failure
+        if self.transport.env_proxied:
+            # Before the permit and the count: nothing is sent, no attempt is made.
+            self.transport.check_env_proxy()
         flow = self.flow
         permit = flow.try_acquire() or await flow.acquire()
         if call.fatal:

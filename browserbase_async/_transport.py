@@ -21,7 +21,7 @@ import attrs
 from aiohttp import hdrs
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from ._config import USE_CLIENT_DEFAULT, Timeout, redact_url
+from ._config import USE_CLIENT_DEFAULT, Timeout, plain_http_env_proxy, redact_url
 from ._errors import (
     APICertificateError,
     APIConnectionError,
@@ -84,6 +84,9 @@ class Transport:
     _get_headers: dict[str, str] = attrs.field(init=False, repr=False)
     _post_headers: dict[str, str] = attrs.field(init=False, repr=False)
     _timeout: aiohttp.ClientTimeout = attrs.field(init=False, repr=False)
+    env_proxied: bool = attrs.field(init=False, repr=False)
+    """A caller's session with ``trust_env=True`` and a plain ``http`` base URL: aiohttp
+    would proxy it from the environment, whatever ``proxy=`` says (see `check_env_proxy`)."""
     _wire: set[asyncio.Task[object]] | None = attrs.field(init=False, repr=False)
     """With a caller's session, the tasks of our requests on it: `aclose` ends them."""
     _cut: set[asyncio.Task[object]] = attrs.field(init=False, repr=False, factory=set)
@@ -101,6 +104,33 @@ class Transport:
         self._post_headers = {**self._get_headers, "Content-Type": "application/json"}
         self._timeout = aiohttp.ClientTimeout(total=self.timeout)
         self.shown_url = redact_url(self.base_url)
+        self.env_proxied = (
+            self.session is not None
+            and self.session.trust_env
+            and self.base_url.startswith("http://")
+        )
+        self.check_env_proxy()
+
+    def check_env_proxy(self) -> None:
+        """Refuse to let a caller's ``trust_env`` session carry the key in clear to a proxy.
+
+        Such a session sends a plain ``http`` URL through ``HTTP_PROXY``: the key
+        would reach the proxy in clear, which a plain ``http`` base URL never does
+        here. aiohttp reads the environment at each request, so this is asked at
+        each request too, not only when the client is made.
+
+        Raises:
+            ValueError: The environment names a proxy for the base URL's host.
+        """
+        if not self.env_proxied or (proxy := plain_http_env_proxy(self.base_url)) is None:
+            return
+        host = urlsplit(self.base_url).hostname
+        raise ValueError(
+            f"refusing to send the API key in clear text to the proxy {redact_url(proxy)}: "
+            f"the http_session given has trust_env=True, so aiohttp would send the plain-http "
+            f"base URL {self.shown_url} through HTTP_PROXY; add {host} to NO_PROXY, or pass "
+            "a session with trust_env=False (or none)"
+        )
 
     def _session(self) -> aiohttp.ClientSession:
         if self.session is None:

@@ -353,6 +353,42 @@ async def test_a_plain_http_api_never_goes_through_a_proxy(
         assert (await api.release(sid)).status == "COMPLETED"
 
 
+@pytest.mark.asyncio
+async def test_a_callers_trust_env_session_never_carries_the_key_to_a_proxy_in_clear(
+    fake_browserbase: FakeBrowserbase, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # aiohttp's trust_env=True sends a plain-http URL through HTTP_PROXY, whatever proxy= says.
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.lower(), raising=False)
+    ids = fake_browserbase.add_sessions(3)
+    key, url = fake_browserbase.api_key, fake_browserbase.base_url
+    async with RecordingTunnel() as tunnel, aiohttp.ClientSession(trust_env=True) as session:
+        proxy_url = tunnel.url.replace("//", "//user:proxy-secret@")
+        monkeypatch.setenv("HTTP_PROXY", proxy_url)
+        with pytest.raises(ValueError, match="trust_env=True") as refused:
+            SessionsAPI(key, base_url=url, http_session=session)
+        message = str(refused.value)
+        assert f"proxy http://***@{tunnel.url.split('//')[1]}" in message
+        assert "add 127.0.0.1 to NO_PROXY" in message
+        assert "proxy-secret" not in message
+        # Set after the client was made: aiohttp reads it at each request, and so do we.
+        monkeypatch.delenv("HTTP_PROXY")
+        async with SessionsAPI(key, base_url=url, http_session=session, retry=FAST) as api:
+            assert (await api.release(ids[0])).status == "COMPLETED"
+            monkeypatch.setenv("HTTP_PROXY", proxy_url)
+            with pytest.raises(ValueError, match="in clear text to the proxy"):
+                await api.release(ids[1])
+            report = await api.release_many(ids[1:])
+            assert all(isinstance(result.error, ValueError) for result in report.results)
+            assert all(result.attempts == 0 for result in report.results)
+            # NO_PROXY naming the host: aiohttp goes direct, and so may we.
+            monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+            assert (await api.release(ids[1])).status == "COMPLETED"
+    assert tunnel.received == b""
+    assert fake_browserbase.status(ids[2]) == "RUNNING"
+
+
 def test_a_proxy_that_is_not_a_url_is_refused() -> None:
     with pytest.raises(ValueError, match="proxy must be an http") as caught:
         SessionsAPI("k", base_url="https://api.example", proxy="socks5://u:secret@h:1")
