@@ -8,6 +8,7 @@ import base64
 import traceback
 from collections.abc import AsyncIterator
 
+import aiohttp
 import pytest
 import pytest_asyncio
 
@@ -168,3 +169,18 @@ async def test_the_cli_says_the_proxy_refused_and_stops(proxy: RefusingProxy) ->
     assert "the proxy refused its credentials: check --proxy or HTTPS_PROXY" in ran.err
     assert len(proxy.heads) <= 4  # the first requests in flight, no more
     assert "proxy-secret" not in ran.err + ran.out
+
+
+async def test_a_proxy_a_callers_session_found_itself_is_said_to_be_a_proxy(
+    proxy: RefusingProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    base_url = f"https://127.0.0.1:{dead_port()}"
+    session = aiohttp.ClientSession(trust_env=True)
+    async with session, SessionsAPI(KEY, base_url=base_url, http_session=session) as api:
+        # Named after the client was made: aiohttp's own pick, from the environment.
+        monkeypatch.setenv("HTTPS_PROXY", proxy.url)
+        with pytest.raises(ProxyAuthenticationError, match="the proxy answered 407"):
+            await api.release("a-session")
+    assert len(proxy.heads) == 1
