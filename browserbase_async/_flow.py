@@ -23,7 +23,10 @@ knowing of each other (a fleet) converge to equal shares that keep it full:
   window in use (half of it or more in flight: the client's own load met the
   limit) also drops the window below that load, one place per such refusal,
   so that a burst of refusals lands at what the server took within one round
-  trip.
+  trip; but no lower than `BURST_FLOOR` of the cut window, so that a client
+  refused again and again in a round the others filled keeps most of its share
+  (without that floor, whoever sent last was crushed to a window of two or
+  three, and a short fleet run ended far from equal shares).
 - The window at the cut is remembered as the *ceiling*. Below it, the window
   climbs back halving the gap each round trip; just under it, it probes one
   place higher only every `PROBE_ROUNDS` round trips, so that a steady limit
@@ -92,8 +95,10 @@ INITIAL_WINDOW: Final = 10.0
 """Requests in flight allowed before the client has learned anything (TCP's IW10)."""
 DECREASE: Final = 0.9
 """The multiplicative cut of the window, once per refused round trip."""
-PROBE_ROUNDS: Final = 8
+PROBE_ROUNDS: Final = 3
 """Round trips the window waits just under its ceiling before it probes one place higher."""
+BURST_FLOOR: Final = 0.7
+"""Within one refused round trip, the window falls no lower than this share of its cut value."""
 IN_USE: Final = 0.9
 """A success grows the window only if sent with this share of it in flight (or all but one)."""
 MAX_RESUME_JITTER: Final = 1.0
@@ -217,6 +222,7 @@ class FlowControl:
     _mark: float | None = attrs.field(default=None, init=False)
     _mark_accepted: int = attrs.field(default=0, init=False)
     _asked: bool = attrs.field(default=False, init=False)
+    _floor: float = attrs.field(default=0.0, init=False)
 
     def __attrs_post_init__(self) -> None:
         self.window = min(INITIAL_WINDOW, float(self.max_window))
@@ -399,11 +405,15 @@ class FlowControl:
                 else:
                     self._ceiling = window
                 if full:
-                    window = min(window, load - 1.0)
+                    window = max(min(window, load - 1.0), window * BURST_FLOOR)
             window *= DECREASE
             self._last_cut = self._tickets
+            self._floor = window * BURST_FLOOR
         elif full:
-            window = min(window, load - 1.0)
+            # The burst's later refusals land the window at what the server took, but no
+            # lower than `BURST_FLOOR` of it: a client refused again and again in a round that
+            # the others filled keeps most of its share, so a fleet's shares stay close.
+            window = max(min(window, load - 1.0), self._floor)
         if window < 1.0 and self.window <= 1.0 and not hinted and self._refused_last:
             # At a window of one, refused twice running: the only smaller step is a gap
             # between requests. (A lone refusal between successes is no sign of pace: it
