@@ -483,6 +483,11 @@ def _scenarios() -> dict[str, tuple[ServerModel, list[ClientSpec]]]:
             ServerModel(random_429=share),
             [ClientSpec(600)],
         )
+    # The demo's realistic faults: 3 % of answers a 429 that asks a wait of 50 ms, no limit.
+    found["random-3%-429-asking-50-ms"] = (
+        ServerModel(random_429=0.03, retry_after="0.05"),
+        [ClientSpec(600)],
+    )
     # A 2 s storm of 429s, then a server that takes everything: the pace must recover in time.
     found["storm-2s-then-open"] = (ServerModel(storm_until=2.0), [ClientSpec(600)])
     found["unknown-ids-404"] = (ServerModel(not_found=True), [ClientSpec(1000, concurrency=32)])
