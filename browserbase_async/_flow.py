@@ -90,6 +90,7 @@ import attrs
 
 from ._errors import client_closed
 from ._retry import retry_after
+from ._sleeps import Sleeps
 from ._transport import Response
 
 INITIAL_WINDOW: Final = 10.0
@@ -235,6 +236,7 @@ class FlowControl:
     _mark: float | None = attrs.field(default=None, init=False)
     _mark_accepted: int = attrs.field(default=0, init=False)
     _asked: bool = attrs.field(default=False, init=False)
+    _sleeps: Sleeps = attrs.field(factory=Sleeps, init=False, repr=False)
     _floor: float = attrs.field(default=0.0, init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -283,13 +285,12 @@ class FlowControl:
             raise
         if jitter:
             try:
-                await asyncio.sleep(random.uniform(0.0, jitter))
-            except asyncio.CancelledError:
+                self._check_open()
+                # A sleep that closing the client ends at once (raising its RuntimeError).
+                await self._sleeps.sleep(random.uniform(0.0, jitter))
+            except BaseException:
                 self.give_back()
                 raise
-            if self.closed:
-                self.give_back()
-            self._check_open()
         return permit
 
     def _left(self, waiter: asyncio.Future[tuple[Permit, float]]) -> None:
@@ -554,6 +555,7 @@ class FlowControl:
     def close(self) -> None:
         """Refuse every waiting and future call, and drop the pending reopen timer."""
         self.closed = True
+        self._sleeps.end()
         self._cap = 0  # the fast path then turns every caller to `acquire`, which refuses
         if self._reopen is not None:
             self._reopen.cancel()

@@ -24,6 +24,7 @@ from ._errors import APIError, APIResponseValidationError, client_closed, excerp
 from ._flow import FlowControl
 from ._models import Session
 from ._retry import RetryBudget, RetryPolicy, build_retrying, is_retryable
+from ._sleeps import Sleeps
 from ._transport import Response, Transport
 
 Fatal: TypeAlias = list[APIError]
@@ -80,7 +81,7 @@ class Requester:
     _retrying: Callable[[Callable[[Call], Awaitable[object]], Call], Awaitable[object]] = (
         attrs.field(init=False, repr=False)
     )
-    _sleepers: set[asyncio.Future[None]] = attrs.field(init=False, factory=set, repr=False)
+    _sleeps: Sleeps = attrs.field(init=False, factory=Sleeps, repr=False)
 
     def __attrs_post_init__(self) -> None:
         self.budget = RetryBudget.for_policy(self.policy)
@@ -120,10 +121,7 @@ class Requester:
         Each sleeper raises the closed-client `RuntimeError`.
         """
         self.closed = True
-        for sleeper in self._sleepers:
-            if not sleeper.done():
-                sleeper.set_exception(client_closed())
-        self._sleepers.clear()
+        self._sleeps.end()
 
     async def sleep(self, seconds: float) -> None:
         """Sleep *seconds* (a backoff, a poll's pace), unless the client closes meanwhile.
@@ -132,15 +130,7 @@ class Requester:
             RuntimeError: The client closed during the sleep.
         """
         self.check_open()
-        loop = asyncio.get_running_loop()
-        sleeper: asyncio.Future[None] = loop.create_future()
-        timer = loop.call_later(seconds, _wake, sleeper)
-        self._sleepers.add(sleeper)
-        try:
-            await sleeper
-        finally:
-            timer.cancel()
-            self._sleepers.discard(sleeper)
+        await self._sleeps.sleep(seconds)
 
     async def call(self, call: Call) -> object:
         """Run *call* to its decoded JSON answer, with the retries its failures allow.
@@ -207,11 +197,6 @@ class Requester:
         """Return the session *session_id* as the API has it now."""
         call = Call("GET", f"/v1/sessions/{session_id}", session_id, timeout=timeout)
         return structure_session(await self.call(call))
-
-
-def _wake(sleeper: asyncio.Future[None]) -> None:
-    if not sleeper.done():
-        sleeper.set_result(None)
 
 
 def _decode_slowly(call: Call, response: Response) -> object:

@@ -547,6 +547,25 @@ async def test_closed_while_in_the_resume_jitter() -> None:
     assert flow.in_flight == 0
 
 
+async def test_closing_ends_a_resume_jitter_under_way() -> None:
+    flow = new_flow()
+    flow._hold(8.0)  # the client's own hold: a jitter of up to 1 s on resuming
+    waiting = asyncio.create_task(flow.acquire())
+    await asyncio.sleep(0)
+    assert flow._reopen is not None
+    flow._reopen.cancel()
+    flow._open()
+    await asyncio.sleep(0)  # the waiter is in its resume jitter now
+    assert not waiting.done()
+    flow.close()
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert waiting.done()  # at once, not after its jitter
+    with pytest.raises(RuntimeError, match="closed"):
+        await waiting
+    assert flow.in_flight == 0
+
+
 async def test_a_closed_flow_refuses_at_once() -> None:
     flow = new_flow()
     permit = await flow.acquire()  # a free place: at once
