@@ -144,19 +144,28 @@ def test_the_simulator_drives_the_real_flow_control() -> None:
     assert sim.Response is Response
 
 
+async def paused(
+    flow: FlowControl, *, accepted: int, retry_after: str, after: float
+) -> list[asyncio.Task[tuple[int, int]]]:
+    """Ten requests sent; after *after* seconds, *accepted* of them answered 200 and the rest
+    429 asking *retry_after*; then as many calls as the (cut) window waiting for a permit."""
+    first = [flow.try_acquire() for _ in range(10)]
+    await asyncio.sleep(after)
+    refused = Response(429, {"retry-after": retry_after}, b"")
+    for number, permit in enumerate(first):
+        assert permit is not None
+        flow.release(permit, Response(200, {}, b"") if number < accepted else refused)
+    window = int(flow.window)
+    assert window >= 4
+    return [asyncio.create_task(flow.acquire()) for _ in range(window)]
+
+
 def test_after_a_server_asked_pause_the_gate_reopens_paced() -> None:
     loop = sim.VirtualTimeLoop()
     flow = FlowControl(100, 60.0, 30.0, loop.time)
-    refused = Response(429, {"retry-after": "1"}, b"")
 
     async def run() -> list[int]:
-        first = [flow.try_acquire() for _ in range(10)]
-        for number, permit in enumerate(first):
-            assert permit is not None
-            flow.release(permit, Response(200, {}, b"") if number < 5 else refused)
-        window = int(flow.window)
-        assert window >= 4
-        waiting = [asyncio.create_task(flow.acquire()) for _ in range(window)]
+        waiting = await paused(flow, accepted=5, retry_after="1", after=0.0)
         granted = []
         for moment in (0.5, 1.0 + 1e-6, 1.5):
             await asyncio.sleep(moment - loop.time())
@@ -178,17 +187,11 @@ def test_after_a_server_asked_pause_the_gate_reopens_paced() -> None:
 def test_after_a_short_server_asked_pause_the_gate_reopens_with_the_window() -> None:
     loop = sim.VirtualTimeLoop()
     flow = FlowControl(100, 60.0, 30.0, loop.time)
-    refused = Response(429, {"retry-after": "0.05"}, b"")
 
     async def run() -> tuple[int, int, int]:
-        first = [flow.try_acquire() for _ in range(10)]
-        await asyncio.sleep(0.5)  # virtual: a rate accepted of 18 a second, for a pace to learn
-        for number, permit in enumerate(first):
-            assert permit is not None
-            flow.release(permit, Response(200, {}, b"") if number < 9 else refused)
-        window = int(flow.window)
-        assert window >= 4
-        waiting = [asyncio.create_task(flow.acquire()) for _ in range(window)]
+        # After 0.5 s (virtual): a rate accepted of 18 a second, for a pace to learn.
+        waiting = await paused(flow, accepted=9, retry_after="0.05", after=0.5)
+        window = len(waiting)
         await asyncio.sleep(0.04)
         during = sum(task.done() for task in waiting)
         await asyncio.sleep(0.05)  # past the pause and its resume jitter (a quarter of it)

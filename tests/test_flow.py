@@ -33,6 +33,7 @@ from browserbase_async._flow import (
     PROBE_ROUNDS,
     SWEEP_SLACK,
     FlowControl,
+    Permit,
 )
 from browserbase_async._transport import Response
 from browserbase_async.testing import FakeBrowserbase, Fault, FaultPlan
@@ -515,15 +516,22 @@ async def test_a_granted_permit_cancelled_before_use_is_passed_on() -> None:
     assert flow.requests == 2
 
 
-async def test_cancelled_in_the_resume_jitter_gives_the_place_back() -> None:
-    flow = new_flow()
-    flow._hold(8.0)  # the client's own hold: a jitter of up to 1 s on resuming
+async def granted_after_a_hold(flow: FlowControl) -> asyncio.Task[Permit]:
+    """A waiter held by the client's own hold, granted as the gate reopens: it then sleeps its
+    resume jitter (up to 1 s) before it returns."""
+    flow._hold(8.0)
     waiting = asyncio.create_task(flow.acquire())
     await asyncio.sleep(0)
     assert flow._reopen is not None
     flow._reopen.cancel()
     flow._open()  # as the timer does
     assert flow.in_flight == 1
+    return waiting
+
+
+async def test_cancelled_in_the_resume_jitter_gives_the_place_back() -> None:
+    flow = new_flow()
+    waiting = await granted_after_a_hold(flow)
     await asyncio.sleep(0)  # the waiter is in its resume jitter now
     assert not waiting.done()
     waiting.cancel()
@@ -535,13 +543,8 @@ async def test_cancelled_in_the_resume_jitter_gives_the_place_back() -> None:
 
 async def test_closed_while_in_the_resume_jitter() -> None:
     flow = new_flow()
-    flow._hold(8.0)
-    waiting = asyncio.create_task(flow.acquire())
-    await asyncio.sleep(0)
-    assert flow._reopen is not None
-    flow._reopen.cancel()
-    flow._open()
-    flow.close()
+    waiting = await granted_after_a_hold(flow)
+    flow.close()  # before the waiter even starts its jitter
     with pytest.raises(RuntimeError, match="closed"):
         await waiting
     assert flow.in_flight == 0
@@ -549,12 +552,7 @@ async def test_closed_while_in_the_resume_jitter() -> None:
 
 async def test_closing_ends_a_resume_jitter_under_way() -> None:
     flow = new_flow()
-    flow._hold(8.0)  # the client's own hold: a jitter of up to 1 s on resuming
-    waiting = asyncio.create_task(flow.acquire())
-    await asyncio.sleep(0)
-    assert flow._reopen is not None
-    flow._reopen.cancel()
-    flow._open()
+    waiting = await granted_after_a_hold(flow)
     await asyncio.sleep(0)  # the waiter is in its resume jitter now
     assert not waiting.done()
     flow.close()
