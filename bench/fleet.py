@@ -67,6 +67,14 @@ SCENARIOS: dict[str, dict[str, Any]] = {
     "random-0%": {"clients": [600], "latency": 0.05, "ways": ("many",)},
     "random-3%": {"clients": [600], "latency": 0.05, "random_429": 0.03, "ways": ("many",)},
     "random-10%": {"clients": [600], "latency": 0.05, "random_429": 0.10, "ways": ("many",)},
+    # The demo's realistic faults: 3 % of answers a 429 that asks a wait of 50 ms.
+    "random-3%-asking-50-ms": {
+        "clients": [600],
+        "latency": 0.05,
+        "random_429": 0.03,
+        "retry_after": "0.05",
+        "ways": ("many",),
+    },
     "live-ids": {"clients": [1000], "latency": 0.05, "ways": ("many",)},
     "unknown-ids": {"clients": [1000], "latency": 0.05, "unknown": True, "ways": ("many",)},
     "retry-after-0": {
@@ -91,7 +99,12 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "ways": ("gather",),
     },
 }
-BASELINES = {"random-3%": "random-0%", "random-10%": "random-0%", "unknown-ids": "live-ids"}
+BASELINES = {
+    "random-3%": "random-0%",
+    "random-10%": "random-0%",
+    "random-3%-asking-50-ms": "random-0%",
+    "unknown-ids": "live-ids",
+}
 QUICK: dict[str, dict[str, Any]] = {
     "fleet-in-flight": {
         "clients": [40] * 3,
