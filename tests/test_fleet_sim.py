@@ -209,6 +209,39 @@ def test_after_a_short_server_asked_pause_the_gate_reopens_with_the_window() -> 
     assert reopened == window  # a short pause reopens with the whole window: no pace
 
 
+def test_a_pause_below_the_rate_refused_last_leaves_the_pace() -> None:
+    # A rate's limit refuses at or past the rate it refused before, never below it: a 429
+    # that asks a wait while the pace is below that rate is the server's chance, and the pace
+    # stands. Cut at each such pause, it sank for good where waits came at random.
+    loop = sim.VirtualTimeLoop()
+    flow = FlowControl(100, 60.0, 30.0, loop.time)
+    refused = Response(429, {"retry-after": "1"}, b"")
+
+    async def refuse_one() -> None:
+        permit = await flow.acquire()
+        flow.release(permit, refused)
+
+    async def run() -> tuple[float, float]:
+        first = [flow.try_acquire() for _ in range(10)]
+        await asyncio.sleep(0.5)
+        for number, permit in enumerate(first):
+            assert permit is not None
+            flow.release(permit, Response(200, {}, b"") if number < 5 else refused)
+        await asyncio.sleep(2.0)  # reopened, paced, doubling
+        await refuse_one()  # a pause while paced: the pace is cut below the rate refused
+        await asyncio.sleep(1.5)
+        before = flow._pace_now()
+        await refuse_one()  # refused again, below that rate
+        await asyncio.sleep(1.5)
+        return before, flow._pace_now()
+
+    try:
+        before, after = loop.run_until_complete(run())
+    finally:
+        loop.close()
+    assert after >= before  # not cut: it went on growing through the pause
+
+
 def test_random_429s_asking_a_short_wait_cost_no_more_than_bare_ones() -> None:
     # The demo's realistic faults: 3 % of answers a 429 that asks 50 ms. Each pause used to
     # cut a pace that measured only its own sending, and the client sank to a few requests a
