@@ -139,7 +139,7 @@ class BulkReleaseAborted(BrowserbaseError):
 class RunAborted(Exception):
     """A run's input or consumer raised *cause*: the run stopped (internal to the bulk calls)."""
 
-    def __init__(self, cause: Exception) -> None:
+    def __init__(self, cause: BaseException) -> None:
         super().__init__(cause)
         self.cause = cause
 
@@ -400,8 +400,9 @@ async def drive(
     check_concurrency(concurrency)
     source = _Source(session_ids)
     memo = _Memo(memo_size)
-    errors: list[Exception] = []
+    errors: list[BaseException] = []
     workers: list[asyncio.Task[None]] = []
+    stopping = False
 
     def spawn() -> None:
         workers.append(asyncio.create_task(worker(), name=f"{WORKER_NAME}{len(workers)}"))
@@ -428,6 +429,14 @@ async def drive(
         except Exception as exc:  # the input's, the consumer's, or a close: stop taking ids
             errors.append(exc)
             source.exhausted = True
+        except asyncio.CancelledError as exc:
+            if stopping:
+                raise
+            # Not the run's own stop: the input or the consumer raised it (a future it
+            # awaited was cancelled). A worker that ended quietly would leave the ids it had
+            # yet to take out of a report that looks whole.
+            errors.append(exc)
+            source.exhausted = True
 
     spawn()
     try:
@@ -439,6 +448,7 @@ async def drive(
             batch, seen = workers[seen:], len(workers)
             await asyncio.wait(batch)
     finally:
+        stopping = True
         for task in workers:
             task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
