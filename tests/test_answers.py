@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import platform
 import subprocess
 import sys
 import textwrap
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -18,6 +20,7 @@ from aiohttp import web
 
 from browserbase_async import (
     APIConnectionError,
+    APIError,
     APIResponseValidationError,
     APIStatusError,
     BadRequestError,
@@ -321,6 +324,48 @@ async def test_an_error_page_becomes_a_short_excerpt(
             await api.retrieve("s-1")
     assert len(str(caught.value)) < 300
     assert str(caught.value).startswith("502 Bad Gateway: <html><body><p>Bad gateway")
+
+
+@pytest.mark.asyncio
+async def test_a_server_that_echoes_the_key_never_gets_it_into_an_error_or_a_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A debugging proxy's page, an echo service behind a wrong base URL, a Location built
+    # from the request: the server's text quotes the key back, and that text goes into
+    # errors (their message, .body, .headers), the log, and the CLI's output.
+    caplog.set_level(logging.DEBUG)
+
+    async def echo(request: web.Request) -> web.Response:
+        key = request.headers["X-BB-API-Key"]
+        kind = request.path.rsplit("/", 1)[-1]
+        if kind == "redirect":
+            return web.Response(status=307, headers={"Location": f"http://other.test/?k={key}"})
+        if kind == "page":
+            return web.Response(status=403, text=f"<p>denied {key}</p>", content_type="text/html")
+        if kind == "busy":
+            return web.json_response({"message": f"busy, key {key}"}, status=503)
+        if kind == "text":
+            return web.Response(text=f"ok {key}")  # a 2xx that is not JSON
+        return web.json_response({"echo": {"X-BB-API-Key": key}})  # a 2xx, not a Session
+
+    errors: list[BaseException] = []
+    async with serve(echo) as (url, _), SessionsAPI(KEY, base_url=url, retry=FAST) as api:
+        for kind in ("redirect", "page", "busy", "text", "object"):
+            for call in (api.release, api.retrieve):
+                try:
+                    await call(kind)
+                except APIError as exc:
+                    errors.append(exc)
+        report = await api.release_many(["busy", "page", "redirect"])
+    assert len(errors) == 8  # a release answered 2xx stands, whatever its body
+    errors += [result.error for result in report.results if result.error is not None]
+    for error in errors:
+        shown = "".join(traceback.format_exception(error)) + repr(error)
+        shown += repr(getattr(error, "body", "")) + repr(getattr(error, "headers", ""))
+        assert KEY not in shown, shown
+    assert KEY not in repr(report)
+    assert caplog.records
+    assert all(KEY not in record.getMessage() for record in caplog.records)
 
 
 # -- 4. User-Agent --------------------------------------------------------------
