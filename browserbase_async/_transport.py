@@ -172,7 +172,8 @@ class Transport:
             APITimeoutError: No full answer within the timeout.
             APIConnectionError: The connection failed or dropped, or the client
                 closed under the request.
-            APIResponseValidationError: The answer is longer than ``max_response_bytes``.
+            APIResponseValidationError: The answer is longer than ``max_response_bytes``,
+                or it is a ``POST``'s 2xx whose body broke off (its ``status_code`` says so).
             RuntimeError: The client is closed.
         """
         headers = self._get_headers if body is None else self._post_headers
@@ -205,16 +206,28 @@ class Transport:
                 # istr keys: the lookups skip case folding, on every answer.
                 length = answered.get(hdrs.CONTENT_LENGTH)
                 declared = None if length is None else int(length)
-                if (
-                    declared is not None
-                    and declared <= self.max_response_bytes
-                    and hdrs.CONTENT_ENCODING not in answered
-                ):
-                    # The length is known and the body arrives as it is: no bound to watch.
-                    return self._answer(answer.status, answered, await answer.read())
-                return self._answer(
-                    answer.status, answered, await self._read_bounded(answer, declared)
-                )
+                try:
+                    if (
+                        declared is not None
+                        and declared <= self.max_response_bytes
+                        and hdrs.CONTENT_ENCODING not in answered
+                    ):
+                        # The length is known and the body arrives as it is: no bound to watch.
+                        return self._answer(answer.status, answered, await answer.read())
+                    return self._answer(
+                        answer.status, answered, await self._read_bounded(answer, declared)
+                    )
+                except (aiohttp.ClientPayloadError, TimeoutError):
+                    if method != "POST" or not 200 <= answer.status < 300:
+                        raise  # a read is sent again; so is a refusal
+                    # The status is the server's word that it acted: a 2xx to a release is
+                    # never a failure (see `Releaser.confirm`), whatever became of its body.
+                    raise APIResponseValidationError(
+                        f"{method} {path}: the answer broke off after its status "
+                        f"{answer.status}: the server accepted the request",
+                        body="",
+                        status_code=answer.status,
+                    ) from None
         except TimeoutError:
             raise APITimeoutError(f"{method} {path}: no answer within {timeout} s") from None
         except aiohttp.ClientConnectorCertificateError as exc:

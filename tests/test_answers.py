@@ -3,6 +3,7 @@ bounded reads, and the User-Agent."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
 import logging
@@ -153,6 +154,62 @@ async def test_a_failed_check_leaves_the_releases_own_refusal(
     assert "refused for a reason" in str(error)
     assert isinstance(error.__cause__, check_error)
     assert any(f"checking session {session_id}" in note for note in error.__notes__)
+
+
+@pytest.mark.parametrize("way", ["cut", "stalled"])
+@pytest.mark.asyncio
+async def test_a_release_answered_2xx_whose_body_breaks_off_is_released(way: str) -> None:
+    # The status said the server accepted: a body cut (or stalled) after it once made a
+    # connection error, retried, then reported failed while the session had not ended yet.
+    posts: list[str] = []
+    never = asyncio.Event()
+
+    async def accept_then_break(request: web.Request) -> web.StreamResponse:
+        if request.method == "GET":
+            return web.json_response(session_json(id="s-1", status="RUNNING"))
+        posts.append(request.path)
+        answer = web.StreamResponse(status=200, headers={"Content-Length": "400"})
+        await answer.prepare(request)
+        await answer.write(b'{"id": "s-1", "sta')
+        if way == "stalled":
+            await never.wait()
+        if request.transport is not None:
+            request.transport.close()
+        return answer
+
+    async with (
+        serve(accept_then_break) as (url, _),
+        SessionsAPI(KEY, base_url=url, retry=FAST, timeout=0.2) as api,
+    ):
+        try:
+            [result] = (await api.release_many(["s-1"])).results
+            released = await api.release("s-1")
+        finally:
+            never.set()  # the stalled handlers end, and the server with them
+    assert result.ok, result.error
+    assert result.session is not None and result.session.status == "RUNNING"
+    assert released.id == "s-1"
+    assert len(posts) == 2  # one each: an accepted release is not sent again
+
+
+@pytest.mark.asyncio
+async def test_a_read_whose_body_breaks_off_is_still_retried() -> None:
+    gets: list[str] = []
+
+    async def cut_once(request: web.Request) -> web.StreamResponse:
+        gets.append(request.path)
+        if len(gets) > 1:
+            return web.json_response(session_json(id="s-1"))
+        answer = web.StreamResponse(status=200, headers={"Content-Length": "400"})
+        await answer.prepare(request)
+        await answer.write(b'{"id": "s-1", "sta')
+        assert request.transport is not None
+        request.transport.close()
+        return answer
+
+    async with serve(cut_once) as (url, _), SessionsAPI(KEY, base_url=url, retry=FAST) as api:
+        assert (await api.retrieve("s-1")).id == "s-1"
+    assert len(gets) == 2
 
 
 # -- 3. bounded reads -----------------------------------------------------------
