@@ -187,7 +187,8 @@ async def test_a_release_answered_2xx_whose_body_breaks_off_is_released(way: str
         finally:
             never.set()  # the stalled handlers end, and the server with them
     assert result.ok, result.error
-    assert result.session is not None and result.session.status == "RUNNING"
+    assert result.session is not None
+    assert result.session.status == "RUNNING"
     assert released.id == "s-1"
     assert len(posts) == 2  # one each: an accepted release is not sent again
 

@@ -306,9 +306,13 @@ async def test_a_cancelled_error_from_the_input_aborts_release_many_and_release_
             await api.release_many(broken(ids[:3]), concurrency=2)
         assert [result.session_id for result in caught.value.report.results] == ids[:3]
         seen: list[str] = []
-        with pytest.raises(BulkReleaseAborted) as streamed:
+
+        async def consume() -> None:
             async for result in api.release_iter(broken(ids[3:]), concurrency=2):
                 seen.append(result.session_id)
+
+        with pytest.raises(BulkReleaseAborted) as streamed:
+            await consume()
         assert not our_tasks()
     assert isinstance(caught.value.__cause__, asyncio.CancelledError)
     assert isinstance(streamed.value.__cause__, asyncio.CancelledError)
