@@ -209,7 +209,17 @@ def clock_offset(headers: Mapping[str, str], received: datetime) -> float:
         return 0.0
     # The server's clock read somewhere in [sent, sent + 1 s): take the middle.
     offset = (sent - received).total_seconds() + 0.5
+    try:
+        # A date at the calendar's edge (year 9999 west of UTC, year 1 east of it) is no
+        # clock: the server's now, a day on, would not even be a datetime.
+        received + timedelta(seconds=offset) + _CALENDAR_SLACK
+        received + timedelta(seconds=offset) - _CALENDAR_SLACK
+    except OverflowError:
+        return 0.0
     return offset if abs(offset) > 1.0 else 0.0
+
+
+_CALENDAR_SLACK: Final = timedelta(days=1)
 
 
 @attrs.frozen
