@@ -96,7 +96,17 @@ def resolve_base_url(
             is plain HTTP to a non-loopback host without ``allow_insecure_http``.
     """
     url = base_url if base_url is not None else environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
-    parts = urlsplit(url)
+    try:
+        # A URL that no request can use (a port out of range, a bracket left open) is the
+        # caller's mistake, said now: not a connection error at every call. (The parser's
+        # message quotes no part of the URL but the port, so no credentials.)
+        parts = urlsplit(url)
+        parts.port  # noqa: B018
+    except ValueError as exc:
+        raise ValueError(f"base_url is not a valid URL: {exc}") from None
+    if "\\" in parts.netloc:
+        # urllib reads past it; aiohttp refuses it at each request (RFC 3986).
+        raise ValueError("base_url is not a valid URL: a backslash in its host part")
     shown = redact_url(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"base_url must be an http(s) URL with a host, got {shown!r}")

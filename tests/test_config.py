@@ -60,6 +60,24 @@ def test_malformed_base_urls(url: str) -> None:
         resolve_base_url(url, environ={})
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://user:pw@127.0.0.1:99999",
+        "http://127.0.0.1:-1",
+        "http://127.0.0.1:abc",
+        "http://[::1",
+        "http://user:pw@other.example\\@127.0.0.1",
+    ],
+)
+def test_a_base_url_that_no_request_can_use_is_refused_when_the_client_is_made(url: str) -> None:
+    # A port out of range, a backslash in the authority: accepted here, then every call
+    # failed with a connection error (retried, and checked, for each session of a bulk run).
+    with pytest.raises(ValueError, match="base_url") as caught:
+        resolve_base_url(url, environ={})
+    assert "pw" not in str(caught.value)
+
+
 def test_loopback_names() -> None:
     assert is_loopback("LOCALHOST")
     assert is_loopback("127.9.9.9")
