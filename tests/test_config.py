@@ -11,6 +11,7 @@ from browserbase_async._config import (
     is_loopback,
     resolve_api_key,
     resolve_base_url,
+    resolve_proxy,
 )
 
 
@@ -75,6 +76,10 @@ def test_a_base_url_that_no_request_can_use_is_refused_when_the_client_is_made(u
     # failed with a connection error (retried, and checked, for each session of a bulk run).
     with pytest.raises(ValueError, match="base_url") as caught:
         resolve_base_url(url, environ={})
+    assert "pw" not in str(caught.value)
+    proxied = url.replace("127.0.0.1", "proxy.example")
+    with pytest.raises(ValueError, match="proxy") as caught:
+        resolve_proxy(proxied, "https://api.browserbase.com")
     assert "pw" not in str(caught.value)
 
 
