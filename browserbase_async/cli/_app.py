@@ -499,10 +499,9 @@ async def release_ids(
     interrupted = False
     with tally, failed_file or contextlib.nullcontext():
         try:
-            results = api.release_iter(ids, concurrency=concurrency, wait=wait)
-            async with contextlib.aclosing(results):
-                async for result in results:
-                    tally.add(result)
+            # Each result is counted the moment it is made (release_iter would hand it over
+            # through a queue, whose results a cancellation drops: released, but unsaid).
+            await api.release_many(ids, concurrency=concurrency, wait=wait, on_result=tally.add)
         except asyncio.CancelledError:
             # Ctrl-C or SIGTERM: what was in flight is cancelled; say what was done.
             interrupted = True
