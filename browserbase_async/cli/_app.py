@@ -25,15 +25,18 @@ from .._retry import RetryPolicy
 from .._version import __version__
 from ._output import (
     ALREADY_ENDED,
+    COMMENT,
     Stdout,
     Tally,
     duration,
+    id_field,
     one_line_usage_errors,
     print_candidates,
     print_sessions,
     printable,
     say,
     stdout_console,
+    write_id_rows,
 )
 from ._scrape import DEFAULT_BROWSERS, DEFAULT_USE, DEFAULT_WORKERS, scrape_demo
 
@@ -485,9 +488,7 @@ async def release_ids(
     standard output stops nothing: the rows go nowhere, and the releases go on.
     """
     if dry_run:
-        out = Stdout()
-        for session_id in ids:
-            out.write(session_id + "\n")
+        write_id_rows(Stdout(), [(session_id,) for session_id in ids])
         if not quiet:
             noun = "session" if len(ids) == 1 else "sessions"
             say(f"dry run: would release {len(ids)} {noun}")
@@ -557,7 +558,7 @@ def _read_ids(source: str) -> list[str]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read ids from {source!r}: {_reason(exc)}") from None
     stripped = (line.strip() for line in lines)
-    return [line for line in stripped if line and not line.startswith("#")]
+    return [line for line in stripped if line and not line.startswith(COMMENT)]
 
 
 def _open_to_resume(path: str, ids: list[str]) -> IO[str]:
@@ -583,7 +584,8 @@ def _open_for_writing(path: str) -> IO[str]:
 def _rewrite(file: IO[str], ids: Iterable[str]) -> None:
     file.seek(0)
     file.truncate()
-    file.writelines(session_id + "\n" for session_id in ids)
+    # One line an id, whatever the id: a line break in one must not add an id to resume.
+    file.writelines(id_field(session_id) + "\n" for session_id in ids)
     file.flush()
 
 

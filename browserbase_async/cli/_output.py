@@ -328,6 +328,54 @@ def printable(text: str) -> str:
     )
 
 
+COMMENT: Final = "#"
+"""A line of ``--from-file`` that starts with this is a comment."""
+QUOTED_IDS: Final = (
+    "browserbase-async: {count} session ids printed as JSON strings: written as they are"
+    " (a line break, a tab, a control character, a space at an end, a leading '#'),"
+    " --from-file would not read each back as one id"
+)
+
+
+def reads_back(session_id: str) -> bool:
+    """Whether *session_id*, written alone on a line (or as a tab-separated field), is read
+    back by ``--from-file`` (and ``cut``) as itself: no line break, tab or other control or
+    format character, no space at either end, not empty, no leading ``#``."""
+    return (
+        session_id.isprintable()
+        and session_id == session_id.strip()
+        and bool(session_id)
+        and not session_id.startswith(COMMENT)
+    )
+
+
+def id_field(session_id: str) -> str:
+    """*session_id* as a line (or a field) of machine-readable output: itself when it
+    `reads_back`; else a JSON string, one line with no tab, which ``--from-file`` takes as
+    one invalid id (a quote is never part of an id), never as other ids."""
+    return session_id if reads_back(session_id) else json.dumps(session_id)
+
+
+def _cell_field(text: str) -> str:
+    """Server text as a tab-separated field: itself, or a JSON string if it has a tab, a
+    line break or another control character (which would also reach a terminal raw)."""
+    return text if text.isprintable() else json.dumps(text)
+
+
+def write_id_rows(file: IO[str] | io.TextIOBase, rows: Iterable[Sequence[str]]) -> None:
+    """Write *rows*, whose first cell is an id, one a line, tab-separated, for other programs
+    (``cut -f1``, ``--from-file``); a cell that would break its row is a JSON string, and
+    standard error says how many ids were so written."""
+    quoted = 0
+    lines = []
+    for session_id, *cells in rows:
+        quoted += not reads_back(session_id)
+        lines.append("\t".join([id_field(session_id), *map(_cell_field, cells)]) + "\n")
+    file.writelines(lines)
+    if quoted:
+        say(QUOTED_IDS.format(count=quoted))
+
+
 def session_cells(session: Session) -> tuple[str, str, str, str, str]:
     """A session's id, status, region, start time and user metadata, as text."""
     return (
@@ -347,7 +395,7 @@ def _print_rows(
     widest = max((len(row[0]) for row in rows), default=len(headers[0]))
     narrowest = [min(len(header), 7) for header in headers[1:]]
     if not console.is_terminal or console.width < widest + sum(narrowest) + 2 * len(headers):
-        console.file.writelines("\t".join(row) + "\n" for row in rows)
+        write_id_rows(console.file, rows)
         return
     table = Table(box=None)
     table.add_column(headers[0], no_wrap=True, min_width=widest, overflow="ignore")
@@ -434,7 +482,7 @@ def print_candidates(
             console.file.write(json.dumps(row) + "\n")
         return
     if not console.is_terminal:
-        console.file.writelines(session.id + "\n" for session in sessions)
+        write_id_rows(console.file, [(session.id,) for session in sessions])
         return
     rows = [
         (
