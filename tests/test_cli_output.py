@@ -64,3 +64,17 @@ def test_the_failed_out_file_holds_each_failed_id_on_one_line(tmp_path: Path) ->
     assert ran.exit_code == 1, ran.output
     assert failed.read_text().splitlines() == [json.dumps("s-a\ns-b"), json.dumps("#s-c")]
     assert _read_back(failed.read_text(), tmp_path) == [json.dumps("s-a\ns-b"), '"#s-c"']
+
+
+def test_from_file_reads_every_id_before_it_releases_one(tmp_path: Path) -> None:
+    # docs/cli.md: the ids are read to the end first (cli.md's total, its progress bar and
+    # --failed-out need them all), so one file can be read, and then rewritten, by one run.
+    ids = tmp_path / "ids.txt"
+    with FakeBrowserbase.in_thread() as fake:
+        ids.write_text("".join(f"{sid}\n" for sid in [*fake.add_sessions(3), "s-gone"]))
+        connection = ["--api-key", fake.api_key, "--base-url", fake.base_url]
+        args = ["release", *connection, "--from-file", str(ids), "--failed-out", str(ids)]
+        ran = CliRunner().invoke(_app.cli, args)
+    assert ran.exit_code == 1, ran.output
+    assert ran.stderr.startswith("released 3 of 4 sessions, 1 failed (1 not found)")
+    assert ids.read_text() == "s-gone\n"
