@@ -3,14 +3,30 @@ back as they were, rows that a reader who stops reading cannot hold up, and ``--
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import io
 import json
+import os
+import select
+import signal
+import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from browserbase_async.cli import _app
+from browserbase_async.cli._writer import BACKGROUND, Writer
 from browserbase_async.testing import FakeBrowserbase
+
+from .test_cli import CLI, cli_environ, one_line
+
+HANG: float = 60
+"""A bound against a hang, not a timing target: a test that passes takes a small part of it."""
+MANY: int = 3000
+"""Sessions whose --json rows (some 120 bytes each) fill a pipe (64 kB) several times over."""
 
 # Ids a server could send that would not survive a line of their own: each would become two
 # lines, a shorter id, a comment or a blank line in a file fed back to --from-file.
@@ -78,3 +94,158 @@ def test_from_file_reads_every_id_before_it_releases_one(tmp_path: Path) -> None
     assert ran.exit_code == 1, ran.output
     assert ran.stderr.startswith("released 3 of 4 sessions, 1 failed (1 not found)")
     assert ids.read_text() == "s-gone\n"
+
+
+# -- a reader that stops reading (`--json | less`) holds up nothing ----------------
+
+
+@contextlib.asynccontextmanager
+async def stalled_reader(
+    fake: FakeBrowserbase, tmp_path: Path, *args: str, merged: bool = False
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, int]]:
+    """``release --json --from-file IDS *args`` whose standard output (and with *merged*, its
+    standard error: ``2>&1 | less``) is a pipe that nobody reads until the test says so.
+
+    Yields:
+        The process, and the pipe's read end (closed on the way out).
+    """
+    source = tmp_path / "ids.txt"
+    source.write_text("".join(f"{sid}\n" for sid in fake.sessions))
+    read_end, write_end = os.pipe()
+    process = await asyncio.create_subprocess_exec(
+        *CLI,
+        "release",
+        "--json",
+        "--quiet",
+        "--from-file",
+        str(source),
+        *args,
+        stdout=write_end,
+        stderr=write_end if merged else asyncio.subprocess.PIPE,
+        env=cli_environ(fake),
+    )
+    os.close(write_end)
+    try:
+        yield process, read_end
+    finally:
+        os.close(read_end)
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+
+
+async def _read_to_the_end(fd: int) -> bytes:
+    """What is in the pipe, up to its end (in a thread: the fake serves here)."""
+    chunks = []
+    while chunk := await asyncio.to_thread(os.read, fd, 1 << 16):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _true_rows(data: bytes, fake: FakeBrowserbase) -> list[dict[str, object]]:
+    """The JSON rows in *data*, each whole, each saying what happened on the server."""
+    assert not data or data.endswith(b"\n"), data[-200:]
+    rows = [json.loads(line) for line in data.splitlines()]
+    for row in rows:
+        assert row["ok"] is True, row
+        assert fake.status(str(row["session_id"])) == "COMPLETED"
+    assert len({row["session_id"] for row in rows}) == len(rows)
+    return rows
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("merged", [False, True], ids=["stdout", "2>&1"])
+async def test_a_reader_that_stops_reading_holds_up_no_release(
+    fake_browserbase: FakeBrowserbase, tmp_path: Path, merged: bool
+) -> None:
+    # `release --json | less`: the rows' writes blocked the event loop once the pipe was full
+    # (some 550 of 3,000 released), until the reader read again.
+    ids = fake_browserbase.add_sessions(MANY)
+    async with stalled_reader(fake_browserbase, tmp_path, merged=merged) as (process, read_end):
+        async with asyncio.timeout(HANG):
+            await fake_browserbase.wait_until(lambda: fake_browserbase.received.total >= MANY)
+            await fake_browserbase.wait_until(
+                lambda: all(fake_browserbase.status(sid) == "COMPLETED" for sid in ids)
+            )
+            # The reader reads again: every row, whole, in the order made, then the summary.
+            data = await _read_to_the_end(read_end)
+            _, err = await process.communicate()
+    assert process.returncode == 0, err
+    summary = data.splitlines()[-1].decode() if merged else one_line(err.decode())
+    assert summary.startswith(f"released {MANY} of {MANY} sessions, 0 failed")
+    rows = _true_rows(
+        data.removesuffix(summary.encode() + b"\n") if merged else data, fake_browserbase
+    )
+    assert len(rows) == MANY
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(("stop", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+async def test_a_signal_acts_at_once_whatever_the_reader_does(
+    fake_browserbase: FakeBrowserbase, tmp_path: Path, stop: signal.Signals, code: int
+) -> None:
+    ids = fake_browserbase.add_sessions(MANY)
+    failed = tmp_path / "failed.txt"
+    args = ("--failed-out", str(failed), "--concurrency", "8")
+    async with stalled_reader(fake_browserbase, tmp_path, *args) as (process, read_end):
+        async with asyncio.timeout(HANG):
+            # Far past what the pipe holds, then the rest wait: the signal comes mid-run.
+            await fake_browserbase.wait_for_requests(MANY // 2)
+            fake_browserbase.hold()
+            process.send_signal(stop)
+            _, err = await process.communicate()
+            fake_browserbase.let_go()
+            data = await _read_to_the_end(read_end)
+    assert process.returncode == code, err
+    summary = one_line(err.decode())
+    assert "; interrupted, " in summary
+    # What the reader got is whole rows, each true; --failed-out resumes everything else.
+    rows = _true_rows(data, fake_browserbase)
+    unreleased = {sid for sid in ids if fake_browserbase.status(sid) != "COMPLETED"}
+    assert unreleased <= set(failed.read_text().splitlines())
+    assert not unreleased & {row["session_id"] for row in rows}
+
+
+@pytest.mark.asyncio
+async def test_sigterm_acts_while_the_last_rows_wait_for_the_reader(
+    fake_browserbase: FakeBrowserbase, tmp_path: Path
+) -> None:
+    # Every release done, the rows still waiting for a reader who does not read: SIGTERM
+    # ends the wait (143), and what was read is whole rows.
+    ids = fake_browserbase.add_sessions(MANY)
+    async with stalled_reader(fake_browserbase, tmp_path) as (process, read_end):
+        assert process.stderr is not None
+        async with asyncio.timeout(HANG):
+            summary = (await process.stderr.readline()).decode()
+            assert summary.startswith(f"released {MANY} of {MANY} sessions, 0 failed")
+            process.send_signal(signal.SIGTERM)
+            _, err = await process.communicate()
+            data = await _read_to_the_end(read_end)
+    assert process.returncode == 143, err
+    assert err == b""
+    assert 0 < len(_true_rows(data, fake_browserbase)) < MANY
+    assert all(fake_browserbase.status(sid) == "COMPLETED" for sid in ids)
+
+
+def test_output_without_a_descriptor_or_poll_is_written_as_it_is(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert BACKGROUND.writer(sys.__stderr__) is None  # no command running
+    with BACKGROUND.on():
+        assert BACKGROUND.writer(io.StringIO()) is None  # no descriptor: click's runner
+        monkeypatch.delattr(select, "poll")  # not POSIX
+        assert BACKGROUND.writer(sys.__stderr__) is None
+
+
+def test_an_abandoned_writer_takes_nothing_more() -> None:
+    read_end, write_end = os.pipe()
+    failures: list[OSError] = []
+    writer = Writer()
+    writer.put(write_end, b"row\n", failures.append)
+    writer.wait()
+    writer.abandon()
+    writer.put(write_end, b"late\n", failures.append)
+    os.close(write_end)
+    assert os.read(read_end, 100) == b"row\n"
+    os.close(read_end)
+    assert failures == []

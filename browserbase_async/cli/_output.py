@@ -6,7 +6,6 @@ import collections
 import contextlib
 import io
 import json
-import os
 import sys
 import time
 import unicodedata
@@ -44,6 +43,7 @@ from .._errors import (
 )
 from .._flow import FlowStats
 from .._models import Session
+from ._writer import BACKGROUND, silence
 
 ALREADY_ENDED: Final = "already ended (nothing to release)"
 """How the summary names the listed sessions that had ended: sent nothing, counted apart."""
@@ -89,13 +89,15 @@ def result_row(result: ReleaseResult) -> str:
 
 
 class Stdout(io.TextIOBase):
-    """Standard output for rows that a reader may stop reading (``--json | head -1``).
+    """Standard output for rows that a reader may stop reading (``--json | less``) or leave
+    (``--json | head -1``).
 
-    A reader that went away does not stop the job: from then on what is written
-    here goes nowhere, quietly, and the run goes on to its end. So with no standard
-    output at all (``>&-``); any other failure to write (a full disk) is said once on
-    standard error, and the run goes on. Each write is flushed, so that a reader in a
-    pipe sees each row as it is made.
+    While a command runs, the rows go to a writer thread (`BACKGROUND`): a reader who
+    stops reading holds up nothing but that thread. A reader that went away does not stop
+    the job: from then on what is written here goes nowhere, quietly, and the run goes on
+    to its end. So with no standard output at all (``>&-``); any other failure to write (a
+    full disk) is said once on standard error, and the run goes on. Each row is written as
+    it comes, so that a reader in a pipe sees each row as it is made.
 
     The stream is the one in ``sys.stdout`` when this is made: a rich progress bar
     that stands in for it meanwhile gets none of the rows.
@@ -107,6 +109,7 @@ class Stdout(io.TextIOBase):
         super().__init__()
         self._stream: IO[str] | None = getattr(sys, self._STREAM)
         self.reader_gone = self._stream is None
+        self._writer = None if self._stream is None else BACKGROUND.writer(self._stream)
 
     @property
     def encoding(self) -> str:  # type: ignore[override]
@@ -120,13 +123,20 @@ class Stdout(io.TextIOBase):
     def write(self, text: str) -> int:
         if self.reader_gone or self._stream is None:
             return len(text)
+        if self._writer is not None:
+            writer, fd = self._writer
+            self.reader_gone = writer.gone(fd)
+            errors = getattr(self._stream, "errors", None) or "strict"
+            writer.put(fd, text.encode(self.encoding, errors), self._failed)
+            return len(text)
         try:
             self._stream.write(text)
             self._stream.flush()
         except OSError as exc:
             self.reader_gone = True
             self._failed(exc)
-            _silence(self._stream)
+            with contextlib.suppress(ValueError, OSError):  # no descriptor: click's runner
+                silence(self._stream.fileno())
         except ValueError:  # the stream object itself was closed: nowhere to write
             self.reader_gone = True
         return len(text)
@@ -164,20 +174,6 @@ def stdout_console() -> Console:
     """A rich console on a `Stdout`: tables and rows that a closed pipe cannot stop."""
     # Stdout has every method of a text file that rich calls; typeshed types it apart.
     return Console(file=cast(IO[str], Stdout()))
-
-
-def _silence(stream: IO[str]) -> None:
-    """Point *stream*'s descriptor at the null device, once its reader has gone.
-
-    What is still buffered then goes nowhere, and the interpreter's last flush
-    finds no broken pipe to complain about.
-    """
-    # No descriptor: click's test runner.
-    with contextlib.suppress(ValueError, OSError):
-        fd = stream.fileno()
-        null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null, fd)
-        os.close(null)
 
 
 def flow_summary(stats: FlowStats, retried: int = 0) -> str:
