@@ -11,6 +11,7 @@ import os
 import select
 import signal
 import sys
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -18,15 +19,15 @@ import pytest
 from click.testing import CliRunner
 
 from browserbase_async.cli import _app
-from browserbase_async.cli._writer import BACKGROUND, Writer
+from browserbase_async.cli._writer import BACKGROUND, Background, Writer
 from browserbase_async.testing import FakeBrowserbase
 
-from .test_cli import CLI, cli_environ, one_line
+from .test_cli import one_line, start_piped
 
 HANG: float = 60
 """A bound against a hang, not a timing target: a test that passes takes a small part of it."""
-MANY: int = 3000
-"""Sessions whose --json rows (some 120 bytes each) fill a pipe (64 kB) several times over."""
+MANY: int = 1500
+"""Sessions whose --json rows (some 120 bytes each) fill a pipe (64 kB) some three times over."""
 
 # Ids a server could send that would not survive a line of their own: each would become two
 # lines, a shorter id, a comment or a blank line in a file fed back to --from-file.
@@ -111,20 +112,8 @@ async def stalled_reader(
     """
     source = tmp_path / "ids.txt"
     source.write_text("".join(f"{sid}\n" for sid in fake.sessions))
-    read_end, write_end = os.pipe()
-    process = await asyncio.create_subprocess_exec(
-        *CLI,
-        "release",
-        "--json",
-        "--quiet",
-        "--from-file",
-        str(source),
-        *args,
-        stdout=write_end,
-        stderr=write_end if merged else asyncio.subprocess.PIPE,
-        env=cli_environ(fake),
-    )
-    os.close(write_end)
+    command = ("release", "--json", "--quiet", "--from-file", str(source), *args)
+    process, read_end = await start_piped(fake, *command, merged=merged)
     try:
         yield process, read_end
     finally:
@@ -244,8 +233,21 @@ def test_an_abandoned_writer_takes_nothing_more() -> None:
     writer.put(write_end, b"row\n", failures.append)
     writer.wait()
     writer.abandon()
+    writer.abandon()
     writer.put(write_end, b"late\n", failures.append)
     os.close(write_end)
     assert os.read(read_end, 100) == b"row\n"
     os.close(read_end)
     assert failures == []
+
+
+def test_sigterm_ends_the_wait_for_a_reader_who_does_not_read(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def a_reader_who_does_not_read(_: Background) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        threading.Event().wait()  # for ever, but for the signal
+
+    monkeypatch.setattr(Background, "drain", a_reader_who_does_not_read)
+    assert _app._delivered(_app.EXIT_OK) == _app.EXIT_TERMINATED
+    assert _app._delivered(_app.EXIT_INTERRUPTED) == _app.EXIT_INTERRUPTED  # no wait at all

@@ -85,6 +85,8 @@ class Writer:
     def abandon(self) -> None:
         """Write what the readers take now, without waiting for them; drop the rest."""
         with self._ready:
+            if self._stopping:  # once: its wake-up pipe is closed after
+                return
             self._stopping = True
             self._ready.notify()
         os.write(self._wake[1], b"!")  # wakes a poll that waits for a reader
