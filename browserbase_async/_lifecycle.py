@@ -34,7 +34,7 @@ from typing import Any, Final
 
 import attrs
 
-from ._config import Timeout, check_seconds, check_timeout
+from ._config import Timeout, check_seconds, check_timeout, server_session_id, session_path
 from ._converter import structure_session, structure_sessions
 from ._errors import (
     APICertificateError,
@@ -410,10 +410,11 @@ class Lifecycle:
         query = f"user_metadata['{CREATE_TAG_KEY}']:'{tag}'"
         call = Call("GET", "/v1/sessions", None, params={"q": query})
         found = structure_sessions(await self.releaser.requester.call(call))
-        return found[0] if found else None
+        return next((session for session in found if _addressable(session)), None)
 
     async def _retrieve_raw(self, session_id: str) -> object:
-        call = Call("GET", f"/v1/sessions/{session_id}", session_id)
+        # An id the server gave: percent-encoded where it needs to be, never raw in the URL.
+        call = Call("GET", session_path(session_id), session_id)
         return await self.releaser.requester.call(call)
 
     async def _release(self, session_id: str) -> None:
@@ -454,8 +455,23 @@ class Lifecycle:
         """Create a session, and release it when the block exits, as a guard does."""
         created = await self.create(fields, wait_for_slot=wait_for_slot, timeout=timeout)
         # No await between the create and the guard: nothing can interrupt in between.
-        async with self.releaser.guard(created.id, project_id, wait, release_timeout):
+        async with self.releaser.guard(
+            created.id, project_id, wait, release_timeout, given_by_server=True
+        ):
             yield created
+
+
+def _addressable(session: Session) -> bool:
+    """Whether a URL can address *session* (any id the server gave can, but ``.`` and the like).
+
+    One that none can is logged: no client can release it through the API.
+    """
+    try:
+        server_session_id(session.id)
+    except APIResponseValidationError as exc:
+        logger.error("%s", exc)
+        return False
+    return True
 
 
 def _ran_out(refusal: RateLimitError | None, wait_for_slot: float) -> RateLimitError:

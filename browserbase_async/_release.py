@@ -21,7 +21,14 @@ import attrs
 
 from . import _bulk
 from ._bulk import ReleaseResult
-from ._config import USE_CLIENT_DEFAULT, Timeout, check_seconds, check_session_id
+from ._config import (
+    USE_CLIENT_DEFAULT,
+    Timeout,
+    check_seconds,
+    check_session_id,
+    server_session_id,
+    session_path,
+)
 from ._converter import structure_session
 from ._errors import (
     APICertificateError,
@@ -110,7 +117,7 @@ class Releaser:
             if extra_body is not None:
                 fields |= _checked_extra_body(extra_body)
             body = _encode_body(fields)
-        return Call("POST", f"/v1/sessions/{session_id}", session_id, body=body, timeout=timeout)
+        return Call("POST", session_path(session_id), session_id, body=body, timeout=timeout)
 
     async def release_result(
         self,
@@ -292,7 +299,13 @@ class Releaser:
 
     @contextlib.asynccontextmanager
     async def guard(
-        self, session_id: str | Session, project_id: str | None, wait: bool, release_timeout: float
+        self,
+        session_id: str | Session,
+        project_id: str | None,
+        wait: bool,
+        release_timeout: float,
+        *,
+        given_by_server: bool = False,
     ) -> AsyncIterator[None]:
         """Release *session_id* when the block exits, however it exits (see `SessionsAPI.guard`).
 
@@ -300,12 +313,19 @@ class Releaser:
         the client releases it first (`release_held`). Nothing the release
         raises replaces the block's own exception or cancellation.
 
+        *given_by_server*: the id is the server's (a create's answer), not a
+        caller's: whatever its characters, it is held and released (see `hold`).
+
         Raises:
             ValueError: A bad id or *release_timeout*, on entry.
+            APIResponseValidationError: With *given_by_server*, an id no URL can
+                address, on entry.
             RuntimeError: The client is closed, on entry.
             Exception: The block ended normally and the release failed.
         """
-        hold = self.hold(session_id, project_id, wait, release_timeout)
+        hold = self.hold(
+            session_id, project_id, wait, release_timeout, given_by_server=given_by_server
+        )
         try:
             yield
         except BaseException as exc:
@@ -328,7 +348,13 @@ class Releaser:
             raise error
 
     def hold(
-        self, session_id: str | Session, project_id: str | None, wait: bool, limit: float
+        self,
+        session_id: str | Session,
+        project_id: str | None,
+        wait: bool,
+        limit: float,
+        *,
+        given_by_server: bool = False,
     ) -> Hold:
         """Hold *session_id* until `release_shielded` releases it, or `release_held` does.
 
@@ -337,12 +363,21 @@ class Releaser:
             project_id: Sent as ``projectId``; else the client's, else none.
             wait: Confirm the session reached a terminal state.
             limit: Seconds that its release may take in all.
+            given_by_server: The id is the server's: it is not held to the
+                characters a caller's id may use, for refusing it would leave
+                the session running (its release percent-encodes it).
 
         Raises:
             ValueError: A bad id or *limit*.
+            APIResponseValidationError: With *given_by_server*, an id no URL can address.
             RuntimeError: The client is closed, or belongs to another loop.
         """
-        valid = check_session_id(session_id)
+        if given_by_server:
+            valid = server_session_id(
+                session_id.id if isinstance(session_id, Session) else session_id
+            )
+        else:
+            valid = check_session_id(session_id)
         check_seconds("release_timeout", limit)
         self.requester.check_open()
         hold = Hold(valid, project_id, wait, limit)

@@ -18,7 +18,7 @@ from typing import TypeAlias
 
 import attrs
 
-from ._config import USE_CLIENT_DEFAULT, Timeout
+from ._config import USE_CLIENT_DEFAULT, Timeout, session_path
 from ._converter import structure_session
 from ._errors import APIError, APIResponseValidationError, client_closed, excerpt, for_status
 from ._flow import FlowControl
@@ -195,7 +195,7 @@ class Requester:
 
     async def retrieve(self, session_id: str, timeout: Timeout = USE_CLIENT_DEFAULT) -> Session:
         """Return the session *session_id* as the API has it now."""
-        call = Call("GET", f"/v1/sessions/{session_id}", session_id, timeout=timeout)
+        call = Call("GET", session_path(session_id), session_id, timeout=timeout)
         return structure_session(await self.call(call))
 
 

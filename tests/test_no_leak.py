@@ -1,0 +1,109 @@
+"""No session the client created leaks: a close mid-create, a lagging index, odd ids, bulk runs."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+
+from browserbase_async import (
+    APIResponseValidationError,
+)
+from browserbase_async.testing import FakeBrowserbase, Fault
+
+from .conftest import ApiFactory
+
+pytestmark = pytest.mark.asyncio
+
+ODD_ID = "odd id/1?x#y%z"
+"""An id with characters the client never takes from a caller: a space, a slash, a query."""
+HANG_GUARD = 30.0
+"""Seconds after which a test that would hang fails instead (a bound, never a timing)."""
+
+
+def running(fake: FakeBrowserbase) -> list[str]:
+    return [sid for sid, s in fake.sessions.items() if s["status"] == "RUNNING"]
+
+
+def made_by_create(fake: FakeBrowserbase, session_id: str) -> dict[str, object]:
+    """The create's answer for *session_id*, as the API gives it (with its connection fields)."""
+    return {
+        **fake.sessions[session_id],
+        "connectUrl": "wss://connect.fake.invalid/?signingKey=k",
+        "seleniumRemoteUrl": "http://connect.fake.invalid/webdriver",
+        "signingKey": "k",
+    }
+
+
+async def until(reached: Callable[[], bool]) -> None:
+    """Yield to the loop until *reached()* holds: no clock, only turns of the loop."""
+    for _ in range(200_000):
+        if reached():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("never reached")
+
+
+# -- 3. ids the server gives that a caller could not ----------------------------------------
+
+
+@pytest.mark.off_spec
+async def test_a_session_block_releases_a_session_whose_id_needs_encoding(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    fake_browserbase.add_session(ODD_ID)
+    fake_browserbase.inject(Fault.json(made_by_create(fake_browserbase, ODD_ID), 201))
+    async with make_api() as api:
+        async with api.session() as session:
+            assert session.id == ODD_ID
+        assert fake_browserbase.status(ODD_ID) == "COMPLETED"
+        with pytest.raises(ValueError, match="invalid session id"):
+            await api.release(ODD_ID)  # a caller's id: still refused, before any request
+    assert fake_browserbase.received.updates == {ODD_ID: 1}
+
+
+@pytest.mark.off_spec
+async def test_a_found_session_whose_id_needs_encoding_is_retrieved_or_released(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    fake_browserbase.add_session(ODD_ID)
+    listed = [fake_browserbase.sessions[ODD_ID]]
+    fake_browserbase.inject(Fault.drop(), route="create")
+    fake_browserbase.inject(Fault.json(listed), route="list")
+    fake_browserbase.inject(Fault.json(fake_browserbase.sessions[ODD_ID]), route="retrieve")
+    async with make_api() as api:
+        with pytest.raises(APIResponseValidationError, match="connectUrl"):
+            await api.create()  # found, but its retrieve lacks the connection fields
+    assert fake_browserbase.received.requests["retrieve"] == 1
+    assert fake_browserbase.status(ODD_ID) == "COMPLETED"
+
+
+@pytest.mark.off_spec
+@pytest.mark.parametrize("bad", ["", ".", ".."])
+async def test_an_id_no_url_can_address_is_never_put_into_one(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory, bad: str
+) -> None:
+    fake_browserbase.add_session("x")
+    answer = {**made_by_create(fake_browserbase, "x"), "id": bad}
+    fake_browserbase.inject(Fault.json(answer, 201), route="create")
+    async with make_api() as api:
+        with pytest.raises(APIResponseValidationError, match="no URL can address"):
+            async with api.session():
+                pass
+    assert fake_browserbase.received.requests["update"] == 0
+    assert fake_browserbase.received.requests["retrieve"] == 0
+
+
+@pytest.mark.off_spec
+async def test_a_lookup_skips_a_session_no_url_can_address(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake_browserbase.add_session("x")
+    listed = [{**fake_browserbase.sessions.pop("x"), "id": ".."}]
+    fake_browserbase.inject(Fault.drop(), route="create")
+    fake_browserbase.inject(Fault.json(listed), route="list")
+    async with make_api() as api:
+        session = await api.create()  # nothing usable found: sent again
+    assert running(fake_browserbase) == [session.id]
+    assert "no URL can address" in caplog.text
