@@ -29,7 +29,7 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 import attrs
@@ -231,6 +231,8 @@ class CreateCounts:
     lost_answers: int = 0
     recovered: int = 0
     released_after_giving_up: int = 0
+    duplicates_released: int = 0
+    """Sessions a retried create made beside the one it returned (a lookup missed them)."""
 
 
 @attrs.define
@@ -358,6 +360,11 @@ class Lifecycle:
                 if found is None:
                     raise
                 created = found
+            else:
+                if failures:
+                    # A lookup found nothing before this retry, yet its index may have lagged
+                    # behind a session the server did make: one more look, one GET.
+                    await self._release_duplicates(state.tag, created.id)
             self._count_wait(state, started)
             return created
 
@@ -385,7 +392,7 @@ class Lifecycle:
         """
         self.counts.lost_answers += 1
         try:
-            found = await self._find(state.tag)
+            sessions = await self._find(state.tag)
         except (APIError, ClientClosedError) as lookup:
             # Closed under the create (`aclose`): the create's own failure, with the tag.
             failure.add_note(
@@ -393,8 +400,12 @@ class Lifecycle:
                 f"exist with user_metadata['{CREATE_TAG_KEY}'] = '{state.tag}'"
             )
             raise failure from lookup
-        if found is None:
+        if not sessions:
             return None
+        # Several, when an earlier lookup missed one (a lagging index) and the create was
+        # sent again: one is the create's, the others are released.
+        found = min(sessions, key=lambda session: session.is_terminal)
+        await self._release_all(session for session in sessions if session is not found)
         logger.info("create: %s; found session %s by its tag, as made", failure, found.id)
         try:
             created = created_session(await self._retrieve_raw(found.id))
@@ -406,23 +417,51 @@ class Lifecycle:
         state.unsure = False
         return created
 
-    async def _find(self, tag: str) -> Session | None:
+    async def _find(self, tag: str) -> list[Session]:
+        """The sessions that carry the create tag *tag* (more than one after a retry)."""
         query = f"user_metadata['{CREATE_TAG_KEY}']:'{tag}'"
         call = Call("GET", "/v1/sessions", None, params={"q": query})
         found = structure_sessions(await self.releaser.requester.call(call))
-        return next((session for session in found if _addressable(session)), None)
+        return [session for session in found if _addressable(session)]
+
+    async def _release_duplicates(self, tag: str, kept: str) -> None:
+        """Release the sessions that carry *tag* but *kept*: a retried create's extra ones.
+
+        A failed lookup is logged with the tag, and the create still succeeds:
+        its session is made and known.
+        """
+        try:
+            sessions = await self._find(tag)
+        except APIError as exc:
+            logger.warning(
+                "a retried create could not check for a second session with "
+                "user_metadata['%s'] = '%s': %s",
+                CREATE_TAG_KEY,
+                tag,
+                exc,
+            )
+            return
+        await self._release_all(session for session in sessions if session.id != kept)
+
+    async def _release_all(self, sessions: Iterable[Session], *, duplicates: bool = True) -> None:
+        """Release *sessions* (those not ended yet), one after the other: rarely more than one."""
+        for session in sessions:
+            if not session.is_terminal:
+                await self._release(session.id, duplicate=duplicates)
 
     async def _retrieve_raw(self, session_id: str) -> object:
         # An id the server gave: percent-encoded where it needs to be, never raw in the URL.
         call = Call("GET", session_path(session_id), session_id)
         return await self.releaser.requester.call(call)
 
-    async def _release(self, session_id: str) -> None:
+    async def _release(self, session_id: str, *, duplicate: bool = False) -> None:
         result = await self.releaser.release_result(
             session_id, project_id=None, wait=False, wait_timeout=0.0
         )
         if result.error is not None:
             logger.warning("could not release session %s: %s", session_id, result.error)
+        elif duplicate:
+            self.counts.duplicates_released += 1
         else:
             self.counts.released_after_giving_up += 1
 
@@ -430,9 +469,7 @@ class Lifecycle:
         """Find and release what a create that its caller gave up on may have made."""
         try:
             async with asyncio.timeout(RECOVERY_TIMEOUT):
-                found = await self._find(state.tag)
-                if found is not None:
-                    await self._release(found.id)
+                await self._release_all(await self._find(state.tag), duplicates=False)
         except (APIError, RuntimeError, TimeoutError) as exc:
             logger.warning(
                 "a cancelled create may have left a session with user_metadata['%s'] = '%s': %s",

@@ -45,6 +45,70 @@ async def until(reached: Callable[[], bool]) -> None:
     raise AssertionError("never reached")
 
 
+# -- 2. a retried create and a lagging index -------------------------------------------------
+
+
+async def test_a_retried_create_releases_the_session_a_lagging_lookup_missed(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    fake_browserbase.inject(Fault.lose(), route="create")  # made; its answer lost
+    fake_browserbase.inject(Fault.json([]), route="list")  # the index has not caught up
+    async with make_api() as api:
+        session = await api.create()
+        assert running(fake_browserbase) == [session.id]
+    assert len(fake_browserbase.sessions) == 2
+    assert fake_browserbase.received.requests["create"] == 2
+    assert fake_browserbase.received.requests["list"] == 2  # the lookup, and the one after
+    assert api._lifecycle.counts.duplicates_released == 1
+
+
+async def test_a_lookup_that_finds_two_sessions_keeps_one_and_releases_the_other(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    fake_browserbase.inject(Fault.lose(), Fault.lose(), route="create")
+    fake_browserbase.inject(Fault.json([]), route="list")  # lags after the first
+    async with make_api() as api:
+        session = await api.create()
+        assert running(fake_browserbase) == [session.id]
+    assert len(fake_browserbase.sessions) == 2
+    assert fake_browserbase.received.requests["list"] == 2  # no lookup more than needed
+
+
+async def test_a_create_that_needed_no_retry_costs_no_second_lookup(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    fake_browserbase.inject(Fault.lose(), route="create")
+    async with make_api() as api:
+        await api.create()
+        await api.create()
+    assert fake_browserbase.received.requests["list"] == 1
+
+
+async def test_a_cancelled_create_releases_every_session_its_tag_carries(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    fake_browserbase.inject(Fault.lose(), Fault.stall(), route="create")
+    fake_browserbase.inject(Fault.json([]), route="list")
+    async with make_api() as api:
+        task = asyncio.create_task(api.create())
+        await fake_browserbase.wait_until(lambda: len(fake_browserbase.sessions) == 2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert running(fake_browserbase) == []
+
+
+async def test_a_failed_check_after_a_retried_create_is_logged_and_the_create_stands(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake_browserbase.inject(Fault.status(503), route="create")
+    fake_browserbase.inject(Fault.json([]), Fault.status(400), route="list")
+    async with make_api() as api:
+        session = await api.create()
+    assert running(fake_browserbase) == [session.id]
+    assert "could not check for a second session" in caplog.text
+
+
 # -- 3. ids the server gives that a caller could not ----------------------------------------
 
 
