@@ -164,18 +164,27 @@ class SessionsAPI:
 
         First the sessions that open guards (`guard`) still hold are released,
         each within `CLOSE_RELEASE_TIMEOUT` seconds, so that a program stopped
-        by Ctrl-C leaves nothing running. Then calls still waiting for a place
+        by Ctrl-C leaves nothing running. So are those of creates whose outcome
+        is unknown (on the wire, or looking their tag up): each such create is
+        cut at once and ends with the closed-client `RuntimeError`, its tag is
+        looked up and what it made released, within the same bound; no create
+        is sent after the close began. Then calls still waiting for a place
         in the window, or sleeping in a backoff or a ``wait=True`` poll, end with
         the closed-client `RuntimeError`, and those on the wire (ours, on a
         caller's ``http_session`` too) with `APIConnectionError`, within a loop
         turn or two. Calling it again does nothing. A closed client refuses
         further calls.
         """
-        # First: no waiting create may take a browser that the releases below free.
-        self._lifecycle.slots.close()
+        # First: no create may take a browser that the releases below free, nor be sent at
+        # all; those whose outcome is unknown are cut, and settled while the guards release.
+        settling = self._lifecycle.close(CLOSE_RELEASE_TIMEOUT)
         try:
-            if not self._requester.closed and self._releaser.holds:
-                await self._releaser.release_held(CLOSE_RELEASE_TIMEOUT)
+            if not self._requester.closed:
+                try:
+                    if self._releaser.holds:
+                        await self._releaser.release_held(CLOSE_RELEASE_TIMEOUT)
+                finally:
+                    await self._lifecycle.settled(settling)
         finally:
             self._requester.close()
             self._flow.close()

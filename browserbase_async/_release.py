@@ -471,10 +471,14 @@ class Hold:
         """Cut what is left of the release to *within* seconds: we were cancelled, or close."""
         # The release ran its first step, which set the deadline, before we could be told.
         assert self.deadline is not None
-        loop_now = asyncio.get_running_loop().time()
-        when = self.deadline.when()
-        soon = loop_now + within
-        self.deadline.reschedule(soon if when is None else min(when, soon))
+        cut_short(self.deadline, within)
+
+
+def cut_short(deadline: asyncio.Timeout, within: float) -> None:
+    """Move *deadline* to *within* seconds from now, unless it comes sooner already."""
+    soon = asyncio.get_running_loop().time() + within
+    when = deadline.when()
+    deadline.reschedule(soon if when is None else min(when, soon))
 
 
 async def finish_shielded(

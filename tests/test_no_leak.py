@@ -7,12 +7,11 @@ from collections.abc import Callable
 
 import pytest
 
-from browserbase_async import (
-    APIResponseValidationError,
-)
+from browserbase_async import APIResponseValidationError, SessionsAPI
+from browserbase_async._lifecycle import CREATE_TAG_KEY
 from browserbase_async.testing import FakeBrowserbase, Fault
 
-from .conftest import ApiFactory
+from .conftest import FAST, ApiFactory
 
 pytestmark = pytest.mark.asyncio
 
@@ -43,6 +42,94 @@ async def until(reached: Callable[[], bool]) -> None:
             return
         await asyncio.sleep(0)
     raise AssertionError("never reached")
+
+
+# -- 1. aclose() racing a create -----------------------------------------------------------
+
+
+async def test_closing_while_a_create_is_on_the_wire_releases_what_it_made() -> None:
+    async with FakeBrowserbase() as fake:
+        api = SessionsAPI(fake.api_key, base_url=fake.base_url, retry=FAST)
+        fake.inject(Fault.stall(), route="create")  # the session made, its answer never sent
+        call = asyncio.create_task(api.create(user_metadata={"job": "a"}))
+        await fake.wait_until(lambda: len(fake.sessions) == 1)
+        await api.aclose()
+        assert running(fake) == []
+        with pytest.raises(RuntimeError, match="closed") as caught:
+            await asyncio.wait_for(call, HANG_GUARD)
+    (session,) = fake.sessions.values()
+    tag = session["userMetadata"][CREATE_TAG_KEY]
+    assert any(tag in note for note in caught.value.__notes__)
+    assert api._lifecycle.counts.released_after_giving_up == 1
+
+
+async def test_closing_while_a_create_looks_its_tag_up_releases_what_it_made() -> None:
+    async with FakeBrowserbase() as fake:
+        api = SessionsAPI(fake.api_key, base_url=fake.base_url, retry=FAST)
+        fake.inject(Fault.lose(), route="create")
+        fake.inject(Fault.hang(), route="list")  # the create's own lookup never answers
+        call = asyncio.create_task(api.create())
+        await fake.wait_until(lambda: fake.received.requests["list"] == 1)
+        await api.aclose()
+        assert running(fake) == []
+        with pytest.raises(RuntimeError, match="closed"):
+            await asyncio.wait_for(call, HANG_GUARD)
+    assert len(fake.sessions) == 1
+    assert fake.received.requests["create"] == 1
+
+
+async def test_a_create_waiting_for_a_permit_while_the_client_closes_is_never_sent() -> None:
+    async with FakeBrowserbase() as fake:
+        api = SessionsAPI(fake.api_key, base_url=fake.base_url, retry=FAST, max_connections=1)
+        (held,) = fake.add_sessions(1)
+        entered = asyncio.Event()
+
+        async def block() -> None:
+            async with api.guard(held):
+                entered.set()
+                await asyncio.Event().wait()
+
+        guarded = asyncio.create_task(block())
+        await entered.wait()
+        fake.hold()
+        first = asyncio.create_task(api.create())  # holds the one permit, on the wire
+        await fake.wait_for_in_flight(1)
+        second = asyncio.create_task(api.create())  # waits for that permit
+        await until(lambda: len(api._flow._waiters) == 1)
+        closing = asyncio.create_task(api.aclose())
+        await until(lambda: api._lifecycle.closing)
+        with pytest.raises(RuntimeError, match="closed"):
+            await api.create()  # a create that comes while the client closes
+        fake.let_go()
+        await asyncio.wait_for(closing, HANG_GUARD)
+        for call in (first, second):
+            with pytest.raises(RuntimeError, match="closed"):
+                await asyncio.wait_for(call, HANG_GUARD)
+        guarded.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await guarded
+    assert running(fake) == []
+    # The first was cut on the wire (its lookup found nothing made); the second never went out.
+    assert fake.received.requests["create"] == 1
+
+
+async def test_closing_joins_the_settling_a_cancelled_create_began() -> None:
+    async with FakeBrowserbase() as fake:
+        api = SessionsAPI(fake.api_key, base_url=fake.base_url, retry=FAST)
+        fake.inject(Fault.stall(), route="create")
+        call = asyncio.create_task(api.create())
+        await fake.wait_until(lambda: len(fake.sessions) == 1)
+        fake.hold()  # the settling's lookup waits
+        call.cancel()
+        await fake.wait_until(lambda: fake.received.requests["list"] == 1)
+        closing = asyncio.create_task(api.aclose())
+        await until(lambda: api._lifecycle.closing)
+        fake.let_go()
+        await asyncio.wait_for(closing, HANG_GUARD)
+        with pytest.raises(asyncio.CancelledError):
+            await call
+    assert running(fake) == []
+    assert fake.received.requests["list"] == 1  # settled once, not once per asking
 
 
 # -- 2. a retried create and a lagging index -------------------------------------------------
