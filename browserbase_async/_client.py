@@ -406,9 +406,10 @@ class SessionsAPI:
         Raises:
             ValueError: A bad *concurrency* or *wait_timeout*, before any
                 request. A failure of one session is never raised: it is in its result.
-            BulkReleaseAborted: The input raised: every release sent was
-                yielded first (so its ``report`` is empty); the input's exception
-                is the ``__cause__``.
+            BulkReleaseAborted: The input raised, or the client was closed (even
+                while the run waited on an input that hangs): every release sent
+                was yielded first (so its ``report`` is empty); the input's
+                exception (the closed-client `RuntimeError`) is the ``__cause__``.
         """
         _bulk.check_concurrency(concurrency)
         check_seconds("wait_timeout", wait_timeout)
@@ -418,6 +419,7 @@ class SessionsAPI:
             session_ids,
             concurrency=concurrency,
             memo_size=_bulk.STREAM_MEMO_SIZE,
+            on_close=self._requester.on_close,
         )
         # Closed here, not by the GC, so that closing us cancels the workers at once.
         async with contextlib.aclosing(run):
@@ -458,9 +460,11 @@ class SessionsAPI:
 
         Raises:
             ValueError: A bad *concurrency* or *wait_timeout*, before any request.
-            BulkReleaseAborted: The input or *on_result* raised: no more ids
-                were taken, the releases sent finished, and its ``report`` holds
-                every session tried; the original exception is its ``__cause__``.
+            BulkReleaseAborted: The input or *on_result* raised, or the client
+                was closed (even while the run waited on an input that hangs): no
+                more ids were taken, the releases sent finished (or were ended by
+                the close), and its ``report`` holds every session tried; the
+                original exception (the closed-client `RuntimeError`) is its ``__cause__``.
         """
         _bulk.check_concurrency(concurrency)
         check_seconds("wait_timeout", wait_timeout)
@@ -491,6 +495,7 @@ class SessionsAPI:
                 keep,
                 concurrency=concurrency,
                 memo_size=None,
+                on_close=self._requester.on_close,
             )
         except _bulk.RunAborted as exc:
             raise BulkReleaseAborted(report(), exc.cause) from exc.cause

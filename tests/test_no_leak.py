@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from browserbase_async import APIResponseValidationError, SessionsAPI
+from browserbase_async import (
+    APIResponseValidationError,
+    BulkReleaseAborted,
+    ReleaseResult,
+    SessionsAPI,
+)
 from browserbase_async._lifecycle import CREATE_TAG_KEY
 from browserbase_async.testing import FakeBrowserbase, Fault
 
@@ -258,3 +263,59 @@ async def test_a_lookup_skips_a_session_no_url_can_address(
         session = await api.create()  # nothing usable found: sent again
     assert running(fake_browserbase) == [session.id]
     assert "no URL can address" in caplog.text
+
+
+# -- 4. aclose() and a bulk run waiting on its input -----------------------------------------
+
+
+async def hung_after(ids: list[str], taken: asyncio.Event) -> AsyncIterator[str]:
+    for session_id in ids:
+        yield session_id
+    taken.set()
+    await asyncio.Event().wait()  # an input that never yields again
+
+
+async def test_closing_ends_a_release_many_waiting_on_a_hung_input() -> None:
+    async with FakeBrowserbase() as fake:
+        ids = fake.add_sessions(3)
+        api = SessionsAPI(fake.api_key, base_url=fake.base_url, retry=FAST)
+        taken = asyncio.Event()
+        seen: list[ReleaseResult] = []
+        fake.hold()
+        run = asyncio.create_task(
+            api.release_many(hung_after(ids, taken), concurrency=8, on_result=seen.append)
+        )
+        await taken.wait()
+        await fake.wait_for_in_flight(3)
+        await api.aclose()
+        with pytest.raises(BulkReleaseAborted) as caught:
+            await asyncio.wait_for(run, HANG_GUARD)
+        fake.let_go()
+    assert isinstance(caught.value.__cause__, RuntimeError)
+    assert "closed" in str(caught.value.__cause__)
+    # Every release that was sent is reported: ended by the close, each a failed result.
+    assert [result.session_id for result in caught.value.report.results] == ids
+    assert not caught.value.report.released
+    assert len(seen) == 3
+
+
+async def test_closing_ends_a_release_iter_waiting_on_a_hung_input() -> None:
+    async with FakeBrowserbase() as fake:
+        ids = fake.add_sessions(2)
+        api = SessionsAPI(fake.api_key, base_url=fake.base_url, retry=FAST)
+        taken = asyncio.Event()
+        results: list[ReleaseResult] = []
+
+        async def consume() -> None:
+            async for result in api.release_iter(hung_after(ids, taken), concurrency=4):
+                results.append(result)
+
+        run = asyncio.create_task(consume())
+        await taken.wait()
+        await until(lambda: len(results) == 2)
+        await api.aclose()
+        with pytest.raises(BulkReleaseAborted) as caught:
+            await asyncio.wait_for(run, HANG_GUARD)
+    assert isinstance(caught.value.__cause__, RuntimeError)
+    assert all(result.ok for result in results)
+    assert running(fake) == []
