@@ -46,6 +46,7 @@ from ._errors import (
     RateLimitError,
     client_closed,
     excerpt,
+    printable,
 )
 from ._models import CreatedSession, Region, Session
 from ._release import CANCELLED_RELEASE_TIMEOUT, Releaser, cut_short, finish_shielded
@@ -207,7 +208,7 @@ def _as_created(session: Session, data: Mapping[str, Any]) -> CreatedSession:
         value = data.get(key)
         if not isinstance(value, str):
             raise APIResponseValidationError(
-                f"session {session.id}: the answer has no {key} string", body=""
+                f"session {printable(session.id)}: the answer has no {key} string", body=""
             )
         found[key] = value
     fields: dict[str, Any] = {
@@ -484,7 +485,9 @@ class Lifecycle:
         # sent again: one is the create's, the others are released.
         found = min(sessions, key=lambda session: session.is_terminal)
         await self._release_all(session for session in sessions if session is not found)
-        logger.info("create: %s; found session %s by its tag, as made", failure, found.id)
+        logger.info(
+            "create: %s; found session %s by its tag, as made", failure, printable(found.id)
+        )
         try:
             created = created_session(await self._retrieve_raw(found.id))
         except APIError:
@@ -537,7 +540,7 @@ class Lifecycle:
             session_id, project_id=None, wait=False, wait_timeout=0.0
         )
         if result.error is not None:
-            logger.warning("could not release session %s: %s", session_id, result.error)
+            logger.warning("could not release session %s: %s", printable(session_id), result.error)
         elif duplicate:
             self.counts.duplicates_released += 1
         else:

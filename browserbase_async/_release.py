@@ -42,6 +42,7 @@ from ._errors import (
     NotFoundError,
     PermissionDeniedError,
     ProxyAuthenticationError,
+    printable,
 )
 from ._models import Session
 from ._request import Call, Fatal, Requester
@@ -186,7 +187,9 @@ class Releaser:
         try:
             session = await requester.retrieve(session_id, timeout)
         except APIError as check:
-            failure.add_note(f"checking session {session_id} with retrieve failed too: {check}")
+            failure.add_note(
+                f"checking session {printable(session_id)} with retrieve failed too: {check}"
+            )
             raise failure from check
         if not session.is_terminal:
             raise failure
@@ -272,7 +275,9 @@ class Releaser:
             try:
                 session = await requester.retrieve(session_id, timeout)
             except NotFoundError:
-                logger.info("session %s is gone (404) after its release: it ended", session_id)
+                logger.info(
+                    "session %s is gone (404) after its release: it ended", printable(session_id)
+                )
                 return None
             except APIError as exc:
                 failed[:] = [exc]
@@ -292,8 +297,8 @@ class Releaser:
         except TimeoutError:
             last_failure = f"; the last poll failed: {failed[0]}" if failed else ""
             raise APITimeoutError(
-                f"session {session_id} did not reach a terminal state within {wait_timeout} s"
-                + last_failure
+                f"session {printable(session_id)} did not reach a terminal state "
+                f"within {wait_timeout} s" + last_failure
             ) from None
         return seen[0] if found is None else found
 
@@ -337,11 +342,13 @@ class Releaser:
             if error is not None:
                 logger.warning(
                     "could not release session %s after %s: %s",
-                    hold.session_id,
+                    printable(hold.session_id),
                     type(exc).__name__,
                     error,
                 )
-                exc.add_note(f"and releasing session {hold.session_id} failed: {error!r}")
+                exc.add_note(
+                    f"and releasing session {printable(hold.session_id)} failed: {error!r}"
+                )
             raise
         error = await self.release_shielded(hold)
         if error is not None:
@@ -406,7 +413,9 @@ class Releaser:
             # the bound it ran out of, not the one it began with.
             when = hold.deadline.when() if hold.deadline is not None else None
             bound = limit if when is None else when - started
-            error = APITimeoutError(f"releasing session {hold.session_id} took over {bound:.3g} s")
+            error = APITimeoutError(
+                f"releasing session {printable(hold.session_id)} took over {bound:.3g} s"
+            )
             return ReleaseResult(hold.session_id, None, error, 0)
 
     async def release_shielded(self, hold: Hold) -> Exception | None:

@@ -220,6 +220,25 @@ async def test_a_session_block_releases_a_session_whose_id_needs_encoding(
 
 
 @pytest.mark.off_spec
+async def test_a_server_id_with_a_terminal_escape_is_released_and_shown_escaped(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    escape = "id\x1b]0;pwned\x07"
+    fake_browserbase.add_session(escape)
+    fake_browserbase.inject(Fault.json(made_by_create(fake_browserbase, escape), 201))
+    fake_browserbase.inject(Fault.status(503), Fault.status(503), Fault.status(503))
+    async with make_api() as api:
+        with pytest.raises(KeyError) as caught:
+            async with api.session():
+                raise KeyError("the block's own")
+    (note,) = caught.value.__notes__
+    assert "\\x1b" in note
+    for text in (note, caplog.text):
+        assert "\x1b" not in text
+        assert "\x07" not in text
+
+
+@pytest.mark.off_spec
 async def test_a_found_session_whose_id_needs_encoding_is_retrieved_or_released(
     fake_browserbase: FakeBrowserbase, make_api: ApiFactory
 ) -> None:
