@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -17,6 +17,7 @@ from browserbase_async._lifecycle import CREATE_TAG_KEY
 from browserbase_async.testing import FakeBrowserbase, Fault
 
 from .conftest import FAST, ApiFactory
+from .helpers import until
 
 pytestmark = pytest.mark.asyncio
 
@@ -38,15 +39,6 @@ def made_by_create(fake: FakeBrowserbase, session_id: str) -> dict[str, object]:
         "seleniumRemoteUrl": "http://connect.fake.invalid/webdriver",
         "signingKey": "k",
     }
-
-
-async def until(reached: Callable[[], bool]) -> None:
-    """Yield to the loop until *reached()* holds: no clock, only turns of the loop."""
-    for _ in range(200_000):
-        if reached():
-            return
-        await asyncio.sleep(0)
-    raise AssertionError("never reached")
 
 
 # -- 1. aclose() racing a create -----------------------------------------------------------
