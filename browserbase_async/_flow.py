@@ -49,6 +49,14 @@ knowing of each other (a fleet) converge to equal shares that keep it full:
   back to its share within a second or two even at one request per gap. Once
   the gap is under `GAP_EXIT` of a round trip (or under `LAST_GAP`) pacing
   ends, and the window climbs as past a stale ceiling.
+- The client's first success ever ends pacing at once, as if the gap had worn
+  off: a pace learned before it was learned from refusals alone, in a storm or
+  in the first burst of a fleet that starts together, where whoever sent last
+  was refused a few times within a millisecond, before any round trip, and
+  crushed to a gap. Kept, that gap held the client at a request every tenth of
+  a second for seconds while the server had room for its share (8 clients on
+  50 in flight: one client 2.8 times its fair time), since at a window of one
+  the others' refusals kept the gap growing as fast as successes shrank it.
 - A 429 whose wait is 0, or an HTTP-date in the past, asks for no wait: it is
   a bare refusal for the window and the pace.
 
@@ -226,6 +234,7 @@ class FlowControl:
     _gap_at: float = attrs.field(default=0.0, init=False)
     _sent_at: float = attrs.field(default=0.0, init=False)
     _refused_last: bool = attrs.field(default=False, init=False)
+    _answered: bool = attrs.field(default=False, init=False)
     _waiters: collections.deque[asyncio.Future[tuple[Permit, float]]] = attrs.field(
         factory=collections.deque, init=False
     )
@@ -369,11 +378,14 @@ class FlowControl:
 
     def _grow(self, load: int) -> None:
         self._refused_last = False
+        first, self._answered = not self._answered, True
         if self._gap:
             # Pacing: each success shortens the gap a little, and the window waits for its end.
             self._gap *= GAP_DECAY
             round_trip = self._now() - self._sent_at
-            if (gap := self._pacing_gap()) < max(LAST_GAP, round_trip * GAP_EXIT):
+            # The first success ever ends it too: a pace learned before any (in a fleet's
+            # first burst, or a storm) was learned from refusals alone.
+            if first or (gap := self._pacing_gap()) < max(LAST_GAP, round_trip * GAP_EXIT):
                 # Out of pacing: whatever ceiling the refusals left is stale by now, and the
                 # window climbs with a step that doubles each round trip.
                 self._gap, self._ceiling, self._base = 0.0, math.inf, self.window
