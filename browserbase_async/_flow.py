@@ -133,7 +133,7 @@ GAP_DECAY: Final = 0.98
 GAP_EXIT: Final = 0.25
 """Pacing ends once the gap is under this share of a round trip (or under `LAST_GAP`)."""
 FIRST_GAP_EXIT: Final = 1.0
-"""At the client's first success ever, pacing ends if the gap is under this share of its round trip."""
+"""At the first success ever, pacing ends if the gap is under this share of a round trip."""
 GAP_HALF_LIFE: Final = 1.0
 """Seconds: with no refusal, the gap halves after one of them, and is 1/256 of itself after two.
 
