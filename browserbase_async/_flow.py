@@ -49,6 +49,17 @@ knowing of each other (a fleet) converge to equal shares that keep it full:
   back to its share within a second or two even at one request per gap. Once
   the gap is under `GAP_EXIT` of a round trip (or under `LAST_GAP`) pacing
   ends, and the window climbs as past a stale ceiling.
+- At the client's first success ever, pacing ends if the gap is under its round
+  trip (`FIRST_GAP_EXIT`), not a quarter of it: a gap that short was learned
+  before any round trip, from refusals alone, in the first burst of a fleet
+  that starts together, where whoever sent last is refused a few times within a
+  millisecond and crushed to a window of one. Kept, that gap held the client at
+  a request every tenth of a second for seconds while the server had room for
+  its share (8 clients on 50 in flight: one client 2.8 times its fair time),
+  since at a window of one the others' refusals lengthened the gap as fast as
+  successes shortened it. (Ending any pace at the first success also mends a
+  storm faster, but costs the crowds, which are paced from their first burst
+  too, more failed sessions.)
 - A 429 whose wait is 0, or an HTTP-date in the past, asks for no wait: it is
   a bare refusal for the window and the pace.
 
@@ -121,6 +132,8 @@ GAP_DECAY: Final = 0.98
 """How much shorter the gap gets with each success while pacing (about 20 to undo a 429)."""
 GAP_EXIT: Final = 0.25
 """Pacing ends once the gap is under this share of a round trip (or under `LAST_GAP`)."""
+FIRST_GAP_EXIT: Final = 1.0
+"""At the first success ever, pacing ends if the gap is under this share of a round trip."""
 GAP_HALF_LIFE: Final = 1.0
 """Seconds: with no refusal, the gap halves after one of them, and is 1/256 of itself after two.
 
@@ -226,6 +239,7 @@ class FlowControl:
     _gap_at: float = attrs.field(default=0.0, init=False)
     _sent_at: float = attrs.field(default=0.0, init=False)
     _refused_last: bool = attrs.field(default=False, init=False)
+    _answered: bool = attrs.field(default=False, init=False)
     _waiters: collections.deque[asyncio.Future[tuple[Permit, float]]] = attrs.field(
         factory=collections.deque, init=False
     )
@@ -369,11 +383,15 @@ class FlowControl:
 
     def _grow(self, load: int) -> None:
         self._refused_last = False
+        first, self._answered = not self._answered, True
         if self._gap:
             # Pacing: each success shortens the gap a little, and the window waits for its end.
             self._gap *= GAP_DECAY
             round_trip = self._now() - self._sent_at
-            if (gap := self._pacing_gap()) < max(LAST_GAP, round_trip * GAP_EXIT):
+            # The first success ever ends it sooner: a pace learned before any round trip
+            # (in a fleet's first burst) was learned from refusals alone.
+            exit = FIRST_GAP_EXIT if first else GAP_EXIT
+            if (gap := self._pacing_gap()) < max(LAST_GAP, round_trip * exit):
                 # Out of pacing: whatever ceiling the refusals left is stale by now, and the
                 # window climbs with a step that doubles each round trip.
                 self._gap, self._ceiling, self._base = 0.0, math.inf, self.window
