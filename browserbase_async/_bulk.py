@@ -139,7 +139,7 @@ class BulkReleaseAborted(BrowserbaseError):
 class RunAborted(Exception):
     """A run's input or consumer raised *cause*: the run stopped (internal to the bulk calls)."""
 
-    def __init__(self, cause: Exception) -> None:
+    def __init__(self, cause: BaseException) -> None:
         super().__init__(cause)
         self.cause = cause
 
@@ -209,7 +209,17 @@ def clock_offset(headers: Mapping[str, str], received: datetime) -> float:
         return 0.0
     # The server's clock read somewhere in [sent, sent + 1 s): take the middle.
     offset = (sent - received).total_seconds() + 0.5
+    try:
+        # A date at the calendar's edge (year 9999 west of UTC, year 1 east of it) is no
+        # clock: the server's now, a day on, would not even be a datetime.
+        received + timedelta(seconds=offset) + _CALENDAR_SLACK
+        received + timedelta(seconds=offset) - _CALENDAR_SLACK
+    except OverflowError:
+        return 0.0
     return offset if abs(offset) > 1.0 else 0.0
+
+
+_CALENDAR_SLACK: Final = timedelta(days=1)
 
 
 @attrs.frozen
@@ -400,8 +410,9 @@ async def drive(
     check_concurrency(concurrency)
     source = _Source(session_ids)
     memo = _Memo(memo_size)
-    errors: list[Exception] = []
+    errors: list[BaseException] = []
     workers: list[asyncio.Task[None]] = []
+    stopping = False
 
     def spawn() -> None:
         workers.append(asyncio.create_task(worker(), name=f"{WORKER_NAME}{len(workers)}"))
@@ -428,6 +439,14 @@ async def drive(
         except Exception as exc:  # the input's, the consumer's, or a close: stop taking ids
             errors.append(exc)
             source.exhausted = True
+        except asyncio.CancelledError as exc:
+            if stopping:
+                raise
+            # Not the run's own stop: the input or the consumer raised it (a future it
+            # awaited was cancelled). A worker that ended quietly would leave the ids it had
+            # yet to take out of a report that looks whole.
+            errors.append(exc)
+            source.exhausted = True
 
     spawn()
     try:
@@ -439,6 +458,7 @@ async def drive(
             batch, seen = workers[seen:], len(workers)
             await asyncio.wait(batch)
     finally:
+        stopping = True
         for task in workers:
             task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)

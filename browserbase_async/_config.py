@@ -14,7 +14,7 @@ import ssl as _ssl
 import urllib.request
 from collections.abc import Mapping
 from typing import Final, Literal, TypeAlias
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from ._models import Session
 
@@ -96,7 +96,7 @@ def resolve_base_url(
             is plain HTTP to a non-loopback host without ``allow_insecure_http``.
     """
     url = base_url if base_url is not None else environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
-    parts = urlsplit(url)
+    parts = _split_usable("base_url", url)
     shown = redact_url(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"base_url must be an http(s) URL with a host, got {shown!r}")
@@ -114,6 +114,27 @@ def resolve_base_url(
             "use https://, or pass allow_insecure_http=True"
         )
     return root
+
+
+def _split_usable(name: str, url: str) -> SplitResult:
+    """Split *url*, refusing what no request could use.
+
+    A port out of range (or not a number), a bracket left open, a backslash in the
+    host part (urllib reads past it; aiohttp refuses it at each request): the
+    caller's mistake, said when the client is made, not a connection error at every
+    call. The parser's messages quote no part of the URL but its port: no credentials.
+
+    Raises:
+        ValueError: *url* cannot be used; the message names *name*.
+    """
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018
+    except ValueError as exc:
+        raise ValueError(f"{name} is not a valid URL: {exc}") from None
+    if "\\" in parts.netloc:
+        raise ValueError(f"{name} is not a valid URL: a backslash in its host part")
+    return parts
 
 
 def redact_url(url: str) -> str:
@@ -140,7 +161,7 @@ def resolve_proxy(proxy: str | None, base_url: str) -> str | None:
     if parts.scheme != "https":
         return None
     if proxy is not None:
-        given = urlsplit(proxy)
+        given = _split_usable("proxy", proxy)
         if given.scheme not in ("http", "https") or not given.hostname:
             raise ValueError(f"proxy must be an http(s) URL with a host, got {redact_url(proxy)!r}")
         return proxy
