@@ -14,8 +14,9 @@ import ssl as _ssl
 import urllib.request
 from collections.abc import Mapping
 from typing import Final, Literal, TypeAlias
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import SplitResult, quote, urlsplit
 
+from ._errors import APIResponseValidationError
 from ._models import Session
 
 DEFAULT_BASE_URL: Final = "https://api.browserbase.com"
@@ -49,6 +50,10 @@ PROJECT_ID_ENV: Final = "BROWSERBASE_PROJECT_ID"
 # RFC 3986 "unreserved": nothing that could end the path segment, start a
 # query, or be decoded by a proxy into something that does.
 _SESSION_ID: Final = re.compile(r"[A-Za-z0-9._~-]+")
+SESSIONS_PATH: Final = "/v1/sessions/"
+_UNADDRESSABLE: Final = frozenset({"", ".", ".."})
+"""Ids no URL path can hold: a path ends, or steps up, there; percent-encoding ``.`` changes
+nothing (RFC 3986 holds ``%2E`` equal to ``.``, and URL libraries decode it)."""
 _LOOPBACK_NAMES: Final = frozenset({"localhost", "localhost.localdomain"})
 _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -237,6 +242,40 @@ def check_session_id(session_id: object) -> str:
         raise ValueError(
             f"invalid session id {session_id[:80]!r}: "
             "use only letters, digits and '-', '.', '_', '~' (and not '.' or '..')"
+        )
+    return session_id
+
+
+def session_path(session_id: str) -> str:
+    """Return the path of the session *session_id*, its id percent-encoded where needed.
+
+    A caller's id was checked (`check_session_id`) and goes in as it is; an id
+    that the server gave may hold any character, and is never put into a URL raw.
+
+    Raises:
+        ValueError: No URL can address *session_id* (empty, ``.`` or ``..``).
+    """
+    if session_id in _UNADDRESSABLE:
+        raise ValueError(f"session id {session_id!r}: no URL can address it")
+    if _SESSION_ID.fullmatch(session_id) is not None:
+        return SESSIONS_PATH + session_id
+    return SESSIONS_PATH + quote(session_id, safe="")
+
+
+def server_session_id(session_id: str) -> str:
+    """Return *session_id*, an id the server gave, if a URL can address it (percent-encoded).
+
+    Such an id is released whatever characters it holds (`session_path`
+    encodes them); only one that no path can hold is refused.
+
+    Raises:
+        APIResponseValidationError: *session_id* is empty, ``.`` or ``..``.
+    """
+    if session_id in _UNADDRESSABLE:
+        raise APIResponseValidationError(
+            f"the server gave the session id {session_id!r}, which no URL can address: "
+            "no client can release that session through the API; it ends at its timeout",
+            body="",
         )
     return session_id
 
