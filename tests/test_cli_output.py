@@ -70,6 +70,7 @@ def test_an_id_that_would_not_read_back_is_never_printed_raw(
     assert sorted(read_back) == sorted(lines)
     warning = ran.stderr.splitlines()[0]
     assert warning.startswith(f"browserbase-async: {len(odd)} session ids printed as JSON strings")
+    assert "--from-file would not read each back as one id" in warning
 
 
 def test_the_failed_out_file_holds_each_failed_id_on_one_line(tmp_path: Path) -> None:

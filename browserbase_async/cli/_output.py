@@ -125,7 +125,9 @@ class Stdout(io.TextIOBase):
             return len(text)
         if self._writer is not None:
             writer, fd = self._writer
-            self.reader_gone = writer.gone(fd)
+            if writer.gone(fd):
+                self.reader_gone = True
+                return len(text)
             errors = getattr(self._stream, "errors", None) or "strict"
             writer.put(fd, text.encode(self.encoding, errors), self._failed)
             return len(text)
@@ -327,7 +329,7 @@ def printable(text: str) -> str:
 COMMENT: Final = "#"
 """A line of ``--from-file`` that starts with this is a comment."""
 QUOTED_IDS: Final = (
-    "browserbase-async: {count} session ids printed as JSON strings: written as they are"
+    "browserbase-async: {count} printed as JSON strings: written as they are"
     " (a line break, a tab, a control character, a space at an end, a leading '#'),"
     " --from-file would not read each back as one id"
 )
@@ -348,7 +350,7 @@ def reads_back(session_id: str) -> bool:
 def id_field(session_id: str) -> str:
     """*session_id* as a line (or a field) of machine-readable output: itself when it
     `reads_back`; else a JSON string, one line with no tab, which ``--from-file`` takes as
-    one invalid id (a quote is never part of an id), never as other ids."""
+    one invalid id (no id this client sends holds a quote), never as other ids."""
     return session_id if reads_back(session_id) else json.dumps(session_id)
 
 
@@ -369,7 +371,7 @@ def write_id_rows(file: IO[str] | io.TextIOBase, rows: Iterable[Sequence[str]]) 
         lines.append("\t".join([id_field(session_id), *map(_cell_field, cells)]) + "\n")
     file.writelines(lines)
     if quoted:
-        say(QUOTED_IDS.format(count=quoted))
+        say(QUOTED_IDS.format(count="1 session id" if quoted == 1 else f"{quoted} session ids"))
 
 
 def session_cells(session: Session) -> tuple[str, str, str, str, str]:
