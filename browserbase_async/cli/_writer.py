@@ -26,7 +26,7 @@ from typing import IO, Final
 
 import attrs
 
-CHUNK: Final = select.PIPE_BUF
+CHUNK: Final[int] = getattr(select, "PIPE_BUF", 512)  # 512: POSIX's least; no PIPE_BUF: no poll
 """Bytes written at a time: a write this size to a pipe that polls writable never blocks."""
 LAST_WRITES_BOUND: Final = 1.0
 """Seconds `Background.abandon` waits for a writer still in a write that polled writable
