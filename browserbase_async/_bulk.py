@@ -30,7 +30,7 @@ from typing import Final, TypeAlias
 import attrs
 
 from ._config import check_session_id
-from ._errors import BrowserbaseError, ClientClosedError
+from ._errors import BrowserbaseError, ClientClosedError, client_closed
 from ._flow import FlowStats
 from ._models import Session
 
@@ -43,6 +43,8 @@ Age: TypeAlias = float | timedelta
 Where: TypeAlias = Callable[[Session], object]
 """A predicate on a session: keep it when it returns something true."""
 ReleaseOne: TypeAlias = Callable[[object], Awaitable["ReleaseResult"]]
+OnClose: TypeAlias = Callable[[Callable[[], object]], Callable[[], None]]
+"""Registers what to call when the client closes; returns what forgets it (`Requester.on_close`)."""
 
 STREAM_MEMO_SIZE: Final = 4096
 """Finished ids that `release_iter` remembers, to report a repeat without a new request."""
@@ -139,7 +141,7 @@ class BulkReleaseAborted(BrowserbaseError):
 class RunAborted(Exception):
     """A run's input or consumer raised *cause*: the run stopped (internal to the bulk calls)."""
 
-    def __init__(self, cause: Exception) -> None:
+    def __init__(self, cause: BaseException) -> None:
         super().__init__(cause)
         self.cause = cause
 
@@ -209,7 +211,17 @@ def clock_offset(headers: Mapping[str, str], received: datetime) -> float:
         return 0.0
     # The server's clock read somewhere in [sent, sent + 1 s): take the middle.
     offset = (sent - received).total_seconds() + 0.5
+    try:
+        # A date at the calendar's edge (year 9999 west of UTC, year 1 east of it) is no
+        # clock: the server's now, a day on, would not even be a datetime.
+        received + timedelta(seconds=offset) + _CALENDAR_SLACK
+        received + timedelta(seconds=offset) - _CALENDAR_SLACK
+    except OverflowError:
+        return 0.0
     return offset if abs(offset) > 1.0 else 0.0
+
+
+_CALENDAR_SLACK: Final = timedelta(days=1)
 
 
 @attrs.frozen
@@ -379,6 +391,7 @@ async def drive(
     *,
     concurrency: int,
     memo_size: int | None,
+    on_close: OnClose | None = None,
 ) -> None:
     """Release every id of *session_ids*, handing each ``(position, result)`` to *emit*.
 
@@ -390,6 +403,8 @@ async def drive(
         concurrency: The most workers, and requests in flight; never more
             workers than ids taken from the input (plus the one looking for the next).
         memo_size: Finished ids remembered to answer repeats; ``None``: all.
+        on_close: Where to hear that the client closed: the run then stops
+            taking ids at once, even from an input that hangs.
 
     Raises:
         ValueError: *concurrency* is below 1.
@@ -400,18 +415,41 @@ async def drive(
     check_concurrency(concurrency)
     source = _Source(session_ids)
     memo = _Memo(memo_size)
-    errors: list[Exception] = []
+    errors: list[BaseException] = []
     workers: list[asyncio.Task[None]] = []
+    stopping = False
+    taking: set[asyncio.Task[None]] = set()
+    """Workers waiting on an async input: the ones a close cuts."""
+    cut: set[asyncio.Task[None]] = set()
 
     def spawn() -> None:
         workers.append(asyncio.create_task(worker(), name=f"{WORKER_NAME}{len(workers)}"))
 
+    def stop_taking() -> None:
+        # The client closed. A worker releasing ends as the close ends its request, and
+        # reports it; one waiting on the input would wait as long as the input hangs.
+        if not errors:
+            errors.append(client_closed())
+        source.exhausted = True
+        for task in taking:
+            cut.add(task)
+            task.cancel()
+
     async def worker() -> None:
+        me = asyncio.current_task()
+        assert me is not None
         try:
             while not errors:
                 # A failure of the input itself lands below too: the releases in flight
                 # finish, then it is raised.
-                item = await source.next() if source.is_async else source.take()
+                if source.is_async:
+                    taking.add(me)
+                    try:
+                        item = await source.next()
+                    finally:
+                        taking.discard(me)
+                else:
+                    item = source.take()
                 if item is None:
                     return
                 if len(workers) < concurrency:
@@ -428,7 +466,18 @@ async def drive(
         except Exception as exc:  # the input's, the consumer's, or a close: stop taking ids
             errors.append(exc)
             source.exhausted = True
+        except asyncio.CancelledError as exc:
+            if stopping:
+                raise
+            if me in cut and me.uncancel() == 0:
+                return  # cut by the close, whose error the run raises
+            # Not the run's own stop: the input or the consumer raised it (a future it
+            # awaited was cancelled). A worker that ended quietly would leave the ids it had
+            # yet to take out of a report that looks whole.
+            errors.append(exc)
+            source.exhausted = True
 
+    forget = on_close(stop_taking) if on_close is not None else None
     spawn()
     try:
         # Workers spawn others only while they run: once all those seen are done, all are.
@@ -439,6 +488,9 @@ async def drive(
             batch, seen = workers[seen:], len(workers)
             await asyncio.wait(batch)
     finally:
+        stopping = True
+        if forget is not None:
+            forget()
         for task in workers:
             task.cancel()
         await asyncio.gather(*workers, return_exceptions=True)
@@ -452,6 +504,7 @@ async def stream(
     *,
     concurrency: int,
     memo_size: int | None,
+    on_close: OnClose | None = None,
 ) -> AsyncGenerator[tuple[int, ReleaseResult], None]:
     """`drive`, as an async generator of ``(position, result)`` in completion order.
 
@@ -472,6 +525,7 @@ async def stream(
                 emit,
                 concurrency=concurrency,
                 memo_size=memo_size,
+                on_close=on_close,
             )
         except Exception as exc:
             failure.append(exc)

@@ -164,18 +164,27 @@ class SessionsAPI:
 
         First the sessions that open guards (`guard`) still hold are released,
         each within `CLOSE_RELEASE_TIMEOUT` seconds, so that a program stopped
-        by Ctrl-C leaves nothing running. Then calls still waiting for a place
+        by Ctrl-C leaves nothing running. So are those of creates whose outcome
+        is unknown (on the wire, or looking their tag up): each such create is
+        cut at once and ends with the closed-client `RuntimeError`, its tag is
+        looked up and what it made released, within the same bound; no create
+        is sent after the close began. Then calls still waiting for a place
         in the window, or sleeping in a backoff or a ``wait=True`` poll, end with
         the closed-client `RuntimeError`, and those on the wire (ours, on a
         caller's ``http_session`` too) with `APIConnectionError`, within a loop
         turn or two. Calling it again does nothing. A closed client refuses
         further calls.
         """
-        # First: no waiting create may take a browser that the releases below free.
-        self._lifecycle.slots.close()
+        # First: no create may take a browser that the releases below free, nor be sent at
+        # all; those whose outcome is unknown are cut, and settled while the guards release.
+        settling = self._lifecycle.close(CLOSE_RELEASE_TIMEOUT)
         try:
-            if not self._requester.closed and self._releaser.holds:
-                await self._releaser.release_held(CLOSE_RELEASE_TIMEOUT)
+            if not self._requester.closed:
+                try:
+                    if self._releaser.holds:
+                        await self._releaser.release_held(CLOSE_RELEASE_TIMEOUT)
+                finally:
+                    await self._lifecycle.settled(settling)
         finally:
             self._requester.close()
             self._flow.close()
@@ -397,9 +406,10 @@ class SessionsAPI:
         Raises:
             ValueError: A bad *concurrency* or *wait_timeout*, before any
                 request. A failure of one session is never raised: it is in its result.
-            BulkReleaseAborted: The input raised: every release sent was
-                yielded first (so its ``report`` is empty); the input's exception
-                is the ``__cause__``.
+            BulkReleaseAborted: The input raised, or the client was closed (even
+                while the run waited on an input that hangs): every release sent
+                was yielded first (so its ``report`` is empty); the input's
+                exception (the closed-client `RuntimeError`) is the ``__cause__``.
         """
         _bulk.check_concurrency(concurrency)
         check_seconds("wait_timeout", wait_timeout)
@@ -409,6 +419,7 @@ class SessionsAPI:
             session_ids,
             concurrency=concurrency,
             memo_size=_bulk.STREAM_MEMO_SIZE,
+            on_close=self._requester.on_close,
         )
         # Closed here, not by the GC, so that closing us cancels the workers at once.
         async with contextlib.aclosing(run):
@@ -449,9 +460,11 @@ class SessionsAPI:
 
         Raises:
             ValueError: A bad *concurrency* or *wait_timeout*, before any request.
-            BulkReleaseAborted: The input or *on_result* raised: no more ids
-                were taken, the releases sent finished, and its ``report`` holds
-                every session tried; the original exception is its ``__cause__``.
+            BulkReleaseAborted: The input or *on_result* raised, or the client
+                was closed (even while the run waited on an input that hangs): no
+                more ids were taken, the releases sent finished (or were ended by
+                the close), and its ``report`` holds every session tried; the
+                original exception (the closed-client `RuntimeError`) is its ``__cause__``.
         """
         _bulk.check_concurrency(concurrency)
         check_seconds("wait_timeout", wait_timeout)
@@ -482,6 +495,7 @@ class SessionsAPI:
                 keep,
                 concurrency=concurrency,
                 memo_size=None,
+                on_close=self._requester.on_close,
             )
         except _bulk.RunAborted as exc:
             raise BulkReleaseAborted(report(), exc.cause) from exc.cause

@@ -14,8 +14,9 @@ import ssl as _ssl
 import urllib.request
 from collections.abc import Mapping
 from typing import Final, Literal, TypeAlias
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, quote, urlsplit
 
+from ._errors import APIResponseValidationError
 from ._models import Session
 
 DEFAULT_BASE_URL: Final = "https://api.browserbase.com"
@@ -49,6 +50,10 @@ PROJECT_ID_ENV: Final = "BROWSERBASE_PROJECT_ID"
 # RFC 3986 "unreserved": nothing that could end the path segment, start a
 # query, or be decoded by a proxy into something that does.
 _SESSION_ID: Final = re.compile(r"[A-Za-z0-9._~-]+")
+SESSIONS_PATH: Final = "/v1/sessions/"
+_UNADDRESSABLE: Final = frozenset({"", ".", ".."})
+"""Ids no URL path can hold: a path ends, or steps up, there; percent-encoding ``.`` changes
+nothing (RFC 3986 holds ``%2E`` equal to ``.``, and URL libraries decode it)."""
 _LOOPBACK_NAMES: Final = frozenset({"localhost", "localhost.localdomain"})
 _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
@@ -96,7 +101,7 @@ def resolve_base_url(
             is plain HTTP to a non-loopback host without ``allow_insecure_http``.
     """
     url = base_url if base_url is not None else environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
-    parts = urlsplit(url)
+    parts = _split_usable("base_url", url)
     shown = redact_url(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"base_url must be an http(s) URL with a host, got {shown!r}")
@@ -114,6 +119,27 @@ def resolve_base_url(
             "use https://, or pass allow_insecure_http=True"
         )
     return root
+
+
+def _split_usable(name: str, url: str) -> SplitResult:
+    """Split *url*, refusing what no request could use.
+
+    A port out of range (or not a number), a bracket left open, a backslash in the
+    host part (urllib reads past it; aiohttp refuses it at each request): the
+    caller's mistake, said when the client is made, not a connection error at every
+    call. The parser's messages quote no part of the URL but its port: no credentials.
+
+    Raises:
+        ValueError: *url* cannot be used; the message names *name*.
+    """
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018
+    except ValueError as exc:
+        raise ValueError(f"{name} is not a valid URL: {exc}") from None
+    if "\\" in parts.netloc:
+        raise ValueError(f"{name} is not a valid URL: a backslash in its host part")
+    return parts
 
 
 def redact_url(url: str) -> str:
@@ -140,7 +166,7 @@ def resolve_proxy(proxy: str | None, base_url: str) -> str | None:
     if parts.scheme != "https":
         return None
     if proxy is not None:
-        given = urlsplit(proxy)
+        given = _split_usable("proxy", proxy)
         if given.scheme not in ("http", "https") or not given.hostname:
             raise ValueError(f"proxy must be an http(s) URL with a host, got {redact_url(proxy)!r}")
         return proxy
@@ -216,6 +242,40 @@ def check_session_id(session_id: object) -> str:
         raise ValueError(
             f"invalid session id {session_id[:80]!r}: "
             "use only letters, digits and '-', '.', '_', '~' (and not '.' or '..')"
+        )
+    return session_id
+
+
+def session_path(session_id: str) -> str:
+    """Return the path of the session *session_id*, its id percent-encoded where needed.
+
+    A caller's id was checked (`check_session_id`) and goes in as it is; an id
+    that the server gave may hold any character, and is never put into a URL raw.
+
+    Raises:
+        ValueError: No URL can address *session_id* (empty, ``.`` or ``..``).
+    """
+    if session_id in _UNADDRESSABLE:
+        raise ValueError(f"session id {session_id!r}: no URL can address it")
+    if _SESSION_ID.fullmatch(session_id) is not None:
+        return SESSIONS_PATH + session_id
+    return SESSIONS_PATH + quote(session_id, safe="")
+
+
+def server_session_id(session_id: str) -> str:
+    """Return *session_id*, an id the server gave, if a URL can address it (percent-encoded).
+
+    Such an id is released whatever characters it holds (`session_path`
+    encodes them); only one that no path can hold is refused.
+
+    Raises:
+        APIResponseValidationError: *session_id* is empty, ``.`` or ``..``.
+    """
+    if session_id in _UNADDRESSABLE:
+        raise APIResponseValidationError(
+            f"the server gave the session id {session_id!r}, which no URL can address: "
+            "no client can release that session through the API; it ends at its timeout",
+            body="",
         )
     return session_id
 

@@ -49,10 +49,37 @@ knowing of each other (a fleet) converge to equal shares that keep it full:
   back to its share within a second or two even at one request per gap. Once
   the gap is under `GAP_EXIT` of a round trip (or under `LAST_GAP`) pacing
   ends, and the window climbs as past a stale ceiling; but a shallow spell (a
-  gap that never grew past `SHALLOW_GAP`) lasts `SHALLOW_SPELL` at least, so
+  gap that never grew past `SHALLOW_GAP`, while the waiting calls carry fewer
+  than `SHALLOW_DANGER` refusals each) lasts `SHALLOW_SPELL` at least, so
   that a client whose share is about one request per round trip (a fleet at a
   limit per second) does not leave pacing at its first success to climb to
   three or four places and be refused again.
+- At the client's first success ever, pacing ends if the gap is under its round
+  trip (`FIRST_GAP_EXIT`), not a quarter of it: a gap that short was learned
+  before any round trip, from refusals alone, in the first burst of a fleet
+  that starts together, where whoever sent last is refused a few times within a
+  millisecond and crushed to a window of one. Kept, that gap held the client at
+  a request every tenth of a second for seconds while the server had room for
+  its share (8 clients on 50 in flight: one client 2.8 times its fair time),
+  since at a window of one the others' refusals lengthened the gap as fast as
+  successes shortened it. Not while the calls carry a refusal each or more
+  (`CAUTION`, below): a crowd is paced from its first burst too, and ending
+  that pace cost it more refusals per call, and failed calls. (Ending any
+  pace at the first success also mends a storm faster, but costs the crowds.)
+- Pacing turns cautious once the calls waiting carry `CAUTION` refusals or
+  more each on average (each call fails at its ``max_rate_limited``-th;
+  a refusal adds one to the count, a success takes away the finished call's
+  share of it): the *danger* is that average. Then a refusal running
+  lengthens the gap by ``GAP_GROWTH ** (1 + danger - CAUTION)`` (a call
+  near its last refusal is the one about to fail), a lone refusal between
+  successes lengthens it too, by `GAP_GROWTH`, and the gap's half-life is
+  stretched by `CAUTION_HALF_LIFE` per refusal a call carries past
+  `CAUTION`. That is the crowd's case, more clients than the limit has places: a hundred clients
+  sharing 20 requests a second each need a gap of about five seconds, which
+  the plain rule's decay in time would not let the gap keep (it held it near
+  0.84 s, where 83 % of the sends were refused, and 117 of 600 calls failed).
+  A fleet of a few clients, or a storm met by a client with many calls, stays
+  under the threshold and paces as before.
 - A 429 whose wait is 0, or an HTTP-date in the past, asks for no wait: it is
   a bare refusal for the window and the pace.
 
@@ -125,8 +152,14 @@ GAP_DECAY: Final = 0.98
 """How much shorter the gap gets with each success while pacing (about 20 to undo a 429)."""
 GAP_EXIT: Final = 0.25
 """Pacing ends once the gap is under this share of a round trip (or under `LAST_GAP`)."""
+FIRST_GAP_EXIT: Final = 1.0
+"""At the first success ever, pacing ends if the gap is under this share of a round trip."""
 SHALLOW_GAP: Final = 2 * FIRST_GAP
 """Seconds: a spell of pacing whose gap never grew to this is shallow (see `SHALLOW_SPELL`)."""
+SHALLOW_DANGER: Final = 0.5
+"""A shallow spell is held only while the waiting calls carry fewer refusals each than this.
+
+(A crowd's calls carry more: holding its spells made it less fair.)"""
 SHALLOW_SPELL: Final = 0.4
 """Seconds a shallow spell of pacing lasts at least, however short its gap.
 
@@ -134,7 +167,7 @@ Its first gap is under a quarter of a 20 ms round trip: without it, a fleet at a
 second whose clients get about one request per round trip each left pacing at the first
 success, climbed past a stale ceiling to three or four places and was refused again
 (4 clients on 200 a second: 1.26 requests per session, now 1.20). A deeper spell (a crowd, a
-storm) ends as before: holding those longer failed more sessions in crowds."""
+storm) ends as before: holding every spell 0.4 to 0.6 s failed more sessions in crowds."""
 GAP_HALF_LIFE: Final = 1.0
 """Seconds: with no refusal, the gap halves after one of them, and is 1/256 of itself after two.
 
@@ -164,6 +197,17 @@ low (the demo's realistic faults, 3 % of answers a 429 asking 50 ms: 1,000 relea
 instead of 4 s, before a pause below the rate refused last stopped cutting it)."""
 MAX_PACE: Final = 1.0 / LAST_GAP
 """Requests per second past which the pace after a pause lets go: the window alone governs."""
+
+CAUTION: Final = 1.0
+"""Refusals carried per waiting call past which pacing turns cautious (see the module's docstring).
+
+A call fails at its ``max_rate_limited``-th refusal (10 by default): one each is what a storm
+met by a client of 32 calls costs them, and what the other fleets stay under."""
+CAUTION_HALF_LIFE: Final = 2.0
+"""Per refusal carried per call past `CAUTION`, the gap's half-life grows by this many of itself.
+
+(Measured on the crowds: 1 left 4 to 7 of 600 calls failing at 100 clients on 20 a second;
+3 kept every call but finished the last client past twice its fair share.)"""
 
 SWEEP_SLACK: Final = 32
 """Cancelled waiters the queue may hold beyond its live ones before it is swept."""
@@ -242,6 +286,8 @@ class FlowControl:
     _spell_peak: float = attrs.field(default=0.0, init=False)
     _sent_at: float = attrs.field(default=0.0, init=False)
     _refused_last: bool = attrs.field(default=False, init=False)
+    _answered: bool = attrs.field(default=False, init=False)
+    _carried: float = attrs.field(default=0.0, init=False)
     _waiters: collections.deque[asyncio.Future[tuple[Permit, float]]] = attrs.field(
         factory=collections.deque, init=False
     )
@@ -357,10 +403,14 @@ class FlowControl:
         if response is not None:
             status = response.status
             if status == 429:
+                self._carried += 1.0
                 self._refused(permit, response)
             elif 200 <= status < 300 or 400 <= status < 500:
                 # Any answer but a refusal is room at the server: a 404 too.
                 self._accepted += 1
+                if self._carried:
+                    # The call is done: its share of the refusals the calls carry goes with it.
+                    self._carried -= self._carried / (self._waiting + self.in_flight + 1)
                 self._grow(permit[1])
             elif status >= 500:
                 self._refused(permit, response)
@@ -385,14 +435,25 @@ class FlowControl:
 
     def _grow(self, load: int) -> None:
         self._refused_last = False
+        first, self._answered = not self._answered, True
         if self._gap:
             # Pacing: each success shortens the gap a little, and the window waits for its end.
             self._gap *= GAP_DECAY
             round_trip = self._now() - self._sent_at
-            gap = self._pacing_gap()
-            # A shallow spell lasts `SHALLOW_SPELL` at least (see there).
-            held = self._spell_peak < SHALLOW_GAP and self._now() - self._spell_at < SHALLOW_SPELL
-            if gap < max(LAST_GAP, round_trip * GAP_EXIT) and not held:
+            # The first success ever ends it sooner: a pace learned before any round trip
+            # (in a fleet's first burst) was learned from refusals alone.
+            # (Not in a crowd, paced from its first burst too: see `CAUTION`.)
+            crowded = self._danger() >= CAUTION
+            exit = FIRST_GAP_EXIT if first and not crowded else GAP_EXIT
+            # Any other success leaves a shallow spell only after `SHALLOW_SPELL` (see there),
+            # unless the calls carry refusals as a crowd's do.
+            held = (
+                not first
+                and self._danger() < SHALLOW_DANGER
+                and self._spell_peak < SHALLOW_GAP
+                and self._now() - self._spell_at < SHALLOW_SPELL
+            )
+            if (gap := self._pacing_gap()) < max(LAST_GAP, round_trip * exit) and not held:
                 # Out of pacing: whatever ceiling the refusals left is stale by now, and the
                 # window climbs with a step that doubles each round trip.
                 self._gap, self._ceiling, self._base = 0.0, math.inf, self.window
@@ -456,12 +517,22 @@ class FlowControl:
             # lower than `BURST_FLOOR` of it: a client refused again and again in a round that
             # the others filled keeps most of its share, so a fleet's shares stay close.
             window = max(min(window, load - 1.0), self._floor)
-        if window < 1.0 and self.window <= 1.0 and not hinted and self._refused_last:
+        danger = self._danger()
+        if (
+            window < 1.0
+            and self.window <= 1.0
+            and not hinted
+            and (self._refused_last or (self._gap and danger >= CAUTION))
+        ):
             # At a window of one, refused twice running: the only smaller step is a gap
             # between requests. (A lone refusal between successes is no sign of pace: it
-            # may be anyone's, and pacing on it would pin the window at one.)
+            # may be anyone's, and pacing on it would pin the window at one; but while the
+            # calls carry many refusals each, one more is a call closer to failing.)
             gap = self._pacing_gap() if self._gap else 0.0
-            self._gap = min(max(gap * GAP_GROWTH, FIRST_GAP), self.max_gap)
+            growth = GAP_GROWTH
+            if self._refused_last:
+                growth **= 1.0 + max(0.0, danger - CAUTION)
+            self._gap = min(max(gap * growth, FIRST_GAP), self.max_gap)
             if gap:
                 self._spell_peak = max(self._spell_peak, self._gap)
             else:  # a spell of pacing starts
@@ -471,9 +542,17 @@ class FlowControl:
         self._refused_last = True
         self._set_window(max(1.0, window))
 
+    def _danger(self) -> float:
+        """Refusals the calls still waiting carry, each, on average (the refused one included)."""
+        return self._carried / (self._waiting + self.in_flight + 1)
+
     def _pacing_gap(self) -> float:
-        """The gap now: it shrinks with time since it last changed, ever faster."""
-        quiet = (self._now() - self._gap_at) / GAP_HALF_LIFE
+        """The gap now: it shrinks with time since it last changed, ever faster.
+
+        Slower while the calls carry more than `CAUTION` refusals each (see `CAUTION_HALF_LIFE`).
+        """
+        half_life = GAP_HALF_LIFE * (1.0 + CAUTION_HALF_LIFE * max(0.0, self._danger() - CAUTION))
+        quiet = (self._now() - self._gap_at) / half_life
         return self._gap * math.pow(0.5, quiet * quiet * quiet)
 
     def _now(self) -> float:

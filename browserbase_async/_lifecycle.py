@@ -29,12 +29,12 @@ import contextlib
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any, Final
 
 import attrs
 
-from ._config import Timeout, check_seconds, check_timeout
+from ._config import Timeout, check_seconds, check_timeout, server_session_id, session_path
 from ._converter import structure_session, structure_sessions
 from ._errors import (
     APICertificateError,
@@ -44,10 +44,12 @@ from ._errors import (
     ClientClosedError,
     InternalServerError,
     RateLimitError,
+    client_closed,
     excerpt,
+    printable,
 )
 from ._models import CreatedSession, Region, Session
-from ._release import CANCELLED_RELEASE_TIMEOUT, Releaser, finish_shielded
+from ._release import CANCELLED_RELEASE_TIMEOUT, Releaser, cut_short, finish_shielded
 from ._request import Call, Held
 from ._slots import SlotQueue, slot_hint
 
@@ -206,7 +208,7 @@ def _as_created(session: Session, data: Mapping[str, Any]) -> CreatedSession:
         value = data.get(key)
         if not isinstance(value, str):
             raise APIResponseValidationError(
-                f"session {session.id}: the answer has no {key} string", body=""
+                f"session {printable(session.id)}: the answer has no {key} string", body=""
             )
         found[key] = value
     fields: dict[str, Any] = {
@@ -231,18 +233,35 @@ class CreateCounts:
     lost_answers: int = 0
     recovered: int = 0
     released_after_giving_up: int = 0
+    duplicates_released: int = 0
+    """Sessions a retried create made beside the one it returned (a lookup missed them)."""
 
 
-@attrs.define
+@attrs.define(eq=False)
 class _Create:
     """One create in progress: its tag and call, and whether a session may exist."""
 
     tag: str
     call: Call
+    task: asyncio.Task[Any] | None
+    """The task the create runs in: closing the client cuts it (`Lifecycle.close`)."""
     unsure: bool = False
+    sent: int = 0
+    """The call's attempts before the one under way: more since, and it went out."""
     on_turn: bool = False
     hinted: bool = False
     waited: bool = False
+    cut: bool = False
+    """Cut by the client's close, which settles it (`settling`): the create ends closed."""
+    settling: asyncio.Future[None] | None = None
+    """Finding and releasing what it made, once its caller gave up or the client closed."""
+    deadline: asyncio.Timeout | None = None
+    """The bound of `settling`, once it runs."""
+
+    @property
+    def maybe_made(self) -> bool:
+        """Whether the server may have made a session that nobody knows of yet."""
+        return self.unsure and self.call.attempts > self.sent
 
 
 @attrs.define(eq=False)
@@ -256,6 +275,10 @@ class Lifecycle:
     releaser: Releaser
     slots: SlotQueue = attrs.field(factory=SlotQueue, init=False)
     counts: CreateCounts = attrs.field(factory=CreateCounts, init=False)
+    closing: bool = attrs.field(default=False, init=False)
+    """The client closes: no create is sent any more."""
+    _creates: set[_Create] = attrs.field(factory=set, init=False)
+    """The creates under way, for `close`."""
 
     def __attrs_post_init__(self) -> None:
         self.releaser.on_released.append(self.slots.freed)
@@ -271,28 +294,84 @@ class Lifecycle:
         """
         requester = self.releaser.requester
         requester.check_open()
+        if self.closing:
+            raise client_closed()
         tag = uuid.uuid4().hex
         metadata = {**fields.get("userMetadata", {}), CREATE_TAG_KEY: tag}
         body = encode_body({**fields, "userMetadata": metadata})
         call = Call("POST", "/v1/sessions", None, body=body, timeout=timeout, plan_limited=True)
-        state = _Create(tag, call)
-        if wait_for_slot > 0:
-            # A create that waited for a permit while others were refused joins their line.
-            call.held = lambda: not state.on_turn and self.slots.busy
+        state = _Create(tag, call, asyncio.current_task())
+        # Asked once the attempt has its permit: a closing client sends no create (it would
+        # be made as the client closes, and left running); and a create that waited for a
+        # permit while others were refused joins their line.
+        call.held = lambda: (
+            self.closing or (wait_for_slot > 0 and not state.on_turn and self.slots.busy)
+        )
         requester.budget.deposit()
+        self._creates.add(state)
         try:
             created = await self._create(state, wait_for_slot)
         except asyncio.CancelledError:
             self._end_turn(state)
+            task = state.task
+            if state.cut and task is not None and task.uncancel() == 0:
+                # Only the close cut it, and the close settles it: the closed-client error.
+                raise self._closed_under(state) from None
             if state.unsure:
                 # The caller gave up while the server may have made the session: find, release.
-                await finish_shielded(self._abandon(state))
+                await finish_shielded(self._settle(state, RECOVERY_TIMEOUT))
             raise
         finally:
             # However the create ended, a turn it still holds goes to the next in line.
             self._end_turn(state)
+            self._creates.discard(state)
         self.counts.created += 1
         return created
+
+    def close(self, limit: float) -> list[asyncio.Future[None]]:
+        """Stop the creates, for the client's close; settle those that may have made a session.
+
+        No create is sent from now on, and none waiting in line gets a turn.
+        A create whose outcome is unknown (on the wire, or looking its tag up)
+        is cut at once: it ends with the closed-client `RuntimeError`, and its
+        tag is looked up here and what it made released, within *limit*
+        seconds. Await the futures returned (`settled`) before the client closes.
+
+        Args:
+            limit: Seconds that settling each create may take, in all.
+
+        Returns:
+            The settlings under way, the ones begun by a cancellation included.
+        """
+        self.closing = True
+        self.slots.close()
+        settling: list[asyncio.Future[None]] = []
+        for state in self._creates:
+            if state.settling is None:
+                if not state.maybe_made or state.task is None:
+                    continue  # nothing sent that may have made a session: it ends closed
+                state.cut = True
+                state.task.cancel()
+            settling.append(self._settle(state, limit))
+        return settling
+
+    @staticmethod
+    async def settled(settling: list[asyncio.Future[None]]) -> None:
+        """Wait for *settling* (see `close`), shielded: a cancellation is raised after it.
+
+        Raises:
+            asyncio.CancelledError: We were cancelled meanwhile; raised once all are done.
+        """
+        if settling:
+            await finish_shielded(asyncio.gather(*settling))
+
+    def _closed_under(self, state: _Create) -> ClientClosedError:
+        error = client_closed()
+        error.add_note(
+            "the client closed while this create's outcome was unknown; closing looked its "
+            f"tag up, user_metadata['{CREATE_TAG_KEY}'] = '{state.tag}', to release what it made"
+        )
+        return error
 
     async def _create(self, state: _Create, wait_for_slot: float) -> CreatedSession:
         requester, slots = self.releaser.requester, self.slots
@@ -313,16 +392,18 @@ class Lifecycle:
                 except TimeoutError:
                     raise _ran_out(refusal, wait_for_slot) from None
                 state.on_turn = True
-            state.unsure, sent = True, state.call.attempts
+            state.unsure, state.sent = True, state.call.attempts
             try:
                 data = await requester.attempt(state.call)
             except asyncio.CancelledError:
                 # Cancelled while waiting for a permit: nothing was sent, nothing to look up.
-                state.unsure = state.call.attempts > sent
+                state.unsure = state.maybe_made
                 raise
             except Held:
-                # Others were refused while this one waited for a permit: it lines up too.
                 state.unsure = False
+                if self.closing:
+                    raise client_closed() from None
+                # Others were refused while this one waited for a permit: it lines up too.
                 continue
             except RateLimitError as refused:
                 state.unsure = False
@@ -358,6 +439,11 @@ class Lifecycle:
                 if found is None:
                     raise
                 created = found
+            else:
+                if failures:
+                    # A lookup found nothing before this retry, yet its index may have lagged
+                    # behind a session the server did make: one more look, one GET.
+                    await self._release_duplicates(state.tag, created.id)
             self._count_wait(state, started)
             return created
 
@@ -385,7 +471,7 @@ class Lifecycle:
         """
         self.counts.lost_answers += 1
         try:
-            found = await self._find(state.tag)
+            sessions = await self._find(state.tag)
         except (APIError, ClientClosedError) as lookup:
             # Closed under the create (`aclose`): the create's own failure, with the tag.
             failure.add_note(
@@ -393,9 +479,15 @@ class Lifecycle:
                 f"exist with user_metadata['{CREATE_TAG_KEY}'] = '{state.tag}'"
             )
             raise failure from lookup
-        if found is None:
+        if not sessions:
             return None
-        logger.info("create: %s; found session %s by its tag, as made", failure, found.id)
+        # Several, when an earlier lookup missed one (a lagging index) and the create was
+        # sent again: one is the create's, the others are released.
+        found = min(sessions, key=lambda session: session.is_terminal)
+        await self._release_all(session for session in sessions if session is not found)
+        logger.info(
+            "create: %s; found session %s by its tag, as made", failure, printable(found.id)
+        )
         try:
             created = created_session(await self._retrieve_raw(found.id))
         except APIError:
@@ -406,35 +498,74 @@ class Lifecycle:
         state.unsure = False
         return created
 
-    async def _find(self, tag: str) -> Session | None:
+    async def _find(self, tag: str) -> list[Session]:
+        """The sessions that carry the create tag *tag* (more than one after a retry)."""
         query = f"user_metadata['{CREATE_TAG_KEY}']:'{tag}'"
         call = Call("GET", "/v1/sessions", None, params={"q": query})
         found = structure_sessions(await self.releaser.requester.call(call))
-        return found[0] if found else None
+        return [session for session in found if _addressable(session)]
+
+    async def _release_duplicates(self, tag: str, kept: str) -> None:
+        """Release the sessions that carry *tag* but *kept*: a retried create's extra ones.
+
+        A failed lookup is logged with the tag, and the create still succeeds:
+        its session is made and known.
+        """
+        try:
+            sessions = await self._find(tag)
+        except APIError as exc:
+            logger.warning(
+                "a retried create could not check for a second session with "
+                "user_metadata['%s'] = '%s': %s",
+                CREATE_TAG_KEY,
+                tag,
+                exc,
+            )
+            return
+        await self._release_all(session for session in sessions if session.id != kept)
+
+    async def _release_all(self, sessions: Iterable[Session], *, duplicates: bool = True) -> None:
+        """Release *sessions* (those not ended yet), one after the other: rarely more than one."""
+        for session in sessions:
+            if not session.is_terminal:
+                await self._release(session.id, duplicate=duplicates)
 
     async def _retrieve_raw(self, session_id: str) -> object:
-        call = Call("GET", f"/v1/sessions/{session_id}", session_id)
+        # An id the server gave: percent-encoded where it needs to be, never raw in the URL.
+        call = Call("GET", session_path(session_id), session_id)
         return await self.releaser.requester.call(call)
 
-    async def _release(self, session_id: str) -> None:
+    async def _release(self, session_id: str, *, duplicate: bool = False) -> None:
         result = await self.releaser.release_result(
             session_id, project_id=None, wait=False, wait_timeout=0.0
         )
         if result.error is not None:
-            logger.warning("could not release session %s: %s", session_id, result.error)
+            logger.warning("could not release session %s: %s", printable(session_id), result.error)
+        elif duplicate:
+            self.counts.duplicates_released += 1
         else:
             self.counts.released_after_giving_up += 1
 
-    async def _abandon(self, state: _Create) -> None:
-        """Find and release what a create that its caller gave up on may have made."""
+    def _settle(self, state: _Create, limit: float) -> asyncio.Future[None]:
+        """Find and release what *state* made, within *limit* seconds; once, however asked.
+
+        Asked again (a cancelled create's, then the client's close), the
+        settling under way is kept, its bound cut to *limit* if that is sooner.
+        """
+        if state.settling is None:
+            state.settling = asyncio.ensure_future(self._abandon(state, limit))
+        elif state.deadline is not None:
+            cut_short(state.deadline, limit)
+        return state.settling
+
+    async def _abandon(self, state: _Create, limit: float) -> None:
+        """Find and release what a create given up on (cancelled, or closed under) may have made."""
         try:
-            async with asyncio.timeout(RECOVERY_TIMEOUT):
-                found = await self._find(state.tag)
-                if found is not None:
-                    await self._release(found.id)
+            async with asyncio.timeout(limit) as state.deadline:
+                await self._release_all(await self._find(state.tag), duplicates=False)
         except (APIError, RuntimeError, TimeoutError) as exc:
             logger.warning(
-                "a cancelled create may have left a session with user_metadata['%s'] = '%s': %s",
+                "a create given up on may have left a session with user_metadata['%s'] = '%s': %s",
                 CREATE_TAG_KEY,
                 state.tag,
                 excerpt(str(exc)) or type(exc).__name__,
@@ -454,8 +585,23 @@ class Lifecycle:
         """Create a session, and release it when the block exits, as a guard does."""
         created = await self.create(fields, wait_for_slot=wait_for_slot, timeout=timeout)
         # No await between the create and the guard: nothing can interrupt in between.
-        async with self.releaser.guard(created.id, project_id, wait, release_timeout):
+        async with self.releaser.guard(
+            created.id, project_id, wait, release_timeout, given_by_server=True
+        ):
             yield created
+
+
+def _addressable(session: Session) -> bool:
+    """Whether a URL can address *session* (any id the server gave can, but ``.`` and the like).
+
+    One that none can is logged: no client can release it through the API.
+    """
+    try:
+        server_session_id(session.id)
+    except APIResponseValidationError as exc:
+        logger.error("%s", exc)
+        return False
+    return True
 
 
 def _ran_out(refusal: RateLimitError | None, wait_for_slot: float) -> RateLimitError:

@@ -21,7 +21,14 @@ import attrs
 
 from . import _bulk
 from ._bulk import ReleaseResult
-from ._config import USE_CLIENT_DEFAULT, Timeout, check_seconds, check_session_id
+from ._config import (
+    USE_CLIENT_DEFAULT,
+    Timeout,
+    check_seconds,
+    check_session_id,
+    server_session_id,
+    session_path,
+)
 from ._converter import structure_session
 from ._errors import (
     APICertificateError,
@@ -35,6 +42,7 @@ from ._errors import (
     NotFoundError,
     PermissionDeniedError,
     ProxyAuthenticationError,
+    printable,
 )
 from ._models import Session
 from ._request import Call, Fatal, Requester
@@ -110,7 +118,7 @@ class Releaser:
             if extra_body is not None:
                 fields |= _checked_extra_body(extra_body)
             body = _encode_body(fields)
-        return Call("POST", f"/v1/sessions/{session_id}", session_id, body=body, timeout=timeout)
+        return Call("POST", session_path(session_id), session_id, body=body, timeout=timeout)
 
     async def release_result(
         self,
@@ -179,7 +187,9 @@ class Releaser:
         try:
             session = await requester.retrieve(session_id, timeout)
         except APIError as check:
-            failure.add_note(f"checking session {session_id} with retrieve failed too: {check}")
+            failure.add_note(
+                f"checking session {printable(session_id)} with retrieve failed too: {check}"
+            )
             raise failure from check
         if not session.is_terminal:
             raise failure
@@ -265,7 +275,9 @@ class Releaser:
             try:
                 session = await requester.retrieve(session_id, timeout)
             except NotFoundError:
-                logger.info("session %s is gone (404) after its release: it ended", session_id)
+                logger.info(
+                    "session %s is gone (404) after its release: it ended", printable(session_id)
+                )
                 return None
             except APIError as exc:
                 failed[:] = [exc]
@@ -285,14 +297,20 @@ class Releaser:
         except TimeoutError:
             last_failure = f"; the last poll failed: {failed[0]}" if failed else ""
             raise APITimeoutError(
-                f"session {session_id} did not reach a terminal state within {wait_timeout} s"
-                + last_failure
+                f"session {printable(session_id)} did not reach a terminal state "
+                f"within {wait_timeout} s" + last_failure
             ) from None
         return seen[0] if found is None else found
 
     @contextlib.asynccontextmanager
     async def guard(
-        self, session_id: str | Session, project_id: str | None, wait: bool, release_timeout: float
+        self,
+        session_id: str | Session,
+        project_id: str | None,
+        wait: bool,
+        release_timeout: float,
+        *,
+        given_by_server: bool = False,
     ) -> AsyncIterator[None]:
         """Release *session_id* when the block exits, however it exits (see `SessionsAPI.guard`).
 
@@ -300,12 +318,19 @@ class Releaser:
         the client releases it first (`release_held`). Nothing the release
         raises replaces the block's own exception or cancellation.
 
+        *given_by_server*: the id is the server's (a create's answer), not a
+        caller's: whatever its characters, it is held and released (see `hold`).
+
         Raises:
             ValueError: A bad id or *release_timeout*, on entry.
+            APIResponseValidationError: With *given_by_server*, an id no URL can
+                address, on entry.
             RuntimeError: The client is closed, on entry.
             Exception: The block ended normally and the release failed.
         """
-        hold = self.hold(session_id, project_id, wait, release_timeout)
+        hold = self.hold(
+            session_id, project_id, wait, release_timeout, given_by_server=given_by_server
+        )
         try:
             yield
         except BaseException as exc:
@@ -317,18 +342,26 @@ class Releaser:
             if error is not None:
                 logger.warning(
                     "could not release session %s after %s: %s",
-                    hold.session_id,
+                    printable(hold.session_id),
                     type(exc).__name__,
                     error,
                 )
-                exc.add_note(f"and releasing session {hold.session_id} failed: {error!r}")
+                exc.add_note(
+                    f"and releasing session {printable(hold.session_id)} failed: {error!r}"
+                )
             raise
         error = await self.release_shielded(hold)
         if error is not None:
             raise error
 
     def hold(
-        self, session_id: str | Session, project_id: str | None, wait: bool, limit: float
+        self,
+        session_id: str | Session,
+        project_id: str | None,
+        wait: bool,
+        limit: float,
+        *,
+        given_by_server: bool = False,
     ) -> Hold:
         """Hold *session_id* until `release_shielded` releases it, or `release_held` does.
 
@@ -337,12 +370,21 @@ class Releaser:
             project_id: Sent as ``projectId``; else the client's, else none.
             wait: Confirm the session reached a terminal state.
             limit: Seconds that its release may take in all.
+            given_by_server: The id is the server's: it is not held to the
+                characters a caller's id may use, for refusing it would leave
+                the session running (its release percent-encodes it).
 
         Raises:
             ValueError: A bad id or *limit*.
+            APIResponseValidationError: With *given_by_server*, an id no URL can address.
             RuntimeError: The client is closed, or belongs to another loop.
         """
-        valid = check_session_id(session_id)
+        if given_by_server:
+            valid = server_session_id(
+                session_id.id if isinstance(session_id, Session) else session_id
+            )
+        else:
+            valid = check_session_id(session_id)
         check_seconds("release_timeout", limit)
         self.requester.check_open()
         hold = Hold(valid, project_id, wait, limit)
@@ -371,7 +413,9 @@ class Releaser:
             # the bound it ran out of, not the one it began with.
             when = hold.deadline.when() if hold.deadline is not None else None
             bound = limit if when is None else when - started
-            error = APITimeoutError(f"releasing session {hold.session_id} took over {bound:.3g} s")
+            error = APITimeoutError(
+                f"releasing session {printable(hold.session_id)} took over {bound:.3g} s"
+            )
             return ReleaseResult(hold.session_id, None, error, 0)
 
     async def release_shielded(self, hold: Hold) -> Exception | None:
@@ -436,10 +480,14 @@ class Hold:
         """Cut what is left of the release to *within* seconds: we were cancelled, or close."""
         # The release ran its first step, which set the deadline, before we could be told.
         assert self.deadline is not None
-        loop_now = asyncio.get_running_loop().time()
-        when = self.deadline.when()
-        soon = loop_now + within
-        self.deadline.reschedule(soon if when is None else min(when, soon))
+        cut_short(self.deadline, within)
+
+
+def cut_short(deadline: asyncio.Timeout, within: float) -> None:
+    """Move *deadline* to *within* seconds from now, unless it comes sooner already."""
+    soon = asyncio.get_running_loop().time() + within
+    when = deadline.when()
+    deadline.reschedule(soon if when is None else min(when, soon))
 
 
 async def finish_shielded(

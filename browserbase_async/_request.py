@@ -18,7 +18,7 @@ from typing import TypeAlias
 
 import attrs
 
-from ._config import USE_CLIENT_DEFAULT, Timeout
+from ._config import USE_CLIENT_DEFAULT, Timeout, session_path
 from ._converter import structure_session
 from ._errors import APIError, APIResponseValidationError, client_closed, excerpt, for_status
 from ._flow import FlowControl
@@ -82,6 +82,7 @@ class Requester:
         attrs.field(init=False, repr=False)
     )
     _sleeps: Sleeps = attrs.field(init=False, factory=Sleeps, repr=False)
+    _on_close: set[Callable[[], object]] = attrs.field(init=False, factory=set, repr=False)
 
     def __attrs_post_init__(self) -> None:
         self.budget = RetryBudget.for_policy(self.policy)
@@ -122,6 +123,17 @@ class Requester:
         """
         self.closed = True
         self._sleeps.end()
+        for stop in list(self._on_close):
+            stop()
+
+    def on_close(self, stop: Callable[[], object]) -> Callable[[], None]:
+        """Have *stop* called when the client closes (a bulk run waiting on its input).
+
+        Returns:
+            What forgets *stop*: call it once the work it stops is over.
+        """
+        self._on_close.add(stop)
+        return lambda: self._on_close.discard(stop)
 
     async def sleep(self, seconds: float) -> None:
         """Sleep *seconds* (a backoff, a poll's pace), unless the client closes meanwhile.
@@ -195,7 +207,7 @@ class Requester:
 
     async def retrieve(self, session_id: str, timeout: Timeout = USE_CLIENT_DEFAULT) -> Session:
         """Return the session *session_id* as the API has it now."""
-        call = Call("GET", f"/v1/sessions/{session_id}", session_id, timeout=timeout)
+        call = Call("GET", session_path(session_id), session_id, timeout=timeout)
         return structure_session(await self.call(call))
 
 

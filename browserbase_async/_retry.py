@@ -7,7 +7,9 @@ without a server.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -150,21 +152,17 @@ def retry_after(headers: Mapping[str, str], *, now: datetime | None = None) -> f
     """Return the wait in seconds that the server asked for, if it asked.
 
     ``retry-after-ms`` (milliseconds) wins over ``Retry-After``, which is
-    seconds or an HTTP-date. Unparsable values count as not asked; a date in
-    the past asks for no wait.
+    seconds or an HTTP-date. Unparsable values (``nan`` included) count as not
+    asked; a date in the past asks for no wait.
     """
     if (millis := headers.get("retry-after-ms")) is not None:
-        try:
-            return max(float(millis) / 1000.0, 0.0)
-        except ValueError:
-            pass
+        with contextlib.suppress(ValueError):
+            return _seconds(float(millis) / 1000.0)
     value = headers.get("retry-after")
     if value is None:
         return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
+    with contextlib.suppress(ValueError):
+        return _seconds(float(value))
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
@@ -172,6 +170,18 @@ def retry_after(headers: Mapping[str, str], *, now: datetime | None = None) -> f
     if when.tzinfo is None:
         return None
     return max((when - (now or datetime.now(UTC))).total_seconds(), 0.0)
+
+
+def _seconds(asked: float) -> float:
+    """*asked* as a wait, a negative one as none.
+
+    Raises:
+        ValueError: *asked* is NaN, which ``float()`` reads: taken as asked, it
+            would be a wait that no pause honours and no backoff replaces.
+    """
+    if math.isnan(asked):
+        raise ValueError("not a number")
+    return max(asked, 0.0)
 
 
 def is_retryable(exc: BaseException) -> bool:

@@ -83,6 +83,8 @@ class Transport:
     _owns_session: bool = attrs.field(init=False, repr=False)
     _get_headers: dict[str, str] = attrs.field(init=False, repr=False)
     _post_headers: dict[str, str] = attrs.field(init=False, repr=False)
+    _echo: bytes | None = attrs.field(init=False, repr=False)
+    """The key as an answer would quote it back, to be masked there (see `_answer`)."""
     _timeout: aiohttp.ClientTimeout = attrs.field(init=False, repr=False)
     env_proxied: bool = attrs.field(init=False, repr=False)
     """A caller's session with ``trust_env=True`` and a plain ``http`` base URL: aiohttp
@@ -102,6 +104,8 @@ class Transport:
             "User-Agent": USER_AGENT,
         }
         self._post_headers = {**self._get_headers, "Content-Type": "application/json"}
+        key = self.api_key
+        self._echo = key.encode() if len(key) >= _SCRUBBED_KEY_LENGTH else None
         self._timeout = aiohttp.ClientTimeout(total=self.timeout)
         self.shown_url = redact_url(self.base_url)
         self.env_proxied = (
@@ -168,7 +172,8 @@ class Transport:
             APITimeoutError: No full answer within the timeout.
             APIConnectionError: The connection failed or dropped, or the client
                 closed under the request.
-            APIResponseValidationError: The answer is longer than ``max_response_bytes``.
+            APIResponseValidationError: The answer is longer than ``max_response_bytes``,
+                or it is a ``POST``'s 2xx whose body broke off (its ``status_code`` says so).
             RuntimeError: The client is closed.
         """
         headers = self._get_headers if body is None else self._post_headers
@@ -201,15 +206,28 @@ class Transport:
                 # istr keys: the lookups skip case folding, on every answer.
                 length = answered.get(hdrs.CONTENT_LENGTH)
                 declared = None if length is None else int(length)
-                if (
-                    declared is not None
-                    and declared <= self.max_response_bytes
-                    and hdrs.CONTENT_ENCODING not in answered
-                ):
-                    # The length is known and the body arrives as it is: no bound to watch.
-                    return Response(answer.status, answered, await answer.read())
-                body = await self._read_bounded(answer, declared)
-                return Response(answer.status, answered, body)
+                try:
+                    if (
+                        declared is not None
+                        and declared <= self.max_response_bytes
+                        and hdrs.CONTENT_ENCODING not in answered
+                    ):
+                        # The length is known and the body arrives as it is: no bound to watch.
+                        return self._answer(answer.status, answered, await answer.read())
+                    return self._answer(
+                        answer.status, answered, await self._read_bounded(answer, declared)
+                    )
+                except (aiohttp.ClientPayloadError, TimeoutError):
+                    if method != "POST" or not 200 <= answer.status < 300:
+                        raise  # a read is sent again; so is a refusal
+                    # The status is the server's word that it acted: a 2xx to a release is
+                    # never a failure (see `Releaser.confirm`), whatever became of its body.
+                    raise APIResponseValidationError(
+                        f"{method} {path}: the answer broke off after its status "
+                        f"{answer.status}: the server accepted the request",
+                        body="",
+                        status_code=answer.status,
+                    ) from None
         except TimeoutError:
             raise APITimeoutError(f"{method} {path}: no answer within {timeout} s") from None
         except aiohttp.ClientConnectorCertificateError as exc:
@@ -260,6 +278,26 @@ class Transport:
             if wire is not None:
                 wire.discard(task)
         raise failed
+
+    def _answer(self, status: int, headers: CIMultiDictProxy[str], body: bytes) -> Response:
+        """The answer, with the key masked wherever the server quoted it back.
+
+        A debugging proxy's page, an echo service behind a wrong base URL or a
+        ``Location`` built from the request quote the key: that text would go into
+        an error's message, ``body`` and ``headers``, and the log. Only the headers of
+        an answer that is not a 2xx are looked at: those of a 2xx go into no error.
+        """
+        echo = self._echo
+        if echo is None:
+            return Response(status, headers, body)
+        if echo in body:
+            body = body.replace(echo, b"***")
+        if status >= 300 and any(self.api_key in value for value in headers.values()):
+            masked = CIMultiDict(
+                (name, value.replace(self.api_key, "***")) for name, value in headers.items()
+            )
+            headers = CIMultiDictProxy(masked)
+        return Response(status, headers, body)
 
     def _connection_failed(self, method: str, path: str, exc: aiohttp.ClientError) -> str:
         """Say which URL could not be reached, and why, in the user's terms."""

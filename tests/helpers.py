@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Any
+
+LOOP_TURNS = 200_000
+"""Turns of the loop `until` gives a condition before it says the condition never held."""
+
+
+async def until(reached: Callable[[], bool]) -> None:
+    """Yield to the loop until *reached()* holds: no clock, only turns of the loop."""
+    for _ in range(LOOP_TURNS):
+        if reached():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("never reached")
 
 
 def session_json(**overrides: Any) -> dict[str, Any]:

@@ -3,12 +3,15 @@ bounded reads, and the User-Agent."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
+import logging
 import platform
 import subprocess
 import sys
 import textwrap
+import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -18,6 +21,7 @@ from aiohttp import web
 
 from browserbase_async import (
     APIConnectionError,
+    APIError,
     APIResponseValidationError,
     APIStatusError,
     BadRequestError,
@@ -150,6 +154,63 @@ async def test_a_failed_check_leaves_the_releases_own_refusal(
     assert "refused for a reason" in str(error)
     assert isinstance(error.__cause__, check_error)
     assert any(f"checking session {session_id}" in note for note in error.__notes__)
+
+
+@pytest.mark.parametrize("way", ["cut", "stalled"])
+@pytest.mark.asyncio
+async def test_a_release_answered_2xx_whose_body_breaks_off_is_released(way: str) -> None:
+    # The status said the server accepted: a body cut (or stalled) after it once made a
+    # connection error, retried, then reported failed while the session had not ended yet.
+    posts: list[str] = []
+    never = asyncio.Event()
+
+    async def accept_then_break(request: web.Request) -> web.StreamResponse:
+        if request.method == "GET":
+            return web.json_response(session_json(id="s-1", status="RUNNING"))
+        posts.append(request.path)
+        answer = web.StreamResponse(status=200, headers={"Content-Length": "400"})
+        await answer.prepare(request)
+        await answer.write(b'{"id": "s-1", "sta')
+        if way == "stalled":
+            await never.wait()
+        if request.transport is not None:
+            request.transport.close()
+        return answer
+
+    async with (
+        serve(accept_then_break) as (url, _),
+        SessionsAPI(KEY, base_url=url, retry=FAST, timeout=0.2) as api,
+    ):
+        try:
+            [result] = (await api.release_many(["s-1"])).results
+            released = await api.release("s-1")
+        finally:
+            never.set()  # the stalled handlers end, and the server with them
+    assert result.ok, result.error
+    assert result.session is not None
+    assert result.session.status == "RUNNING"
+    assert released.id == "s-1"
+    assert len(posts) == 2  # one each: an accepted release is not sent again
+
+
+@pytest.mark.asyncio
+async def test_a_read_whose_body_breaks_off_is_still_retried() -> None:
+    gets: list[str] = []
+
+    async def cut_once(request: web.Request) -> web.StreamResponse:
+        gets.append(request.path)
+        if len(gets) > 1:
+            return web.json_response(session_json(id="s-1"))
+        answer = web.StreamResponse(status=200, headers={"Content-Length": "400"})
+        await answer.prepare(request)
+        await answer.write(b'{"id": "s-1", "sta')
+        assert request.transport is not None
+        request.transport.close()
+        return answer
+
+    async with serve(cut_once) as (url, _), SessionsAPI(KEY, base_url=url, retry=FAST) as api:
+        assert (await api.retrieve("s-1")).id == "s-1"
+    assert len(gets) == 2
 
 
 # -- 3. bounded reads -----------------------------------------------------------
@@ -321,6 +382,48 @@ async def test_an_error_page_becomes_a_short_excerpt(
             await api.retrieve("s-1")
     assert len(str(caught.value)) < 300
     assert str(caught.value).startswith("502 Bad Gateway: <html><body><p>Bad gateway")
+
+
+@pytest.mark.asyncio
+async def test_a_server_that_echoes_the_key_never_gets_it_into_an_error_or_a_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A debugging proxy's page, an echo service behind a wrong base URL, a Location built
+    # from the request: the server's text quotes the key back, and that text goes into
+    # errors (their message, .body, .headers), the log, and the CLI's output.
+    caplog.set_level(logging.DEBUG)
+
+    async def echo(request: web.Request) -> web.Response:
+        key = request.headers["X-BB-API-Key"]
+        kind = request.path.rsplit("/", 1)[-1]
+        if kind == "redirect":
+            return web.Response(status=307, headers={"Location": f"http://other.test/?k={key}"})
+        if kind == "page":
+            return web.Response(status=403, text=f"<p>denied {key}</p>", content_type="text/html")
+        if kind == "busy":
+            return web.json_response({"message": f"busy, key {key}"}, status=503)
+        if kind == "text":
+            return web.Response(text=f"ok {key}")  # a 2xx that is not JSON
+        return web.json_response({"echo": {"X-BB-API-Key": key}})  # a 2xx, not a Session
+
+    errors: list[BaseException] = []
+    async with serve(echo) as (url, _), SessionsAPI(KEY, base_url=url, retry=FAST) as api:
+        for kind in ("redirect", "page", "busy", "text", "object"):
+            for call in (api.release, api.retrieve):
+                try:
+                    await call(kind)
+                except APIError as exc:
+                    errors.append(exc)
+        report = await api.release_many(["busy", "page", "redirect"])
+    assert len(errors) == 8  # a release answered 2xx stands, whatever its body
+    errors += [result.error for result in report.results if result.error is not None]
+    for error in errors:
+        shown = "".join(traceback.format_exception(error)) + repr(error)
+        shown += repr(getattr(error, "body", "")) + repr(getattr(error, "headers", ""))
+        assert KEY not in shown, shown
+    assert KEY not in repr(report)
+    assert caplog.records
+    assert all(KEY not in record.getMessage() for record in caplog.records)
 
 
 # -- 4. User-Agent --------------------------------------------------------------

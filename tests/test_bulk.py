@@ -267,6 +267,59 @@ async def test_a_failing_input_aborts_with_the_report_of_what_was_started(
     assert all(fake_browserbase.status(sid) == "COMPLETED" for sid in ids)
 
 
+async def test_a_cancelled_error_from_on_result_aborts_instead_of_a_report_that_looks_whole(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    # A CancelledError that the callback raises (it awaited nothing: no one cancelled the
+    # run) once ended its worker quietly: the run returned ok with 4 results of 20.
+    ids = fake_browserbase.add_sessions(20)
+
+    def on_result(result: ReleaseResult) -> None:
+        raise asyncio.CancelledError
+
+    async with make_api() as api:
+        with pytest.raises(BulkReleaseAborted, match="CancelledError") as caught:
+            await api.release_many(ids, concurrency=4, on_result=on_result)
+        assert not our_tasks()
+    assert isinstance(caught.value.__cause__, asyncio.CancelledError)
+    tried = [result.session_id for result in caught.value.report.results]
+    released = [sid for sid in ids if fake_browserbase.status(sid) == "COMPLETED"]
+    assert tried == released  # every release sent is reported, and no other
+
+
+async def test_a_cancelled_error_from_the_input_aborts_release_many_and_release_iter(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    ids = fake_browserbase.add_sessions(6)
+
+    async def broken(these: list[str]) -> AsyncIterator[str]:
+        # An input that awaits a future someone else cancelled: its CancelledError is not a
+        # cancellation of the run.
+        for session_id in these:
+            yield session_id
+        gone: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        gone.cancel()
+        yield await gone
+
+    async with make_api() as api:
+        with pytest.raises(BulkReleaseAborted) as caught:
+            await api.release_many(broken(ids[:3]), concurrency=2)
+        assert [result.session_id for result in caught.value.report.results] == ids[:3]
+        seen: list[str] = []
+
+        async def consume() -> None:
+            async for result in api.release_iter(broken(ids[3:]), concurrency=2):
+                seen.append(result.session_id)
+
+        with pytest.raises(BulkReleaseAborted) as streamed:
+            await consume()
+        assert not our_tasks()
+    assert isinstance(caught.value.__cause__, asyncio.CancelledError)
+    assert isinstance(streamed.value.__cause__, asyncio.CancelledError)
+    assert sorted(seen) == sorted(ids[3:])
+    assert all(fake_browserbase.status(sid) == "COMPLETED" for sid in ids)
+
+
 async def test_a_slow_server_is_kept_full(
     fake_browserbase: FakeBrowserbase, make_api: ApiFactory
 ) -> None:

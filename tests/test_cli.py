@@ -317,3 +317,27 @@ async def test_the_progress_bar_is_drawn_on_a_terminal(fake_browserbase: FakeBro
     assert out == b""
     assert b"releasing" in drawn
     assert b"released 200 of 200 sessions" in drawn
+
+
+@pytest.mark.parametrize(("stop", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+async def test_a_signal_stops_a_read_of_ids_that_never_ends(
+    stop: signal.Signals, code: int, tmp_path: Path
+) -> None:
+    # A producer that never closes its end (`tail -f ids | ... --from-file -`, a FIFO): the
+    # read blocked the event loop, whose handlers never ran. SIGTERM was ignored, and Ctrl-C
+    # had to be pressed twice.
+    fifo = tmp_path / "ids"
+    os.mkfifo(fifo)
+    process = await start_cli(None, "release", "--api-key", "k", "--from-file", str(fifo))
+    # The FIFO opens for writing only once the command opened it for reading: it is reading.
+    writer = await asyncio.to_thread(open, fifo, "w")
+    try:
+        process.send_signal(stop)
+        async with asyncio.timeout(30):  # a bound against a hang, not a timing target
+            _, err = await process.communicate()
+    finally:
+        writer.close()
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+    assert process.returncode == code, err
+    assert b"Traceback" not in err

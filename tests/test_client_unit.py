@@ -199,3 +199,19 @@ async def test_constructor_checks(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValueError, match="max_connections"):
         SessionsAPI(max_connections=0)
     assert SessionsAPI(timeout=None).timeout is None
+
+
+async def test_a_nan_retry_after_leaves_the_backoff_in_place(
+    mocked: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A server's "Retry-After: nan" once read as a wait: the retry went out at once, with no
+    # backoff and no pause (NaN is below no cap and opens no gate).
+    caplog.set_level(logging.INFO, logger="browserbase_async")
+    url = f"{BASE}/v1/sessions/s-1"
+    mocked.post(url, status=503, headers={"Retry-After": "nan"}, payload={"message": "busy"})
+    mocked.post(url, payload=session_json(id="s-1", status="COMPLETED"))
+    async with SessionsAPI(KEY, retry=RetryPolicy(initial_delay=0.001)) as api:
+        assert (await api.release("s-1")).status == SessionStatus.COMPLETED
+        assert api.flow_stats().pauses == 0
+    (retried,) = [r.getMessage() for r in caplog.records if "retrying" in r.getMessage()]
+    assert "next in" in retried, retried

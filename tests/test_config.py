@@ -11,6 +11,7 @@ from browserbase_async._config import (
     is_loopback,
     resolve_api_key,
     resolve_base_url,
+    resolve_proxy,
 )
 
 
@@ -58,6 +59,28 @@ def test_plain_http_to_a_remote_host_is_refused() -> None:
 def test_malformed_base_urls(url: str) -> None:
     with pytest.raises(ValueError, match="base_url"):
         resolve_base_url(url, environ={})
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://user:pw@127.0.0.1:99999",
+        "http://127.0.0.1:-1",
+        "http://127.0.0.1:abc",
+        "http://[::1",
+        "http://user:pw@other.example\\@127.0.0.1",
+    ],
+)
+def test_a_base_url_that_no_request_can_use_is_refused_when_the_client_is_made(url: str) -> None:
+    # A port out of range, a backslash in the authority: accepted here, then every call
+    # failed with a connection error (retried, and checked, for each session of a bulk run).
+    with pytest.raises(ValueError, match="base_url") as caught:
+        resolve_base_url(url, environ={})
+    assert "pw" not in str(caught.value)
+    proxied = url.replace("127.0.0.1", "proxy.example")
+    with pytest.raises(ValueError, match="proxy") as caught:
+        resolve_proxy(proxied, "https://api.browserbase.com")
+    assert "pw" not in str(caught.value)
 
 
 def test_loopback_names() -> None:

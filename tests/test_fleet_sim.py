@@ -15,7 +15,7 @@ from types import ModuleType
 
 import pytest
 
-from browserbase_async._flow import FlowControl
+from browserbase_async._flow import FIRST_GAP, GAP_GROWTH, FlowControl
 from browserbase_async._transport import Response
 
 
@@ -99,13 +99,68 @@ def test_a_client_that_joins_gets_its_share() -> None:
     assert outcome.wall <= 1.7 * outcome.ideal
 
 
+def test_a_client_the_first_burst_crushed_is_not_kept_crawling() -> None:
+    # 8 clients start together on 50 in flight (80 requests at once); in this run, one of the
+    # short ones was refused a few times within a millisecond, paced before any round trip,
+    # and kept at a request every tenth of a second for 5 s: 2.8x its fair time.
+    model, fleet = sim.SCENARIOS["leave-8-in-flight-50"]
+    outcome = simulate(model, fleet, seed=9)
+    assert outcome.failed == 0
+    assert outcome.slowest <= 2.0
+
+
 def test_with_more_clients_than_places_no_client_starves() -> None:
     model = ServerModel(max_in_flight=4)
     outcome = simulate(model, [ClientSpec(10)] * 16, seed=0)
     # Each client paces below one request per round trip, and gets through; while the gaps
     # are learned, a session may run out of its 429s (max_rate_limited).
     assert outcome.failed <= 2
-    assert outcome.slowest <= 2.2  # the issue asks 2x: about met (2.11 here)
+    # The issue asks 2x: missed (2.98 here; 2.11 before pacing turned cautious, which costs
+    # this crowd's slowest client and keeps every call of the larger crowds within its 429s:
+    # see docs/performance.md, "Crowds").
+    assert outcome.slowest <= 3.1
+
+
+@pytest.mark.parametrize("name", ["crowd-100-per-second-20", "crowd-100-in-flight-8"])
+def test_a_crowd_paces_itself_so_that_no_call_runs_out_of_its_429s(name: str) -> None:
+    # A hundred clients on a limit of 20 a second (or 8 in flight): each needs a gap of
+    # seconds between its requests. Before pacing turned cautious, the gap's decay in time
+    # held it under a second, 83 % of the sends were refused, and 117 of 600 calls failed.
+    model, clients = sim.SCENARIOS[name]
+    outcome = simulate(model, clients, seed=0)
+    assert outcome.failed == 0
+    assert outcome.slowest <= 2.0  # no client starves (1.80 and 1.63 here)
+
+
+def test_a_call_refused_again_and_again_makes_the_pace_cautious() -> None:
+    # One call, refused until the window is one and pacing starts, then on: it carries every
+    # refusal, so each one running lengthens the gap by more than GAP_GROWTH; and, the calls
+    # carrying a refusal each, a lone refusal between successes lengthens it too.
+    loop = sim.VirtualTimeLoop()
+    flow = FlowControl(100, 60.0, 30.0, loop.time)
+    refused, accepted = Response(429, {}, b""), Response(200, {}, b"")
+
+    async def send(answer: Response) -> float:
+        permit = flow.try_acquire() or await flow.acquire()
+        flow.release(permit, answer)
+        return flow._paused_until - loop.time()  # the gate's hold: the gap now
+
+    async def run() -> tuple[float, float, float, float]:
+        while not flow._gap:
+            first = await send(refused)
+        second = await send(refused)
+        held = await send(accepted)
+        lone = await send(refused)
+        return first, second, held, lone
+
+    try:
+        first, second, held, lone = loop.run_until_complete(run())
+    finally:
+        loop.close()
+    assert first == pytest.approx(FIRST_GAP)
+    assert second > 10 * FIRST_GAP * GAP_GROWTH  # the plain rule: FIRST_GAP * GAP_GROWTH
+    assert held > 0
+    assert lone > 0  # held again for a gap; the plain rule: no hold at all
 
 
 def test_the_pace_recovers_with_time_after_a_storm() -> None:
@@ -279,7 +334,7 @@ def test_the_real_benchs_limit_per_second_has_its_twin_in_the_simulator() -> Non
 def test_a_fleet_at_a_limit_per_second_stays_paced_through_a_shallow_spell() -> None:
     # 8 clients on 200 a second, each getting about half a request per round trip: a client
     # that left pacing at its first success climbed to three or four places and was refused
-    # again (1.32 requests per session, Jain 0.90); a shallow spell now lasts its minimum.
+    # again (1.37 requests per session; now 1.28); a shallow spell lasts its minimum.
     model, clients = sim.SCENARIOS["fleet-8-per-second-200"]
     outcome = simulate(model, clients, seed=0)
     assert outcome.failed == 0

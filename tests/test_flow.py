@@ -600,11 +600,14 @@ async def _until(condition: Callable[[], bool], turns: int = 1000) -> None:
 async def test_below_one_request_per_round_trip_the_client_paces() -> None:
     flow = new_flow()
     loop = asyncio.get_running_loop()
+    permit = flow.try_acquire()
+    assert permit is not None
+    flow.release(permit, OK)  # (the first success ever would end pacing at once: see below)
     cut_to_one(flow)  # the last refusal cut to one: the next one running paces
     gaps = []
     for _ in range(3):  # each refusal at the floor after another lengthens the gap
         permit = flow.try_acquire() or await flow.acquire()
-        flow.release(permit, REFUSED)
+        refuse_as_another_calls(flow, permit)
         gaps.append(flow._paused_until - loop.time())
     assert gaps[0] == pytest.approx(FIRST_GAP, abs=0.002)
     assert gaps[1] == pytest.approx(FIRST_GAP * GAP_GROWTH, abs=0.002)
@@ -620,6 +623,40 @@ async def test_below_one_request_per_round_trip_the_client_paces() -> None:
     assert 0 < successes < 150
     assert flow.window == 1
     assert flow.stats() == FlowStats(1.0, 1, flow.requests, flow.rate_limited, 0, 0.0)
+
+
+def refuse_as_another_calls(flow: FlowControl, permit: Permit) -> None:
+    """Refuse *permit* as if it were a different call's, in a client of many calls.
+
+    None then carries enough refusals for pacing to turn cautious (see test_fleet_sim for
+    calls that do).
+    """
+    flow._carried = 0.0
+    flow.release(permit, REFUSED)
+
+
+async def test_the_first_success_ever_ends_a_pace_shorter_than_its_round_trip() -> None:
+    # As a client that a fleet's first burst refused a few times within a millisecond: paced
+    # before any round trip. Its first success, whose round trip outlasted the gap, ends
+    # that, where a later one would shorten the gap by `GAP_DECAY` only.
+    flow = new_flow()
+    cut_to_one(flow)
+    for _ in range(3):
+        refuse_as_another_calls(flow, flow.try_acquire() or await flow.acquire())
+    assert 0 < flow._gap < 0.05
+    permit = await flow.acquire()
+    flow._sent_at -= 0.02  # as if it had taken 20 ms: longer than the gap, not four times
+    flow.release(permit, OK)
+    assert flow._gap == 0
+    permit = flow.try_acquire()  # the gate is open: no gap to wait for
+    assert permit is not None
+    refuse_as_another_calls(flow, permit)
+    refuse_as_another_calls(flow, await flow.acquire())  # two running at the floor: paced
+    assert flow._gap > 0
+    permit = await flow.acquire()
+    flow._sent_at -= 0.01  # a round trip longer than the gap, but not four times longer
+    flow.release(permit, OK)
+    assert flow._gap > 0  # a later success only shortens the gap
 
 
 async def test_the_gap_never_grows_past_max_gap() -> None:

@@ -8,14 +8,16 @@ from datetime import UTC, datetime, timedelta
 
 import attrs
 import pytest
+from aiohttp import web
 
-from browserbase_async import Session
+from browserbase_async import Session, SessionsAPI
 from browserbase_async._bulk import clock_offset, sort_out
 from browserbase_async._converter import structure_session
 from browserbase_async.testing import FakeBrowserbase, Fault
 
 from .conftest import ApiFactory
 from .helpers import session_json
+from .test_answers import serve
 from .test_cli import run_cli
 
 
@@ -144,3 +146,21 @@ def test_sessions_are_sorted_out_by_state_age_and_predicate() -> None:
     chosen = sort_out(listing, older_than=3600, where=lambda s: not s.keep_alive, now=now)
     assert [s.id for s in chosen.chosen] == ["old"]
     assert [s.id for s in chosen.already_ended] == ["done", "timed-out"]
+
+
+@pytest.mark.asyncio
+async def test_a_date_at_the_calendars_edge_is_no_clock() -> None:
+    # The server's "now" would be past year 9999: an OverflowError escaped from server_now(),
+    # release_all(older_than=...) and every `release --all` of the CLI.
+    date = "Fri, 31 Dec 9999 23:59:59 -2359"
+    assert clock_offset({"Date": date}, datetime.now(UTC)) == 0.0
+
+    async def listing(request: web.Request) -> web.Response:
+        old = session_json(id="s-old", startedAt="2020-01-01T00:00:00Z")
+        return web.json_response([old], headers={"Date": date})
+
+    async with serve(listing) as (url, _), SessionsAPI("k", base_url=url) as api:
+        listed = await api.list()
+        assert abs((api.server_now() - datetime.now(UTC)).total_seconds()) < 60
+        chosen = sort_out(listed, older_than=60, where=None, now=api.server_now()).chosen
+    assert [session.id for session in chosen] == ["s-old"]

@@ -56,6 +56,16 @@ def test_retry_after_forms() -> None:
     assert retry_after({"retry-after": "Sat, 28 Nov 2026 09:00:30"}) is None
 
 
+@pytest.mark.parametrize("garbage", ["nan", "NaN", "-nan"])
+def test_a_nan_wait_is_not_asked(garbage: str) -> None:
+    # float() reads "nan": taken as asked, it would turn every backoff into an instant retry
+    # (the wait hook yields to a pause that NaN never opens) and hide a valid Retry-After.
+    assert retry_after({"retry-after": garbage}) is None
+    assert retry_after({"retry-after-ms": garbage}) is None
+    assert retry_after({"retry-after-ms": garbage, "retry-after": "9"}) == 9.0
+    assert is_retryable(status_error(503, **{"retry-after": garbage}))
+
+
 def test_policy_defaults_match_the_contract() -> None:
     policy = RetryPolicy()
     assert attrs.asdict(policy) == {

@@ -49,10 +49,19 @@ DEMO_RETRY: Final = RetryPolicy(max_attempts=5, initial_delay=0.05, max_delay=1.
 """The demo's policy: the defaults' shape, quicker, with room for its injected faults."""
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+_T = TypeVar("_T")
 
 
 class ConfigError(Exception):
     """A usage or configuration problem, said in one line, exit code 2."""
+
+
+class _Stopped(Exception):
+    """SIGTERM or Ctrl-C during a read that the event loop could not interrupt."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
 
 
 def _fail(message: str) -> None:
@@ -185,6 +194,8 @@ def _run(main: Callable[..., Coroutine[Any, Any, int]]) -> Callable[..., None]:
             code = EXIT_FAILED
         except KeyboardInterrupt:
             code = EXIT_INTERRUPTED
+        except _Stopped as exc:
+            code = exc.code
         if terminate.received and code == EXIT_INTERRUPTED:
             code = EXIT_TERMINATED
         sys.exit(code)
@@ -270,7 +281,7 @@ async def release(
         raise ConfigError("--watch needs an interval above 0")
     if not (all_sessions or ids or from_file):
         raise ConfigError("say which sessions: IDs, --from-file FILE, or --all")
-    wanted = list(ids) + (_read_ids(from_file) if from_file else [])
+    wanted = list(ids) + (_stoppable(_read_ids, from_file) if from_file else [])
     async with _client(api_key, base_url, project_id, options) as api:
         if not all_sessions:
             return await release_ids(api, wanted, **options)
@@ -488,10 +499,9 @@ async def release_ids(
     interrupted = False
     with tally, failed_file or contextlib.nullcontext():
         try:
-            results = api.release_iter(ids, concurrency=concurrency, wait=wait)
-            async with contextlib.aclosing(results):
-                async for result in results:
-                    tally.add(result)
+            # Each result is counted the moment it is made (release_iter would hand it over
+            # through a queue, whose results a cancellation drops: released, but unsaid).
+            await api.release_many(ids, concurrency=concurrency, wait=wait, on_result=tally.add)
         except asyncio.CancelledError:
             # Ctrl-C or SIGTERM: what was in flight is cancelled; say what was done.
             interrupted = True
@@ -503,6 +513,34 @@ async def release_ids(
     if interrupted:
         return EXIT_INTERRUPTED
     return EXIT_FAILED if tally.failed else EXIT_OK
+
+
+def _stoppable(read: Callable[[str], _T], source: str) -> _T:
+    """``read(source)``, which SIGTERM and Ctrl-C interrupt.
+
+    The read may block for ever (a pipe whose producer never closes it, a FIFO with no
+    writer), and it blocks the event loop: the loop's own handlers would run only after
+    it. So, meanwhile, each signal raises at once, in the read.
+
+    Raises:
+        _Stopped: SIGTERM or Ctrl-C arrived meanwhile, with the exit code to give.
+    """
+    codes = {signal.SIGINT: EXIT_INTERRUPTED, signal.SIGTERM: EXIT_TERMINATED}
+
+    def stop(signum: int, _frame: object) -> None:
+        raise _Stopped(codes[signal.Signals(signum)])
+
+    previous = {}
+    try:
+        for number in codes:
+            previous[number] = signal.signal(number, stop)
+    except ValueError:  # not the main thread: signals are not ours to take
+        pass
+    try:
+        return read(source)
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def _read_ids(source: str) -> list[str]:

@@ -1,0 +1,332 @@
+"""No session the client created leaks: a close mid-create, a lagging index, odd ids, bulk runs."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from browserbase_async import (
+    APIResponseValidationError,
+    BulkReleaseAborted,
+    ReleaseResult,
+    SessionsAPI,
+)
+from browserbase_async._lifecycle import CREATE_TAG_KEY
+from browserbase_async.testing import FakeBrowserbase, Fault
+
+from .conftest import FAST, ApiFactory
+from .helpers import until
+
+pytestmark = pytest.mark.asyncio
+
+ODD_ID = "odd id/1?x#y%z"
+"""An id with characters the client never takes from a caller: a space, a slash, a query."""
+HANG_GUARD = 30.0
+"""Seconds after which a test that would hang fails instead (a bound, never a timing)."""
+
+
+def running(fake: FakeBrowserbase) -> list[str]:
+    return [sid for sid, s in fake.sessions.items() if s["status"] == "RUNNING"]
+
+
+def made_by_create(fake: FakeBrowserbase, session_id: str) -> dict[str, object]:
+    """The create's answer for *session_id*, as the API gives it (with its connection fields)."""
+    return {
+        **fake.sessions[session_id],
+        "connectUrl": "wss://connect.fake.invalid/?signingKey=k",
+        "seleniumRemoteUrl": "http://connect.fake.invalid/webdriver",
+        "signingKey": "k",
+    }
+
+
+# -- 1. aclose() racing a create -----------------------------------------------------------
+
+
+async def test_closing_while_a_create_is_on_the_wire_releases_what_it_made() -> None:
+    async with FakeBrowserbase() as fake:
+        api = SessionsAPI(fake.api_key, base_url=fake.base_url, retry=FAST)
+        fake.inject(Fault.stall(), route="create")  # the session made, its answer never sent
+        call = asyncio.create_task(api.create(user_metadata={"job": "a"}))
+        await fake.wait_until(lambda: len(fake.sessions) == 1)
+        await api.aclose()
+        assert running(fake) == []
+        with pytest.raises(RuntimeError, match="closed") as caught:
+            await asyncio.wait_for(call, HANG_GUARD)
+    (session,) = fake.sessions.values()
+    tag = session["userMetadata"][CREATE_TAG_KEY]
+    assert any(tag in note for note in caught.value.__notes__)
+    assert api._lifecycle.counts.released_after_giving_up == 1
+
+
+async def test_closing_while_a_create_looks_its_tag_up_releases_what_it_made() -> None:
+    async with FakeBrowserbase() as fake:
+        api = SessionsAPI(fake.api_key, base_url=fake.base_url, retry=FAST)
+        fake.inject(Fault.lose(), route="create")
+        fake.inject(Fault.hang(), route="list")  # the create's own lookup never answers
+        call = asyncio.create_task(api.create())
+        await fake.wait_until(lambda: fake.received.requests["list"] == 1)
+        await api.aclose()
+        assert running(fake) == []
+        with pytest.raises(RuntimeError, match="closed"):
+            await asyncio.wait_for(call, HANG_GUARD)
+    assert len(fake.sessions) == 1
+    assert fake.received.requests["create"] == 1
+
+
+async def test_a_create_waiting_for_a_permit_while_the_client_closes_is_never_sent() -> None:
+    async with FakeBrowserbase() as fake:
+        api = SessionsAPI(fake.api_key, base_url=fake.base_url, retry=FAST, max_connections=1)
+        (held,) = fake.add_sessions(1)
+        entered = asyncio.Event()
+
+        async def block() -> None:
+            async with api.guard(held):
+                entered.set()
+                await asyncio.Event().wait()
+
+        guarded = asyncio.create_task(block())
+        await entered.wait()
+        fake.hold()
+        first = asyncio.create_task(api.create())  # holds the one permit, on the wire
+        await fake.wait_for_in_flight(1)
+        second = asyncio.create_task(api.create())  # waits for that permit
+        await until(lambda: len(api._flow._waiters) == 1)
+        closing = asyncio.create_task(api.aclose())
+        await until(lambda: api._lifecycle.closing)
+        with pytest.raises(RuntimeError, match="closed"):
+            await api.create()  # a create that comes while the client closes
+        fake.let_go()
+        await asyncio.wait_for(closing, HANG_GUARD)
+        for call in (first, second):
+            with pytest.raises(RuntimeError, match="closed"):
+                await asyncio.wait_for(call, HANG_GUARD)
+        guarded.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await guarded
+    assert running(fake) == []
+    # The first was cut on the wire (its lookup found nothing made); the second never went out.
+    assert fake.received.requests["create"] == 1
+
+
+async def test_closing_joins_the_settling_a_cancelled_create_began() -> None:
+    async with FakeBrowserbase() as fake:
+        api = SessionsAPI(fake.api_key, base_url=fake.base_url, retry=FAST)
+        fake.inject(Fault.stall(), route="create")
+        call = asyncio.create_task(api.create())
+        await fake.wait_until(lambda: len(fake.sessions) == 1)
+        fake.hold()  # the settling's lookup waits
+        call.cancel()
+        await fake.wait_until(lambda: fake.received.requests["list"] == 1)
+        closing = asyncio.create_task(api.aclose())
+        await until(lambda: api._lifecycle.closing)
+        fake.let_go()
+        await asyncio.wait_for(closing, HANG_GUARD)
+        with pytest.raises(asyncio.CancelledError):
+            await call
+    assert running(fake) == []
+    assert fake.received.requests["list"] == 1  # settled once, not once per asking
+
+
+# -- 2. a retried create and a lagging index -------------------------------------------------
+
+
+async def test_a_retried_create_releases_the_session_a_lagging_lookup_missed(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    fake_browserbase.inject(Fault.lose(), route="create")  # made; its answer lost
+    fake_browserbase.inject(Fault.json([]), route="list")  # the index has not caught up
+    async with make_api() as api:
+        session = await api.create()
+        assert running(fake_browserbase) == [session.id]
+    assert len(fake_browserbase.sessions) == 2
+    assert fake_browserbase.received.requests["create"] == 2
+    assert fake_browserbase.received.requests["list"] == 2  # the lookup, and the one after
+    assert api._lifecycle.counts.duplicates_released == 1
+
+
+async def test_a_lookup_that_finds_two_sessions_keeps_one_and_releases_the_other(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    fake_browserbase.inject(Fault.lose(), Fault.lose(), route="create")
+    fake_browserbase.inject(Fault.json([]), route="list")  # lags after the first
+    async with make_api() as api:
+        session = await api.create()
+        assert running(fake_browserbase) == [session.id]
+    assert len(fake_browserbase.sessions) == 2
+    assert fake_browserbase.received.requests["list"] == 2  # no lookup more than needed
+
+
+async def test_a_create_that_needed_no_retry_costs_no_second_lookup(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    fake_browserbase.inject(Fault.lose(), route="create")
+    async with make_api() as api:
+        await api.create()
+        await api.create()
+    assert fake_browserbase.received.requests["list"] == 1
+
+
+async def test_a_cancelled_create_releases_every_session_its_tag_carries(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    fake_browserbase.inject(Fault.lose(), Fault.stall(), route="create")
+    fake_browserbase.inject(Fault.json([]), route="list")
+    async with make_api() as api:
+        task = asyncio.create_task(api.create())
+        await fake_browserbase.wait_until(lambda: len(fake_browserbase.sessions) == 2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    assert running(fake_browserbase) == []
+
+
+async def test_a_failed_check_after_a_retried_create_is_logged_and_the_create_stands(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake_browserbase.inject(Fault.status(503), route="create")
+    fake_browserbase.inject(Fault.json([]), Fault.status(400), route="list")
+    async with make_api() as api:
+        session = await api.create()
+    assert running(fake_browserbase) == [session.id]
+    assert "could not check for a second session" in caplog.text
+
+
+# -- 3. ids the server gives that a caller could not ----------------------------------------
+
+
+@pytest.mark.off_spec
+async def test_a_session_block_releases_a_session_whose_id_needs_encoding(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    fake_browserbase.add_session(ODD_ID)
+    fake_browserbase.inject(Fault.json(made_by_create(fake_browserbase, ODD_ID), 201))
+    async with make_api() as api:
+        async with api.session() as session:
+            assert session.id == ODD_ID
+        assert fake_browserbase.status(ODD_ID) == "COMPLETED"
+        with pytest.raises(ValueError, match="invalid session id"):
+            await api.release(ODD_ID)  # a caller's id: still refused, before any request
+    assert fake_browserbase.received.updates == {ODD_ID: 1}
+
+
+@pytest.mark.off_spec
+async def test_a_server_id_with_a_terminal_escape_is_released_and_shown_escaped(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    escape = "id\x1b]0;pwned\x07"
+    fake_browserbase.add_session(escape)
+    fake_browserbase.inject(Fault.json(made_by_create(fake_browserbase, escape), 201))
+    fake_browserbase.inject(Fault.status(503), Fault.status(503), Fault.status(503))
+    async with make_api() as api:
+        with pytest.raises(KeyError) as caught:
+            async with api.session():
+                raise KeyError("the block's own")
+    (note,) = caught.value.__notes__
+    assert "\\x1b" in note
+    for text in (note, caplog.text):
+        assert "\x1b" not in text
+        assert "\x07" not in text
+
+
+@pytest.mark.off_spec
+async def test_a_found_session_whose_id_needs_encoding_is_retrieved_or_released(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    fake_browserbase.add_session(ODD_ID)
+    listed = [fake_browserbase.sessions[ODD_ID]]
+    fake_browserbase.inject(Fault.drop(), route="create")
+    fake_browserbase.inject(Fault.json(listed), route="list")
+    fake_browserbase.inject(Fault.json(fake_browserbase.sessions[ODD_ID]), route="retrieve")
+    async with make_api() as api:
+        with pytest.raises(APIResponseValidationError, match="connectUrl"):
+            await api.create()  # found, but its retrieve lacks the connection fields
+    assert fake_browserbase.received.requests["retrieve"] == 1
+    assert fake_browserbase.status(ODD_ID) == "COMPLETED"
+
+
+@pytest.mark.off_spec
+@pytest.mark.parametrize("bad", ["", ".", ".."])
+async def test_an_id_no_url_can_address_is_never_put_into_one(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory, bad: str
+) -> None:
+    fake_browserbase.add_session("x")
+    answer = {**made_by_create(fake_browserbase, "x"), "id": bad}
+    fake_browserbase.inject(Fault.json(answer, 201), route="create")
+    async with make_api() as api:
+        with pytest.raises(APIResponseValidationError, match="no URL can address"):
+            async with api.session():
+                pass
+    assert fake_browserbase.received.requests["update"] == 0
+    assert fake_browserbase.received.requests["retrieve"] == 0
+
+
+@pytest.mark.off_spec
+async def test_a_lookup_skips_a_session_no_url_can_address(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake_browserbase.add_session("x")
+    listed = [{**fake_browserbase.sessions.pop("x"), "id": ".."}]
+    fake_browserbase.inject(Fault.drop(), route="create")
+    fake_browserbase.inject(Fault.json(listed), route="list")
+    async with make_api() as api:
+        session = await api.create()  # nothing usable found: sent again
+    assert running(fake_browserbase) == [session.id]
+    assert "no URL can address" in caplog.text
+
+
+# -- 4. aclose() and a bulk run waiting on its input -----------------------------------------
+
+
+async def hung_after(ids: list[str], taken: asyncio.Event) -> AsyncIterator[str]:
+    for session_id in ids:
+        yield session_id
+    taken.set()
+    await asyncio.Event().wait()  # an input that never yields again
+
+
+async def test_closing_ends_a_release_many_waiting_on_a_hung_input() -> None:
+    async with FakeBrowserbase() as fake:
+        ids = fake.add_sessions(3)
+        api = SessionsAPI(fake.api_key, base_url=fake.base_url, retry=FAST)
+        taken = asyncio.Event()
+        seen: list[ReleaseResult] = []
+        fake.hold()
+        run = asyncio.create_task(
+            api.release_many(hung_after(ids, taken), concurrency=8, on_result=seen.append)
+        )
+        await taken.wait()
+        await fake.wait_for_in_flight(3)
+        await api.aclose()
+        with pytest.raises(BulkReleaseAborted) as caught:
+            await asyncio.wait_for(run, HANG_GUARD)
+        fake.let_go()
+    assert isinstance(caught.value.__cause__, RuntimeError)
+    assert "closed" in str(caught.value.__cause__)
+    # Every release that was sent is reported: ended by the close, each a failed result.
+    assert [result.session_id for result in caught.value.report.results] == ids
+    assert not caught.value.report.released
+    assert len(seen) == 3
+
+
+async def test_closing_ends_a_release_iter_waiting_on_a_hung_input() -> None:
+    async with FakeBrowserbase() as fake:
+        ids = fake.add_sessions(2)
+        api = SessionsAPI(fake.api_key, base_url=fake.base_url, retry=FAST)
+        taken = asyncio.Event()
+        results: list[ReleaseResult] = []
+
+        async def consume() -> None:
+            async for result in api.release_iter(hung_after(ids, taken), concurrency=4):
+                results.append(result)
+
+        run = asyncio.create_task(consume())
+        await taken.wait()
+        await until(lambda: len(results) == 2)
+        await api.aclose()
+        with pytest.raises(BulkReleaseAborted) as caught:
+            await asyncio.wait_for(run, HANG_GUARD)
+    assert isinstance(caught.value.__cause__, RuntimeError)
+    assert all(result.ok for result in results)
+    assert running(fake) == []
