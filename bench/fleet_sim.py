@@ -463,6 +463,7 @@ def _scenarios() -> dict[str, tuple[ServerModel, list[ClientSpec]]]:
         _fleet(4, 150),
     )
     # More clients than places: each must pace itself below one request per round trip.
+    found["crowd-16-in-flight-4"] = (ServerModel(max_in_flight=4), _fleet(16, 10))
     found["crowd-32-in-flight-5"] = (ServerModel(max_in_flight=5), _fleet(32, 25))
     found["crowd-100-in-flight-8"] = (ServerModel(max_in_flight=8), _fleet(100, 20))
     found["crowd-100-per-second-20"] = (
