@@ -454,7 +454,16 @@ def _scenarios() -> dict[str, tuple[ServerModel, list[ClientSpec]]]:
             ServerModel(max_per_second=rate, latency=0.02),
             _fleet(k, int(30 * rate) // k),
         )
+    # The real bench's fleet-per-second (bench/fleet.py), as its fake serves it: 4 processes of
+    # 150, so 3 s of the limit's work, where the start's refusals weigh ten times what they do
+    # in 30 s; the fake sleeps a fixed latency (no jitter); a round trip between two Python
+    # processes on loopback takes about 2 ms.
+    found["bench-4-per-second-200"] = (
+        ServerModel(max_per_second=200.0, latency=0.02, jitter=0.0, rtt=0.002),
+        _fleet(4, 150),
+    )
     # More clients than places: each must pace itself below one request per round trip.
+    found["crowd-16-in-flight-4"] = (ServerModel(max_in_flight=4), _fleet(16, 10))
     found["crowd-32-in-flight-5"] = (ServerModel(max_in_flight=5), _fleet(32, 25))
     found["crowd-100-in-flight-8"] = (ServerModel(max_in_flight=8), _fleet(100, 20))
     found["crowd-100-per-second-20"] = (
