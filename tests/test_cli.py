@@ -72,6 +72,27 @@ async def start_cli(
     )
 
 
+async def start_piped(
+    fake: FakeBrowserbase, *args: str, merged: bool = False
+) -> tuple[asyncio.subprocess.Process, int]:
+    """Start the command with its standard output (and with *merged*, its standard error:
+    ``2>&1``) on a pipe that the test reads when it chooses.
+
+    Returns:
+        The process, and the pipe's read end, for the test to close.
+    """
+    read_end, write_end = os.pipe()
+    process = await asyncio.create_subprocess_exec(
+        *CLI,
+        *args,
+        stdout=write_end,
+        stderr=write_end if merged else asyncio.subprocess.PIPE,
+        env=cli_environ(fake),
+    )
+    os.close(write_end)
+    return process, read_end
+
+
 async def run_on_a_terminal(
     fake: FakeBrowserbase, *args: str, terminal: Literal["stdout", "stderr"]
 ) -> tuple[int, bytes, bytes]:

@@ -28,7 +28,7 @@ from browserbase_async.cli._output import Stdout, Tally
 from browserbase_async.testing import FakeBrowserbase, FaultPlan
 from browserbase_async.testing.__main__ import Serving, main, parse_options
 
-from .test_cli import CLI, cli_environ, one_line, run_cli, run_on_a_terminal, start_cli
+from .test_cli import one_line, run_cli, run_on_a_terminal, start_cli, start_piped
 
 FAKE_FROM_A_SHELL = (sys.executable, "-m", "browserbase_async.testing")
 
@@ -55,23 +55,9 @@ async def test_a_reader_that_goes_away_stops_no_release(
     # With 2>&1 the summary has no reader either: exit 0 then tells that it did not crash.
     unknown = [] if merged else ["no-such-session"]
     failed = tmp_path / "failed.txt"
-    read_end, write_end = os.pipe()
     fake_browserbase.hold()
-    process = await asyncio.create_subprocess_exec(
-        *CLI,
-        "release",
-        "--json",
-        "--concurrency",
-        "1",
-        "--failed-out",
-        str(failed),
-        *ids,
-        *unknown,
-        stdout=write_end,
-        stderr=write_end if merged else asyncio.subprocess.PIPE,
-        env=cli_environ(fake_browserbase),
-    )
-    os.close(write_end)
+    args = ("--json", "--concurrency", "1", "--failed-out", str(failed), *ids, *unknown)
+    process, read_end = await start_piped(fake_browserbase, "release", *args, merged=merged)
     # One release goes through, the others wait: the reader leaves after one row,
     # with 20 still to be written, by construction.
     await fake_browserbase.wait_for_in_flight(1)
@@ -110,16 +96,7 @@ async def test_json_rows_reach_stdout_while_the_bar_is_drawn(
 async def test_list_json_into_head_exits_0_quietly(fake_browserbase: FakeBrowserbase) -> None:
     # Far more than a pipe holds: the command is still writing when the reader leaves.
     fake_browserbase.add_sessions(1000, user_metadata={"pad": "x" * 200})
-    read_end, write_end = os.pipe()
-    process = await asyncio.create_subprocess_exec(
-        *CLI,
-        "list",
-        "--json",
-        stdout=write_end,
-        stderr=asyncio.subprocess.PIPE,
-        env=cli_environ(fake_browserbase),
-    )
-    os.close(write_end)
+    process, read_end = await start_piped(fake_browserbase, "list", "--json")
     assert (await _read_line(read_end)).startswith(b'{"id": ')
     os.close(read_end)
     _, err = await process.communicate()

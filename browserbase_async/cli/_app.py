@@ -25,17 +25,21 @@ from .._retry import RetryPolicy
 from .._version import __version__
 from ._output import (
     ALREADY_ENDED,
+    COMMENT,
     Stdout,
     Tally,
     duration,
+    id_field,
     one_line_usage_errors,
     print_candidates,
     print_sessions,
     printable,
     say,
     stdout_console,
+    write_id_rows,
 )
 from ._scrape import DEFAULT_BROWSERS, DEFAULT_USE, DEFAULT_WORKERS, scrape_demo
+from ._writer import BACKGROUND
 
 PROG: Final = "browserbase-async"
 EXIT_OK: Final = 0
@@ -178,29 +182,54 @@ def _run(main: Callable[..., Coroutine[Any, Any, int]]) -> Callable[..., None]:
 
     @functools.wraps(main)
     def command(**kwargs: Any) -> None:
-        terminate = _Terminate()
-        try:
-            code = asyncio.run(terminate.run(main, kwargs))
-        except asyncio.CancelledError:  # SIGTERM outside a release: nothing to summarise
-            code = EXIT_INTERRUPTED
-        except ConfigError as exc:
-            _fail(str(exc))
-            code = EXIT_USAGE
-        except ValueError as exc:  # the library's word on a bad key, URL or id
-            _fail(str(exc))
-            code = EXIT_USAGE
-        except APIError as exc:
-            _fail(str(exc))
-            code = EXIT_FAILED
-        except KeyboardInterrupt:
-            code = EXIT_INTERRUPTED
-        except _Stopped as exc:
-            code = exc.code
-        if terminate.received and code == EXIT_INTERRUPTED:
-            code = EXIT_TERMINATED
+        # Output goes through writer threads meanwhile: a reader who stops reading holds up
+        # neither the releases nor the signal handlers.
+        with BACKGROUND.on():
+            code = _delivered(_outcome(main, kwargs))
         sys.exit(code)
 
     return command
+
+
+def _outcome(main: Callable[..., Coroutine[Any, Any, int]], kwargs: dict[str, Any]) -> int:
+    """Run ``main(**kwargs)``; return its exit code, or that of what stopped it."""
+    terminate = _Terminate()
+    try:
+        code = asyncio.run(terminate.run(main, kwargs))
+    except asyncio.CancelledError:  # SIGTERM outside a release: nothing to summarise
+        code = EXIT_INTERRUPTED
+    except ConfigError as exc:
+        _fail(str(exc))
+        code = EXIT_USAGE
+    except ValueError as exc:  # the library's word on a bad key, URL or id
+        _fail(str(exc))
+        code = EXIT_USAGE
+    except APIError as exc:
+        _fail(str(exc))
+        code = EXIT_FAILED
+    except KeyboardInterrupt:
+        code = EXIT_INTERRUPTED
+    except _Stopped as exc:
+        code = exc.code
+    if terminate.received and code == EXIT_INTERRUPTED:
+        code = EXIT_TERMINATED
+    return code
+
+
+def _delivered(code: int) -> int:
+    """Wait until what the command wrote reached its readers, then return *code*.
+
+    A reader may not read for a long while (a pager): Ctrl-C and SIGTERM end the wait
+    (what the readers did not take is dropped) and give their exit code; after either, the
+    command does not wait at all.
+    """
+    if code in (EXIT_INTERRUPTED, EXIT_TERMINATED):
+        return code
+    try:
+        _stoppable(BACKGROUND.drain)
+    except _Stopped as stopped:
+        return stopped.code
+    return code
 
 
 class _Group(click.Group):
@@ -281,7 +310,7 @@ async def release(
         raise ConfigError("--watch needs an interval above 0")
     if not (all_sessions or ids or from_file):
         raise ConfigError("say which sessions: IDs, --from-file FILE, or --all")
-    wanted = list(ids) + (_stoppable(_read_ids, from_file) if from_file else [])
+    wanted = list(ids) + (_stoppable(functools.partial(_read_ids, from_file)) if from_file else [])
     async with _client(api_key, base_url, project_id, options) as api:
         if not all_sessions:
             return await release_ids(api, wanted, **options)
@@ -485,9 +514,7 @@ async def release_ids(
     standard output stops nothing: the rows go nowhere, and the releases go on.
     """
     if dry_run:
-        out = Stdout()
-        for session_id in ids:
-            out.write(session_id + "\n")
+        write_id_rows(Stdout(), [(session_id,) for session_id in ids])
         if not quiet:
             noun = "session" if len(ids) == 1 else "sessions"
             say(f"dry run: would release {len(ids)} {noun}")
@@ -515,12 +542,13 @@ async def release_ids(
     return EXIT_FAILED if tally.failed else EXIT_OK
 
 
-def _stoppable(read: Callable[[str], _T], source: str) -> _T:
-    """``read(source)``, which SIGTERM and Ctrl-C interrupt.
+def _stoppable(wait: Callable[[], _T]) -> _T:
+    """``wait()``, which SIGTERM and Ctrl-C interrupt.
 
-    The read may block for ever (a pipe whose producer never closes it, a FIFO with no
-    writer), and it blocks the event loop: the loop's own handlers would run only after
-    it. So, meanwhile, each signal raises at once, in the read.
+    The wait may last for ever (a read of a pipe whose producer never closes it, a FIFO
+    with no writer; a reader who does not read), outside the event loop or blocking it: the
+    loop's own handlers would run only after it. So, meanwhile, each signal raises at once,
+    in the wait.
 
     Raises:
         _Stopped: SIGTERM or Ctrl-C arrived meanwhile, with the exit code to give.
@@ -537,7 +565,7 @@ def _stoppable(read: Callable[[str], _T], source: str) -> _T:
     except ValueError:  # not the main thread: signals are not ours to take
         pass
     try:
-        return read(source)
+        return wait()
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
@@ -557,7 +585,7 @@ def _read_ids(source: str) -> list[str]:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read ids from {source!r}: {_reason(exc)}") from None
     stripped = (line.strip() for line in lines)
-    return [line for line in stripped if line and not line.startswith("#")]
+    return [line for line in stripped if line and not line.startswith(COMMENT)]
 
 
 def _open_to_resume(path: str, ids: list[str]) -> IO[str]:
@@ -583,7 +611,8 @@ def _open_for_writing(path: str) -> IO[str]:
 def _rewrite(file: IO[str], ids: Iterable[str]) -> None:
     file.seek(0)
     file.truncate()
-    file.writelines(session_id + "\n" for session_id in ids)
+    # One line an id, whatever the id: a line break in one must not add an id to resume.
+    file.writelines(id_field(session_id) + "\n" for session_id in ids)
     file.flush()
 
 

@@ -6,7 +6,6 @@ import collections
 import contextlib
 import io
 import json
-import os
 import sys
 import time
 import unicodedata
@@ -44,6 +43,7 @@ from .._errors import (
 )
 from .._flow import FlowStats
 from .._models import Session
+from ._writer import BACKGROUND, silence
 
 ALREADY_ENDED: Final = "already ended (nothing to release)"
 """How the summary names the listed sessions that had ended: sent nothing, counted apart."""
@@ -89,13 +89,15 @@ def result_row(result: ReleaseResult) -> str:
 
 
 class Stdout(io.TextIOBase):
-    """Standard output for rows that a reader may stop reading (``--json | head -1``).
+    """Standard output for rows that a reader may stop reading (``--json | less``) or leave
+    (``--json | head -1``).
 
-    A reader that went away does not stop the job: from then on what is written
-    here goes nowhere, quietly, and the run goes on to its end. So with no standard
-    output at all (``>&-``); any other failure to write (a full disk) is said once on
-    standard error, and the run goes on. Each write is flushed, so that a reader in a
-    pipe sees each row as it is made.
+    While a command runs, the rows go to a writer thread (`BACKGROUND`): a reader who
+    stops reading holds up nothing but that thread. A reader that went away does not stop
+    the job: from then on what is written here goes nowhere, quietly, and the run goes on
+    to its end. So with no standard output at all (``>&-``); any other failure to write (a
+    full disk) is said once on standard error, and the run goes on. Each row is written as
+    it comes, so that a reader in a pipe sees each row as it is made.
 
     The stream is the one in ``sys.stdout`` when this is made: a rich progress bar
     that stands in for it meanwhile gets none of the rows.
@@ -107,6 +109,7 @@ class Stdout(io.TextIOBase):
         super().__init__()
         self._stream: IO[str] | None = getattr(sys, self._STREAM)
         self.reader_gone = self._stream is None
+        self._writer = None if self._stream is None else BACKGROUND.writer(self._stream)
 
     @property
     def encoding(self) -> str:  # type: ignore[override]
@@ -120,13 +123,22 @@ class Stdout(io.TextIOBase):
     def write(self, text: str) -> int:
         if self.reader_gone or self._stream is None:
             return len(text)
+        if self._writer is not None:
+            writer, fd = self._writer
+            if writer.gone(fd):
+                self.reader_gone = True
+                return len(text)
+            errors = getattr(self._stream, "errors", None) or "strict"
+            writer.put(fd, text.encode(self.encoding, errors), self._failed)
+            return len(text)
         try:
             self._stream.write(text)
             self._stream.flush()
         except OSError as exc:
             self.reader_gone = True
             self._failed(exc)
-            _silence(self._stream)
+            with contextlib.suppress(ValueError, OSError):  # no descriptor: click's runner
+                silence(self._stream.fileno())
         except ValueError:  # the stream object itself was closed: nowhere to write
             self.reader_gone = True
         return len(text)
@@ -164,20 +176,6 @@ def stdout_console() -> Console:
     """A rich console on a `Stdout`: tables and rows that a closed pipe cannot stop."""
     # Stdout has every method of a text file that rich calls; typeshed types it apart.
     return Console(file=cast(IO[str], Stdout()))
-
-
-def _silence(stream: IO[str]) -> None:
-    """Point *stream*'s descriptor at the null device, once its reader has gone.
-
-    What is still buffered then goes nowhere, and the interpreter's last flush
-    finds no broken pipe to complain about.
-    """
-    # No descriptor: click's test runner.
-    with contextlib.suppress(ValueError, OSError):
-        fd = stream.fileno()
-        null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null, fd)
-        os.close(null)
 
 
 def flow_summary(stats: FlowStats, retried: int = 0) -> str:
@@ -328,6 +326,54 @@ def printable(text: str) -> str:
     )
 
 
+COMMENT: Final = "#"
+"""A line of ``--from-file`` that starts with this is a comment."""
+QUOTED_IDS: Final = (
+    "browserbase-async: {count} printed as JSON strings: written as they are"
+    " (a line break, a tab, a control character, a space at an end, a leading '#'),"
+    " --from-file would not read each back as one id"
+)
+
+
+def reads_back(session_id: str) -> bool:
+    """Whether *session_id*, written alone on a line (or as a tab-separated field), is read
+    back by ``--from-file`` (and ``cut``) as itself: no line break, tab or other control or
+    format character, no space at either end, not empty, no leading ``#``."""
+    return (
+        session_id.isprintable()
+        and session_id == session_id.strip()
+        and bool(session_id)
+        and not session_id.startswith(COMMENT)
+    )
+
+
+def id_field(session_id: str) -> str:
+    """*session_id* as a line (or a field) of machine-readable output: itself when it
+    `reads_back`; else a JSON string, one line with no tab, which ``--from-file`` takes as
+    one invalid id (no id this client sends holds a quote), never as other ids."""
+    return session_id if reads_back(session_id) else json.dumps(session_id)
+
+
+def _cell_field(text: str) -> str:
+    """Server text as a tab-separated field: itself, or a JSON string if it has a tab, a
+    line break or another control character (which would also reach a terminal raw)."""
+    return text if text.isprintable() else json.dumps(text)
+
+
+def write_id_rows(file: IO[str] | io.TextIOBase, rows: Iterable[Sequence[str]]) -> None:
+    """Write *rows*, whose first cell is an id, one a line, tab-separated, for other programs
+    (``cut -f1``, ``--from-file``); a cell that would break its row is a JSON string, and
+    standard error says how many ids were so written."""
+    quoted = 0
+    lines = []
+    for session_id, *cells in rows:
+        quoted += not reads_back(session_id)
+        lines.append("\t".join([id_field(session_id), *map(_cell_field, cells)]) + "\n")
+    file.writelines(lines)
+    if quoted:
+        say(QUOTED_IDS.format(count="1 session id" if quoted == 1 else f"{quoted} session ids"))
+
+
 def session_cells(session: Session) -> tuple[str, str, str, str, str]:
     """A session's id, status, region, start time and user metadata, as text."""
     return (
@@ -347,7 +393,7 @@ def _print_rows(
     widest = max((len(row[0]) for row in rows), default=len(headers[0]))
     narrowest = [min(len(header), 7) for header in headers[1:]]
     if not console.is_terminal or console.width < widest + sum(narrowest) + 2 * len(headers):
-        console.file.writelines("\t".join(row) + "\n" for row in rows)
+        write_id_rows(console.file, rows)
         return
     table = Table(box=None)
     table.add_column(headers[0], no_wrap=True, min_width=widest, overflow="ignore")
@@ -434,7 +480,7 @@ def print_candidates(
             console.file.write(json.dumps(row) + "\n")
         return
     if not console.is_terminal:
-        console.file.writelines(session.id + "\n" for session in sessions)
+        write_id_rows(console.file, [(session.id,) for session in sessions])
         return
     rows = [
         (
