@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
@@ -16,6 +17,12 @@ from browserbase_async.testing import Exchange, FakeBrowserbase
 from .schema import check_answer
 
 FAST = RetryPolicy(initial_delay=0.001, max_delay=0.002)
+
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    # A run started in the background by a script (`bash .ci/run &`) ignores SIGINT, and its
+    # children inherit that: the commands that the tests stop with Ctrl-C would never see it.
+    # Python's own handler is reset to the default at exec, as a terminal's run has it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 ApiFactory = Callable[..., AbstractAsyncContextManager[SessionsAPI]]
 
