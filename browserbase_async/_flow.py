@@ -410,7 +410,7 @@ class FlowControl:
                 self._accepted += 1
                 if self._carried:
                     # The call is done: its share of the refusals the calls carry goes with it.
-                    self._carried -= self._carried / (self._waiting + self.in_flight + 1)
+                    self._carried -= self._danger()
                 self._grow(permit[1])
             elif status >= 500:
                 self._refused(permit, response)
@@ -443,13 +443,13 @@ class FlowControl:
             # The first success ever ends it sooner: a pace learned before any round trip
             # (in a fleet's first burst) was learned from refusals alone.
             # (Not in a crowd, paced from its first burst too: see `CAUTION`.)
-            crowded = self._danger() >= CAUTION
-            exit = FIRST_GAP_EXIT if first and not crowded else GAP_EXIT
+            danger = self._danger()
+            exit = FIRST_GAP_EXIT if first and danger < CAUTION else GAP_EXIT
             # Any other success leaves a shallow spell only after `SHALLOW_SPELL` (see there),
             # unless the calls carry refusals as a crowd's do.
             held = (
                 not first
-                and self._danger() < SHALLOW_DANGER
+                and danger < SHALLOW_DANGER
                 and self._spell_peak < SHALLOW_GAP
                 and self._now() - self._spell_at < SHALLOW_SPELL
             )
