@@ -554,8 +554,8 @@ class Lifecycle:
         """
         if state.settling is None:
             state.settling = asyncio.ensure_future(self._abandon(state, limit))
-        elif state.deadline is not None:
-            cut_short(state.deadline, limit)
+        else:
+            cut_short(state.settling, state.deadline, limit)
         return state.settling
 
     async def _abandon(self, state: _Create, limit: float) -> None:

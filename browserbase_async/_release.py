@@ -15,7 +15,7 @@ import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 import attrs
 
@@ -394,15 +394,17 @@ class Releaser:
     def _start_release(self, hold: Hold, limit: float) -> asyncio.Future[ReleaseResult]:
         """The release of *hold*, started now unless it already was: it is released once."""
         if hold.release is None:
-            hold.release = asyncio.ensure_future(self._release_bounded(hold, limit))
+            hold.limit = min(hold.limit, limit)
+            hold.release = asyncio.ensure_future(self._release_bounded(hold))
             hold.release.add_done_callback(lambda _: self.holds.discard(hold))
-        elif hold.deadline is not None and limit < hold.limit:
+        else:
             hold.hurry(limit)  # begun by its guard, with the guard's longer bound: closing's
         return hold.release
 
-    async def _release_bounded(self, hold: Hold, limit: float) -> ReleaseResult:
+    async def _release_bounded(self, hold: Hold) -> ReleaseResult:
         loop = asyncio.get_running_loop()
         started = loop.time()
+        limit = hold.limit  # as cut meanwhile, if it was (`Hold.hurry`)
         try:
             async with asyncio.timeout(limit) as hold.deadline:
                 return await self.release_result(
@@ -478,13 +480,23 @@ class Hold:
 
     def hurry(self, within: float = CANCELLED_RELEASE_TIMEOUT) -> None:
         """Cut what is left of the release to *within* seconds: we were cancelled, or close."""
-        # The release ran its first step, which set the deadline, before we could be told.
-        assert self.deadline is not None
-        cut_short(self.deadline, within)
+        if self.release is None or self.deadline is None:
+            # Not begun (or not run its first step): it begins with the shorter bound.
+            self.limit = min(self.limit, within)
+        else:
+            cut_short(self.release, self.deadline, within)
 
 
-def cut_short(deadline: asyncio.Timeout, within: float) -> None:
-    """Move *deadline* to *within* seconds from now, unless it comes sooner already."""
+def cut_short(work: asyncio.Future[Any], deadline: asyncio.Timeout | None, within: float) -> None:
+    """Move *work*'s *deadline* to *within* seconds from now, unless it comes sooner already.
+
+    Work that has ended, or whose deadline has passed, is left as it is: its
+    timeout can no longer be moved. It may have ended a moment ago, its
+    done callbacks not run yet (a guard's release that the client's close
+    finds still held, say).
+    """
+    if deadline is None or work.done() or deadline.expired():
+        return
     soon = asyncio.get_running_loop().time() + within
     when = deadline.when()
     deadline.reschedule(soon if when is None else min(when, soon))

@@ -331,12 +331,15 @@ async def test_ctrl_c_with_open_sessions_leaves_none_running(
         fake_browserbase.api_key,
         fake_browserbase.base_url,
         stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     assert process.stdout is not None
+    assert process.stderr is not None
     assert await process.stdout.readline() == b"ready\n"
     assert len(running(fake_browserbase)) == 3
     process.send_signal(signal.SIGINT)
-    assert await process.wait() == 130
+    errors = (await process.stderr.read()).decode()
+    assert await process.wait() == 130, errors
     assert running(fake_browserbase) == []
     assert len(fake_browserbase.sessions) == 3
 

@@ -129,6 +129,24 @@ async def test_closing_joins_the_settling_a_cancelled_create_began() -> None:
     assert fake.received.requests["list"] == 1  # settled once, not once per asking
 
 
+async def test_closing_at_any_moment_of_a_cancelled_creates_settling_leaves_nothing() -> None:
+    # Every phase of the settling as the close finds it: the lookup on the wire, the release,
+    # ended with the create not yet resumed (its settling's done callbacks pending).
+    async with FakeBrowserbase() as fake:
+        for turns in range(40):
+            api = SessionsAPI(fake.api_key, base_url=fake.base_url, retry=FAST)
+            fake.inject(Fault.stall(), route="create")
+            call = asyncio.create_task(api.create())
+            await fake.wait_until(lambda: len(running(fake)) == 1)
+            call.cancel()
+            for _ in range(turns):
+                await asyncio.sleep(0)
+            await asyncio.wait_for(api.aclose(), HANG_GUARD)
+            with pytest.raises(asyncio.CancelledError):
+                await call
+            assert running(fake) == [], turns
+
+
 # -- 2. a retried create and a lagging index -------------------------------------------------
 
 

@@ -784,3 +784,55 @@ async def test_closing_cuts_a_guards_own_longer_release_to_the_closings_bound(
     with pytest.raises(APITimeoutError, match="took over") as caught:
         await task
     assert "e+09" not in str(caught.value)  # how long it took, not the bound it began with
+
+
+@pytest.mark.asyncio
+async def test_closing_at_any_moment_of_the_guards_releases_ends_every_session(
+    fake_browserbase: FakeBrowserbase,
+) -> None:
+    # Every phase of the guards' own releases as the close finds them: not begun, begun but
+    # not run, on the wire, ended with the hold not yet let go (its done callback pending).
+    for turns in range(40):
+        ids = fake_browserbase.add_sessions(3)
+        api = SessionsAPI(fake_browserbase.api_key, base_url=fake_browserbase.base_url, retry=FAST)
+        gate = asyncio.Event()
+
+        async def guarded(api: SessionsAPI, session_id: str, gate: asyncio.Event) -> None:
+            async with api.guard(session_id):
+                await gate.wait()
+
+        tasks = [asyncio.create_task(guarded(api, session_id, gate)) for session_id in ids]
+        await asyncio.sleep(0)
+        gate.set()
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        await api.aclose()
+        assert await asyncio.gather(*tasks) == [None] * 3, turns
+        assert {fake_browserbase.sessions[i]["status"] for i in ids} == {"COMPLETED"}, turns
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("turns", range(4))
+async def test_closing_cuts_a_guards_release_that_has_not_run_yet_to_its_bound(
+    fake_browserbase: FakeBrowserbase, monkeypatch: pytest.MonkeyPatch, turns: int
+) -> None:
+    import browserbase_async._client
+
+    monkeypatch.setattr(browserbase_async._client, "CLOSE_RELEASE_TIMEOUT", 0.05)
+    (sid,) = fake_browserbase.add_sessions(1)
+    fake_browserbase.inject(Fault.hang(), route="update")
+    api = SessionsAPI(fake_browserbase.api_key, base_url=fake_browserbase.base_url, retry=FAST)
+    gate = asyncio.Event()
+
+    async def guarded() -> None:
+        async with api.guard(sid, release_timeout=1e9):
+            await gate.wait()
+
+    task = asyncio.create_task(guarded())
+    await asyncio.sleep(0)
+    gate.set()
+    for _ in range(turns):
+        await asyncio.sleep(0)
+    await asyncio.wait_for(api.aclose(), 30)  # within the closing's bound, not the guard's
+    with pytest.raises(APITimeoutError, match="took over"):
+        await task
