@@ -22,7 +22,7 @@ from browserbase_async.cli import _app
 from browserbase_async.cli._writer import BACKGROUND, Background, Writer
 from browserbase_async.testing import FakeBrowserbase
 
-from .test_cli import one_line, start_piped
+from .test_cli import one_line, run_cli, start_piped
 
 HANG: float = 60
 """A bound against a hang, not a timing target: a test that passes takes a small part of it."""
@@ -215,6 +215,58 @@ async def test_sigterm_acts_while_the_last_rows_wait_for_the_reader(
     assert err == b""
     assert 0 < len(_true_rows(data, fake_browserbase)) < MANY
     assert all(fake_browserbase.status(sid) == "COMPLETED" for sid in ids)
+
+
+# SIGTERM sent to itself at one moment of the command's end, the command a dry run.
+_SIGTERM_AT = """
+import asyncio, os, signal, sys
+from browserbase_async.cli import _app
+
+moment = sys.argv.pop()
+real_run, real_delivered = asyncio.run, _app._delivered
+
+
+def terminate(at):
+    if moment == at:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def run(main):
+    async def command():
+        code = await main
+        terminate("after the command's last await")
+        return code
+
+    code = real_run(command())
+    terminate("after its loop closed")
+    return code
+
+
+def delivered(*args):
+    terminate("before the wait for its readers")
+    return real_delivered(*args)
+
+
+asyncio.run, _app._delivered = run, delivered
+_app.cli()
+"""
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    "moment",
+    ["after the command's last await", "after its loop closed", "before the wait for its readers"],
+)
+async def test_sigterm_as_the_command_ends_is_143(moment: str) -> None:
+    # Once lost in the event loop's handler, which the command's end removed (the wait for a
+    # reader who does not read then lasted for ever), or taken by the default handler
+    # between the loop's and the wait's (no exit code, the summary's promise unkept).
+    program = (sys.executable, "-c", _SIGTERM_AT)
+    args = ("release", "--api-key", "k", "--dry-run", "s-1", moment)
+    ran = await run_cli(None, *args, program=program)
+    assert ran.code == 143, ran.err
+    assert ran.out == "s-1\n"
+    assert ran.err == "dry run: would release 1 session\n"
 
 
 def test_output_without_a_descriptor_or_poll_is_written_as_it_is(

@@ -8,7 +8,7 @@ import functools
 import json
 import signal
 import sys
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import IO, Any, Final, TypeVar
 
@@ -150,29 +150,46 @@ def _release_options(command: _F) -> _F:
 
 @attrs.define
 class _Terminate:
-    """SIGTERM, taken as Ctrl-C is: the command's task is cancelled, its summary said."""
+    """SIGTERM, taken as Ctrl-C is, from the command's start to its exit: the command's task is
+    cancelled (its summary said), the wait for the readers ends, and the exit code is 143.
+
+    One handler for the whole command, never the event loop's: a signal that came as the
+    command's task ended was lost in the loop's, which its removal dropped (the wait for a
+    reader who does not read then lasted for ever), and SIGTERM had its default meanwhile
+    (the process died without its exit code).
+    """
 
     received: bool = False
+    _task: asyncio.Task[int] | None = None
+
+    @contextlib.contextmanager
+    def taken(self) -> Iterator[None]:
+        """SIGTERM is this handler's meanwhile (outside the main thread, it keeps its own)."""
+        try:
+            previous = signal.signal(signal.SIGTERM, self._receive)
+        except ValueError:  # not the main thread: signals are not ours to take
+            yield
+            return
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGTERM, previous)
 
     async def run(
         self, command: Callable[..., Coroutine[Any, Any, int]], kwargs: dict[str, Any]
     ) -> int:
         """Run ``command(**kwargs)``; SIGTERM meanwhile cancels it, as Ctrl-C does."""
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        assert task is not None
-        # Outside the main thread (or without signals) SIGTERM keeps its default.
-        with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
-            loop.add_signal_handler(signal.SIGTERM, self._cancel, task)
-        try:
-            return await command(**kwargs)
-        finally:
-            with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
-                loop.remove_signal_handler(signal.SIGTERM)
+        self._task = asyncio.current_task()
+        return await command(**kwargs)
 
-    def _cancel(self, task: asyncio.Task[int]) -> None:
+    def _receive(self, _signum: int, _frame: object) -> None:
         self.received = True
-        task.cancel()
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            # Wake the loop, should it wait in select() for something else.
+            with contextlib.suppress(RuntimeError):  # closed meanwhile
+                task.get_loop().call_soon_threadsafe(lambda: None)
 
 
 def _run(main: Callable[..., Coroutine[Any, Any, int]]) -> Callable[..., None]:
@@ -184,16 +201,18 @@ def _run(main: Callable[..., Coroutine[Any, Any, int]]) -> Callable[..., None]:
     def command(**kwargs: Any) -> None:
         # Output goes through writer threads meanwhile: a reader who stops reading holds up
         # neither the releases nor the signal handlers.
-        with BACKGROUND.on():
-            code = _delivered(_outcome(main, kwargs))
+        terminate = _Terminate()
+        with BACKGROUND.on(), terminate.taken():
+            code = _delivered(_outcome(main, kwargs, terminate), lambda: terminate.received)
         sys.exit(code)
 
     return command
 
 
-def _outcome(main: Callable[..., Coroutine[Any, Any, int]], kwargs: dict[str, Any]) -> int:
+def _outcome(
+    main: Callable[..., Coroutine[Any, Any, int]], kwargs: dict[str, Any], terminate: _Terminate
+) -> int:
     """Run ``main(**kwargs)``; return its exit code, or that of what stopped it."""
-    terminate = _Terminate()
     try:
         code = asyncio.run(terminate.run(main, kwargs))
     except asyncio.CancelledError:  # SIGTERM outside a release: nothing to summarise
@@ -211,22 +230,34 @@ def _outcome(main: Callable[..., Coroutine[Any, Any, int]], kwargs: dict[str, An
         code = EXIT_INTERRUPTED
     except _Stopped as exc:
         code = exc.code
-    if terminate.received and code == EXIT_INTERRUPTED:
+    if terminate.received:
+        # Even once the command ended (its loop closing): the readers are not waited for.
         code = EXIT_TERMINATED
     return code
 
 
-def _delivered(code: int) -> int:
+def _delivered(code: int, terminated: Callable[[], bool] = lambda: False) -> int:
     """Wait until what the command wrote reached its readers, then return *code*.
 
     A reader may not read for a long while (a pager): Ctrl-C and SIGTERM end the wait
     (what the readers did not take is dropped) and give their exit code; after either, the
     command does not wait at all.
+
+    Args:
+        code: The command's exit code.
+        terminated: Whether SIGTERM came since the command's outcome was known (before
+            this wait could take it).
     """
     if code in (EXIT_INTERRUPTED, EXIT_TERMINATED):
         return code
+
+    def drain() -> None:
+        if terminated():
+            raise _Stopped(EXIT_TERMINATED)
+        BACKGROUND.drain()
+
     try:
-        _stoppable(BACKGROUND.drain)
+        _stoppable(drain)
     except _Stopped as stopped:
         return stopped.code
     return code
