@@ -402,11 +402,13 @@ class Releaser:
         return hold.release
 
     async def _release_bounded(self, hold: Hold) -> ReleaseResult:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
         limit = hold.limit  # as cut meanwhile, if it was (`Hold.hurry`)
+        bounded = asyncio.timeout(limit)
+        # Its start is its deadline's own, not a reading of the clock a moment before: the
+        # bound said is then the bound given, however long a loaded machine took in between.
+        started = (bounded.when() or 0.0) - limit
         try:
-            async with asyncio.timeout(limit) as hold.deadline:
+            async with bounded as hold.deadline:
                 return await self.release_result(
                     hold.session_id, project_id=hold.project_id, wait=hold.wait, wait_timeout=limit
                 )
