@@ -489,8 +489,10 @@ async def test_a_longer_pause_extends_the_gate_a_shorter_one_does_not() -> None:
 async def test_the_gate_reopens_on_its_timer_and_spreads_the_waiters() -> None:
     flow = new_flow()
     loop = asyncio.get_running_loop()
-    flow.pause(0.01)
+    # The clock read before the pause, not after: the pause's own reading comes between,
+    # and a machine busy elsewhere between two lines could put this one past the reopening.
     reopened = loop.time() + 0.01
+    flow.pause(0.01)
     waiting = [asyncio.create_task(flow.acquire()) for _ in range(3)]
     permits = await asyncio.gather(*waiting)
     assert loop.time() >= reopened
