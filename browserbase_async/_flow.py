@@ -583,10 +583,11 @@ class FlowControl:
         if seconds <= 0 or self.closed:
             return 0.0
         loop = asyncio.get_running_loop()
-        until = loop.time() + seconds
+        now = loop.time()  # read once: the seconds added are then those asked
+        until = now + seconds
         if until <= self._paused_until:
             return 0.0
-        added = until - max(self._paused_until, loop.time())
+        added = until - max(self._paused_until, now)
         self._paused_until = until
         self._jitter = min(MAX_RESUME_JITTER, seconds / 4) if jitter else 0.0
         if self._reopen is not None:

@@ -473,6 +473,21 @@ async def test_a_wait_over_the_cap_does_not_close_the_gate() -> None:
     assert flow.stats().pauses == 0
 
 
+async def test_a_pause_counts_the_seconds_asked_on_a_loaded_machine(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Each reading of the clock a millisecond past the last, as on a machine whose other work
+    # takes the processor between two lines: the gate read it twice, and counted 0.049 s.
+    loop = asyncio.get_running_loop()
+    clock = loop.time
+    readings = iter(range(1, 1 << 62))
+    monkeypatch.setattr(loop, "time", lambda: clock() + next(readings) / 1000)
+    flow = new_flow()
+    flow.pause(0.05)
+    flow.close()
+    assert flow.stats().paused_seconds == pytest.approx(0.05)
+
+
 async def test_a_longer_pause_extends_the_gate_a_shorter_one_does_not() -> None:
     flow = new_flow()
     flow.pause(10.0)
