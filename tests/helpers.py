@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 LOOP_TURNS = 200_000
 """Turns of the loop `until` gives a condition before it says the condition never held."""
 
@@ -17,6 +19,15 @@ async def until(reached: Callable[[], bool]) -> None:
             return
         await asyncio.sleep(0)
     raise AssertionError("never reached")
+
+
+def load_the_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make each reading of the running loop's clock a millisecond past the last: a machine
+    whose other work takes the processor between any two lines, by construction."""
+    loop = asyncio.get_running_loop()
+    clock = loop.time
+    readings = iter(range(1, 1 << 62))
+    monkeypatch.setattr(loop, "time", lambda: clock() + next(readings) / 1000)
 
 
 def session_json(**overrides: Any) -> dict[str, Any]:

@@ -39,6 +39,7 @@ from browserbase_async._transport import Response
 from browserbase_async.testing import FakeBrowserbase, Fault, FaultPlan
 
 from .conftest import ApiFactory
+from .helpers import load_the_clock
 
 pytestmark = pytest.mark.asyncio
 
@@ -476,12 +477,8 @@ async def test_a_wait_over_the_cap_does_not_close_the_gate() -> None:
 async def test_a_pause_counts_the_seconds_asked_on_a_loaded_machine(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Each reading of the clock a millisecond past the last, as on a machine whose other work
-    # takes the processor between two lines: the gate read it twice, and counted 0.049 s.
-    loop = asyncio.get_running_loop()
-    clock = loop.time
-    readings = iter(range(1, 1 << 62))
-    monkeypatch.setattr(loop, "time", lambda: clock() + next(readings) / 1000)
+    # The gate read the clock twice, and counted 0.049 s.
+    load_the_clock(monkeypatch)
     flow = new_flow()
     flow.pause(0.05)
     flow.close()

@@ -18,6 +18,7 @@ from browserbase_async import (
 from browserbase_async.testing import FakeBrowserbase, Fault, FaultPlan
 
 from .conftest import ApiFactory
+from .helpers import load_the_clock
 
 pytestmark = pytest.mark.asyncio
 
@@ -144,9 +145,17 @@ async def test_a_failed_release_after_a_clean_block_raises(
                 pass
 
 
+@pytest.mark.parametrize("loaded", [False, True], ids=["idle", "loaded"])
 async def test_the_guards_release_is_bounded(
-    fake_browserbase: FakeBrowserbase, make_api: ApiFactory, caplog: pytest.LogCaptureFixture
+    fake_browserbase: FakeBrowserbase,
+    make_api: ApiFactory,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    loaded: bool,
 ) -> None:
+    if loaded:
+        # The bound said is the bound given: it said 0.104 s once, on a busy machine.
+        load_the_clock(monkeypatch)
     caplog.set_level(logging.WARNING)
     (sid,) = fake_browserbase.add_sessions(1)
     fake_browserbase.inject(Fault.hang())
@@ -157,23 +166,6 @@ async def test_the_guards_release_is_bounded(
     # The block ended normally: the failure is raised, not logged.
     assert not caplog.records
     assert fake_browserbase.received.answers["hung"] == 1
-
-
-async def test_the_bound_said_is_the_bound_given_on_a_loaded_machine(
-    fake_browserbase: FakeBrowserbase, make_api: ApiFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Each reading of the clock a millisecond past the last, as on a machine whose other work
-    # takes the processor between two lines: the bound said was 0.101 s (1 in many CI runs).
-    loop = asyncio.get_running_loop()
-    clock = loop.time
-    readings = iter(range(1, 1 << 62))
-    monkeypatch.setattr(loop, "time", lambda: clock() + next(readings) / 1000)
-    (sid,) = fake_browserbase.add_sessions(1)
-    fake_browserbase.inject(Fault.hang())
-    async with make_api(retry=RetryPolicy(max_attempts=1)) as api:
-        with pytest.raises(APITimeoutError, match=r"took over 0\.1 s"):
-            async with api.guard(sid, release_timeout=0.1):
-                pass
 
 
 async def test_guard_checks_the_id_on_entry(make_api: ApiFactory) -> None:
