@@ -545,3 +545,52 @@ async def test_a_client_that_leaves_mid_request_is_no_traceback(
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
     assert fake_browserbase.status(session_id) == "RUNNING"
     assert await reader.read() == b""
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("at", [1, 3])
+async def test_a_second_ctrl_c_while_failed_out_is_rewritten_leaves_every_id_to_resume(
+    fake_browserbase: FakeBrowserbase,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    at: int,
+) -> None:
+    # Under asyncio.run, a second Ctrl-C raises KeyboardInterrupt wherever the code is: here,
+    # at one id of the last rewrite of --failed-out (the first Ctrl-C cut the run short). A
+    # stand-in is raised: a real KeyboardInterrupt would leave the test's loop too.
+    class SecondCtrlC(BaseException):
+        pass
+
+    ids = fake_browserbase.add_sessions(6)
+    failed = tmp_path / "failed.txt"
+    written: list[str] = []
+    id_field = _app.id_field
+
+    def interrupted(session_id: str) -> str:
+        written.append(session_id)
+        if len(written) == len(ids) + at:  # the first rewrite wrote every id
+            raise SecondCtrlC
+        return id_field(session_id)
+
+    monkeypatch.setattr(_app, "id_field", interrupted)
+    fake_browserbase.hold()
+    async with SessionsAPI(fake_browserbase.api_key, base_url=fake_browserbase.base_url) as api:
+        run = asyncio.create_task(
+            _app.release_ids(
+                api,
+                ids,
+                concurrency=2,
+                json_rows=False,
+                failed_out=str(failed),
+                dry_run=False,
+                quiet=True,
+                wait=False,
+            )
+        )
+        await fake_browserbase.wait_for_in_flight(2)
+        run.cancel()  # the first Ctrl-C
+        with pytest.raises(SecondCtrlC):
+            await run
+        fake_browserbase.let_go()
+    running = [sid for sid in ids if fake_browserbase.status(sid) == "RUNNING"]
+    assert set(running) <= set(failed.read_text().splitlines())
