@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -174,6 +175,22 @@ async def test_sigterm_says_the_summary_exits_143_and_the_run_resumes(
     assert all(fake_browserbase.status(sid) == "COMPLETED" for sid in ids)
 
 
+def quiet_run(
+    api: SessionsAPI, ids: list[str], failed: Path, *, concurrency: int
+) -> Coroutine[Any, Any, int]:
+    """The CLI's release of *ids*, quiet, its ``--failed-out`` at *failed*."""
+    return _app.release_ids(
+        api,
+        ids,
+        concurrency=concurrency,
+        json_rows=False,
+        failed_out=str(failed),
+        dry_run=False,
+        quiet=True,
+        wait=False,
+    )
+
+
 @pytest.mark.asyncio
 async def test_an_interrupted_run_reports_every_release_the_client_finished(
     fake_browserbase: FakeBrowserbase,
@@ -196,18 +213,7 @@ async def test_an_interrupted_run_reports_every_release_the_client_finished(
     ids = fake_browserbase.add_sessions(3000)
     failed = tmp_path / "failed.txt"
     async with SessionsAPI(fake_browserbase.api_key, base_url=fake_browserbase.base_url) as api:
-        run = asyncio.create_task(
-            _app.release_ids(
-                api,
-                ids,
-                concurrency=100,
-                json_rows=False,
-                failed_out=str(failed),
-                dry_run=False,
-                quiet=True,
-                wait=False,
-            )
-        )
+        run = asyncio.create_task(quiet_run(api, ids, failed, concurrency=100))
         await fake_browserbase.wait_for_requests(1500)
         run.cancel()  # what Ctrl-C and SIGTERM do
         assert await run == 130
@@ -575,18 +581,7 @@ async def test_a_second_ctrl_c_while_failed_out_is_rewritten_leaves_every_id_to_
     monkeypatch.setattr(_app, "id_field", interrupted)
     fake_browserbase.hold()
     async with SessionsAPI(fake_browserbase.api_key, base_url=fake_browserbase.base_url) as api:
-        run = asyncio.create_task(
-            _app.release_ids(
-                api,
-                ids,
-                concurrency=2,
-                json_rows=False,
-                failed_out=str(failed),
-                dry_run=False,
-                quiet=True,
-                wait=False,
-            )
-        )
+        run = asyncio.create_task(quiet_run(api, ids, failed, concurrency=2))
         await fake_browserbase.wait_for_in_flight(2)
         run.cancel()  # the first Ctrl-C
         with pytest.raises(SecondCtrlC):
