@@ -163,7 +163,8 @@ class SessionsAPI:
         """Release what open guards hold, then close; a caller's ``http_session`` stays open.
 
         First the sessions that open guards (`guard`) still hold are released,
-        each within `CLOSE_RELEASE_TIMEOUT` seconds, so that a program stopped
+        each within `CLOSE_RELEASE_TIMEOUT` seconds (those of guards entered
+        while the close runs too), so that a program stopped
         by Ctrl-C leaves nothing running. So are those of creates whose outcome
         is unknown (on the wire, or looking their tag up): each such create is
         cut at once and ends with the closed-client `RuntimeError`, its tag is
@@ -181,10 +182,11 @@ class SessionsAPI:
         try:
             if not self._requester.closed:
                 try:
-                    if self._releaser.holds:
-                        await self._releaser.release_held(CLOSE_RELEASE_TIMEOUT)
+                    await self._releaser.release_held(CLOSE_RELEASE_TIMEOUT)
                 finally:
                     await self._lifecycle.settled(settling)
+                    # A guard entered while the creates settled holds a session too.
+                    await self._releaser.release_held(CLOSE_RELEASE_TIMEOUT)
         finally:
             self._requester.close()
             self._flow.close()

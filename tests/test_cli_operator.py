@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -174,6 +175,22 @@ async def test_sigterm_says_the_summary_exits_143_and_the_run_resumes(
     assert all(fake_browserbase.status(sid) == "COMPLETED" for sid in ids)
 
 
+def quiet_run(
+    api: SessionsAPI, ids: list[str], failed: Path, *, concurrency: int
+) -> Coroutine[Any, Any, int]:
+    """The CLI's release of *ids*, quiet, its ``--failed-out`` at *failed*."""
+    return _app.release_ids(
+        api,
+        ids,
+        concurrency=concurrency,
+        json_rows=False,
+        failed_out=str(failed),
+        dry_run=False,
+        quiet=True,
+        wait=False,
+    )
+
+
 @pytest.mark.asyncio
 async def test_an_interrupted_run_reports_every_release_the_client_finished(
     fake_browserbase: FakeBrowserbase,
@@ -196,18 +213,7 @@ async def test_an_interrupted_run_reports_every_release_the_client_finished(
     ids = fake_browserbase.add_sessions(3000)
     failed = tmp_path / "failed.txt"
     async with SessionsAPI(fake_browserbase.api_key, base_url=fake_browserbase.base_url) as api:
-        run = asyncio.create_task(
-            _app.release_ids(
-                api,
-                ids,
-                concurrency=100,
-                json_rows=False,
-                failed_out=str(failed),
-                dry_run=False,
-                quiet=True,
-                wait=False,
-            )
-        )
+        run = asyncio.create_task(quiet_run(api, ids, failed, concurrency=100))
         await fake_browserbase.wait_for_requests(1500)
         run.cancel()  # what Ctrl-C and SIGTERM do
         assert await run == 130
@@ -545,3 +551,41 @@ async def test_a_client_that_leaves_mid_request_is_no_traceback(
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
     assert fake_browserbase.status(session_id) == "RUNNING"
     assert await reader.read() == b""
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("at", [1, 3])
+async def test_a_second_ctrl_c_while_failed_out_is_rewritten_leaves_every_id_to_resume(
+    fake_browserbase: FakeBrowserbase,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    at: int,
+) -> None:
+    # Under asyncio.run, a second Ctrl-C raises KeyboardInterrupt wherever the code is: here,
+    # at one id of the last rewrite of --failed-out (the first Ctrl-C cut the run short). A
+    # stand-in is raised: a real KeyboardInterrupt would leave the test's loop too.
+    class SecondCtrlC(BaseException):
+        pass
+
+    ids = fake_browserbase.add_sessions(6)
+    failed = tmp_path / "failed.txt"
+    written: list[str] = []
+    id_field = _app.id_field
+
+    def interrupted(session_id: str) -> str:
+        written.append(session_id)
+        if len(written) == len(ids) + at:  # the first rewrite wrote every id
+            raise SecondCtrlC
+        return id_field(session_id)
+
+    monkeypatch.setattr(_app, "id_field", interrupted)
+    fake_browserbase.hold()
+    async with SessionsAPI(fake_browserbase.api_key, base_url=fake_browserbase.base_url) as api:
+        run = asyncio.create_task(quiet_run(api, ids, failed, concurrency=2))
+        await fake_browserbase.wait_for_in_flight(2)
+        run.cancel()  # the first Ctrl-C
+        with pytest.raises(SecondCtrlC):
+            await run
+        fake_browserbase.let_go()
+    running = [sid for sid in ids if fake_browserbase.status(sid) == "RUNNING"]
+    assert set(running) <= set(failed.read_text().splitlines())

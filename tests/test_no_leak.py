@@ -348,3 +348,38 @@ async def test_closing_ends_a_release_iter_waiting_on_a_hung_input() -> None:
     assert isinstance(caught.value.__cause__, RuntimeError)
     assert all(result.ok for result in results)
     assert running(fake) == []
+
+
+async def test_a_guard_entered_while_the_close_settles_a_create_is_not_left_running() -> None:
+    # The close settles a create (its lookup held on the wire) before it closes: a guard
+    # entered meanwhile must be either refused on entry or released by the close.
+    async with FakeBrowserbase() as fake:
+        (guarded,) = fake.add_sessions(1)
+        api = SessionsAPI(fake.api_key, base_url=fake.base_url, retry=FAST)
+        fake.inject(Fault.stall(), route="create")  # made, its answer never sent
+        call = asyncio.create_task(api.create())
+        await fake.wait_until(lambda: len(running(fake)) == 2)
+        fake.hold()
+        closing = asyncio.create_task(api.aclose())
+        await fake.wait_until(lambda: fake.received.requests["list"] == 1)  # the settling's
+        gate = asyncio.Event()
+        entered: list[BaseException | None] = []
+
+        async def guard() -> None:
+            try:
+                async with api.guard(guarded):
+                    entered.append(None)
+                    await gate.wait()
+            except RuntimeError as exc:
+                entered.append(exc)
+
+        block = asyncio.create_task(guard())
+        await until(lambda: bool(entered))
+        fake.let_go()
+        await asyncio.wait_for(closing, HANG_GUARD)  # never raises
+        gate.set()
+        await asyncio.wait_for(block, HANG_GUARD)
+        with pytest.raises(RuntimeError, match="closed"):
+            await call
+        refused_on_entry = entered[0] is not None
+        assert refused_on_entry or running(fake) == [], entered

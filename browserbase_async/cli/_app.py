@@ -640,10 +640,13 @@ def _open_for_writing(path: str) -> IO[str]:
 
 
 def _rewrite(file: IO[str], ids: Iterable[str]) -> None:
+    # One line an id, whatever the id: a line break in one must not add an id to resume.
+    # Made before the file is cut: a second Ctrl-C meanwhile (a KeyboardInterrupt at any
+    # line) leaves the file as it was, never cut short.
+    text = "".join(id_field(session_id) + "\n" for session_id in ids)
     file.seek(0)
     file.truncate()
-    # One line an id, whatever the id: a line break in one must not add an id to resume.
-    file.writelines(id_field(session_id) + "\n" for session_id in ids)
+    file.write(text)
     file.flush()
 
 
