@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any, Final
@@ -255,6 +256,8 @@ class _Create:
     """Cut by the client's close, which settles it (`settling`): the create ends closed."""
     settling: asyncio.Future[None] | None = None
     """Finding and releasing what it made, once its caller gave up or the client closed."""
+    limit: float = math.inf
+    """Seconds that `settling` may take, as it begins (cut by a close before it runs)."""
     deadline: asyncio.Timeout | None = None
     """The bound of `settling`, once it runs."""
 
@@ -552,16 +555,19 @@ class Lifecycle:
         Asked again (a cancelled create's, then the client's close), the
         settling under way is kept, its bound cut to *limit* if that is sooner.
         """
-        if state.settling is None:
-            state.settling = asyncio.ensure_future(self._abandon(state, limit))
+        if state.settling is None or state.deadline is None:
+            # Not begun (or not run its first step): it begins with the shorter bound.
+            state.limit = min(state.limit, limit)
+            if state.settling is None:
+                state.settling = asyncio.ensure_future(self._abandon(state))
         else:
             cut_short(state.settling, state.deadline, limit)
         return state.settling
 
-    async def _abandon(self, state: _Create, limit: float) -> None:
+    async def _abandon(self, state: _Create) -> None:
         """Find and release what a create given up on (cancelled, or closed under) may have made."""
         try:
-            async with asyncio.timeout(limit) as state.deadline:
+            async with asyncio.timeout(state.limit) as state.deadline:
                 await self._release_all(await self._find(state.tag), duplicates=False)
         except (APIError, RuntimeError, TimeoutError) as exc:
             logger.warning(

@@ -90,7 +90,8 @@ async def test_a_wait_that_runs_out_names_the_last_failure(
     fake_browserbase.inject(*[Fault.status(503)] * 20, route="retrieve")
     async with make_api(retry=ONE_ATTEMPT) as api:
         with pytest.raises(APITimeoutError, match=r"the last poll failed: 503"):
-            await api.release(sid, wait=True, wait_timeout=0.3)
+            # Long enough for the first poll (at 0.25 s) on a loaded machine.
+            await api.release(sid, wait=True, wait_timeout=1.0)
 
 
 async def test_a_wait_that_runs_out_after_polls_that_answered_names_no_failure(

@@ -146,8 +146,9 @@ async def test_a_concurrency_limit_answers_429() -> None:
 
 
 async def test_a_limit_per_second_answers_429_beyond_its_burst() -> None:
-    # One a second, in a bucket of two: two at once pass, the third is refused.
-    async with FakeBrowserbase(faults=FaultPlan(max_per_second=1.0, rate_burst=2)) as fake:
+    # One every 100 s, in a bucket of two: two at once pass, the third is refused (however
+    # slow the machine: the bucket refills no token within the test).
+    async with FakeBrowserbase(faults=FaultPlan(max_per_second=0.01, rate_burst=2)) as fake:
         statuses = [(await call(fake, "GET", "/v1/sessions"))[0] for _ in range(3)]
     assert statuses == [200, 200, 429]
 

@@ -147,6 +147,30 @@ async def test_closing_at_any_moment_of_a_cancelled_creates_settling_leaves_noth
             assert running(fake) == [], turns
 
 
+@pytest.mark.parametrize("turns", range(3))
+async def test_closing_cuts_a_cancelled_creates_settling_that_has_not_run_yet_to_its_bound(
+    monkeypatch: pytest.MonkeyPatch, turns: int
+) -> None:
+    import browserbase_async._client
+    import browserbase_async._lifecycle
+
+    monkeypatch.setattr(browserbase_async._client, "CLOSE_RELEASE_TIMEOUT", 0.05)
+    monkeypatch.setattr(browserbase_async._lifecycle, "RECOVERY_TIMEOUT", 1e9)
+    async with FakeBrowserbase() as fake:
+        api = SessionsAPI(fake.api_key, base_url=fake.base_url, retry=FAST)
+        fake.inject(Fault.stall(), route="create")
+        call = asyncio.create_task(api.create())
+        await fake.wait_until(lambda: len(fake.sessions) == 1)
+        fake.hold()  # the settling's lookup never answers
+        call.cancel()
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        await asyncio.wait_for(api.aclose(), HANG_GUARD)  # the close's bound, not the cancel's
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        fake.let_go()
+
+
 # -- 2. a retried create and a lagging index -------------------------------------------------
 
 
