@@ -489,7 +489,7 @@ class Hold:
             cut_short(self.release, self.deadline, within)
 
 
-def cut_short(work: asyncio.Future[Any], deadline: asyncio.Timeout | None, within: float) -> None:
+def cut_short(work: asyncio.Future[Any], deadline: asyncio.Timeout, within: float) -> None:
     """Move *work*'s *deadline* to *within* seconds from now, unless it comes sooner already.
 
     Work that has ended, or whose deadline has passed, is left as it is: its
@@ -497,7 +497,7 @@ def cut_short(work: asyncio.Future[Any], deadline: asyncio.Timeout | None, withi
     done callbacks not run yet (a guard's release that the client's close
     finds still held, say).
     """
-    if deadline is None or work.done() or deadline.expired():
+    if work.done() or deadline.expired():
         return
     soon = asyncio.get_running_loop().time() + within
     when = deadline.when()
