@@ -51,6 +51,15 @@ SCENARIOS: dict[str, dict[str, Any]] = {
         "latency": 0.05,
         "ways": WAYS,
     },
+    # The same with a service time that varies by 20 %, as a real server's does: the fixed
+    # 50 ms above keeps the fleet in lockstep (see docs/performance.md).
+    "fleet-in-flight-jitter": {
+        "clients": [250] * 4,
+        "max_in_flight": 25,
+        "latency": 0.05,
+        "latency_jitter": 0.2,
+        "ways": WAYS,
+    },
     "fleet-per-second": {
         "clients": [150] * 4,
         "max_per_second": 200.0,
@@ -151,6 +160,7 @@ async def serve(spec: dict[str, Any]) -> None:
 
     plan = FaultPlan(
         latency=spec["latency"],
+        latency_jitter=spec.get("latency_jitter", 0.0),
         max_in_flight=spec.get("max_in_flight"),
         max_per_second=spec.get("max_per_second"),
         rate_limit_rate=spec.get("random_429", 0.0),

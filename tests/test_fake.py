@@ -132,6 +132,24 @@ async def test_non_json_rate() -> None:
     assert text.startswith("<html>")
 
 
+async def test_latency_jitter_spreads_each_answers_wait_around_the_latency() -> None:
+    fixed = FakeBrowserbase(faults=FaultPlan(latency=0.05, seed=3))
+    spread = FakeBrowserbase(faults=FaultPlan(latency=0.05, latency_jitter=0.2, seed=3))
+    assert {fixed._latency() for _ in range(100)} == {0.05}
+    waits = [spread._latency() for _ in range(1000)]
+    assert all(0.04 <= wait <= 0.06 for wait in waits)
+    assert min(waits) < 0.042  # the whole range, not a point
+    assert max(waits) > 0.058
+    # Without jitter nothing is drawn: a seeded plan's faults come in the same order as ever.
+    assert fixed._random.random() == FakeBrowserbase(faults=FaultPlan(seed=3))._random.random()
+
+
+@pytest.mark.parametrize("jitter", [-0.1, 1.5])
+async def test_latency_jitter_outside_zero_to_one_is_refused(jitter: float) -> None:
+    with pytest.raises(ValueError, match="latency_jitter"):
+        FaultPlan(latency=0.05, latency_jitter=jitter)
+
+
 async def test_a_concurrency_limit_answers_429() -> None:
     async with FakeBrowserbase(faults=FaultPlan(max_in_flight=2)) as fake:
         fake.hold()

@@ -98,6 +98,11 @@ class FaultPlan:
         drop_rate: Drop the connection before doing the request.
         non_json_rate: Do the request, then answer 200 with HTML.
         latency: Seconds before each answer.
+        latency_jitter: Each answer's latency is drawn uniformly within
+            ``latency * (1 +- latency_jitter)``, in ``[0, 1]``: a real server's
+            service time varies, and a fixed one keeps clients that share a
+            limit in lockstep (whoever sends first in each cycle takes every
+            place that frees).
         max_in_flight: Requests served at once; more are answered 429 at once.
         max_per_second: Requests served per second, from a token bucket that
             holds `rate_burst` of them; more are answered 429 at once.
@@ -124,6 +129,9 @@ class FaultPlan:
     drop_rate: float = 0.0
     non_json_rate: float = 0.0
     latency: float = 0.0
+    latency_jitter: float = attrs.field(
+        default=0.0, validator=[attrs.validators.ge(0.0), attrs.validators.le(1.0)]
+    )
     max_in_flight: int | None = None
     max_per_second: float | None = None
     rate_burst: float | None = None
@@ -629,6 +637,14 @@ class FakeBrowserbase:
             fault = self._draw()
         return fault
 
+    def _latency(self) -> float:
+        """Seconds this answer waits: the plan's latency, spread by its jitter."""
+        plan = self.faults
+        spread = plan.latency * plan.latency_jitter
+        if not spread:
+            return plan.latency  # no draw: a plan without jitter keeps its faults' sequence
+        return plan.latency + self._random.uniform(-spread, spread)
+
     async def _answer(
         self, request: web.Request, route: str, act: _Act, fault: Fault | None
     ) -> web.Response:
@@ -655,7 +671,7 @@ class FakeBrowserbase:
             await self._closing.wait()
             return self._cut(request, "dropped")
         if plan.latency:
-            await asyncio.sleep(plan.latency)
+            await asyncio.sleep(self._latency())
         answer = await act()
         if (
             route == "create"
