@@ -67,7 +67,7 @@ knowing of each other (a fleet) converge to equal shares that keep it full:
   that pace cost it more refusals per call, and failed calls. (Ending any
   pace at the first success also mends a storm faster, but costs the crowds.)
 - Pacing turns cautious once the calls waiting carry `CAUTION` refusals or
-  more each on average (each call fails at its ``max_rate_limited``-th;
+  more each on average (each call fails at the one after its ``max_rate_limited``-th;
   a refusal adds one to the count, a success takes away the finished call's
   share of it): the *danger* is that average. Then a refusal running
   lengthens the gap by ``GAP_GROWTH ** (1 + danger - CAUTION)`` (a call
@@ -201,8 +201,8 @@ MAX_PACE: Final = 1.0 / LAST_GAP
 CAUTION: Final = 1.0
 """Refusals carried per waiting call past which pacing turns cautious (see the module's docstring).
 
-A call fails at its ``max_rate_limited``-th refusal (10 by default): one each is what a storm
-met by a client of 32 calls costs them, and what the other fleets stay under."""
+A call fails at the refusal after its ``max_rate_limited``-th (the 11th by default): one each
+is what a storm met by a client of 32 calls costs them, and what the other fleets stay under."""
 CAUTION_HALF_LIFE: Final = 2.0
 """Per refusal carried per call past `CAUTION`, the gap's half-life grows by this many of itself.
 
