@@ -9,11 +9,11 @@ Deterministic and fast: every client runs on one event loop whose clock is virtu
 that, asked to wait, moves the clock on instead of sleeping), so a fleet of 100 clients over a
 minute of traffic takes seconds, and the same seed gives the same run. Each client is a
 `browserbase_async._flow.FlowControl`, the class every `SessionsAPI` uses (no copy of it),
-driven as `SessionsAPI._attempt` drives it: take a permit, send, hand the permit back with the
-answer, and on a 429 try again at once (the window, or the gate, is the backoff), up to the
-retry policy's ``max_rate_limited`` refusals. The server model has a limit on requests in
-flight or a token bucket per second, a service time with jitter, a network round trip, 429s at
-random, and an optional ``Retry-After`` on its 429s.
+driven as `Requester.attempt` (`_request.py`) drives it: take a permit, send, hand the permit
+back with the answer, and on a 429 try again at once (the window, or the gate, is the
+backoff), up to the retry policy's ``max_rate_limited`` refusals. The server model has a limit
+on requests in flight or a token bucket per second, a service time with jitter, a network round
+trip, 429s at random, and an optional ``Retry-After`` on its 429s.
 
 Figures per scenario, each the median over the seeds (`SEEDS` by default) with the worst seed's
 in brackets:
@@ -256,7 +256,7 @@ class _ClientRun:
 async def _release(client: _ClientRun, server: _Server) -> None:
     flow, refusals = client.flow, 0
     while True:
-        # As SessionsAPI._attempt: the fast path, or a place in the queue.
+        # As Requester.attempt (_request.py): the fast path, or a place in the queue.
         permit = flow.try_acquire() or await flow.acquire()
         response = await server.answer()
         flow.release(permit, response)
