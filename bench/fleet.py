@@ -3,6 +3,8 @@
     python bench/fleet.py                       # every scenario, 5 rounds (about 8 minutes)
     python bench/fleet.py --scenarios fleet-in-flight --rounds 3
     python bench/fleet.py --quick               # a tiny run that only checks everything works
+    python bench/fleet.py --scenarios fleet-in-flight --ways many --sample 0.025 --out runs.json
+                                                # and each client's window, every 25 ms
 
 A `FakeBrowserbase` runs in a process of its own with the scenario's limit (requests in flight,
 or per second), answering 429 beyond it at once; its 429s may carry a ``Retry-After`` (0, an
@@ -43,6 +45,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 PAST_DATE = "Wed, 21 Oct 2015 07:28:00 GMT"
 WAYS = ("oracle", "many", "gather", "guards", "mix")
+SAMPLE_ENV = "BENCH_FLEET_SAMPLE"
+"""The environment variable that asks each client process to sample its flow (``--sample``)."""
 
 SCENARIOS: dict[str, dict[str, Any]] = {
     "fleet-in-flight": {
@@ -203,6 +207,17 @@ async def run_client(
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
         await asyncio.sleep(start)
         began = time.perf_counter()
+        samples: list[tuple[float, float, int, int]] = []
+
+        async def sample(every: float) -> None:
+            while True:
+                stats = api.flow_stats()
+                moment = round(time.perf_counter() - began, 4)
+                samples.append((moment, stats.window, stats.in_flight, stats.rate_limited))
+                await asyncio.sleep(every)
+
+        every = float(os.environ.get(SAMPLE_ENV) or 0)
+        sampler = asyncio.create_task(sample(every)) if every else None
         if way == "oracle" or (way == "many" and concurrency):
             report = await api.release_many(ids, concurrency=concurrency or 1)
             ok = len(report.released)
@@ -220,8 +235,20 @@ async def run_client(
             ends = await asyncio.gather(*(guarded(i) for i in ids), return_exceptions=True)
             ok = sum(not isinstance(end, BaseException) for end in ends)
         wall = time.perf_counter() - began
+        if sampler is not None:
+            sampler.cancel()
         stats = api.flow_stats()
-    return {"wall": wall, "ok": ok, "requests": stats.requests, "refused": stats.rate_limited}
+    figures: dict[str, Any] = {
+        "wall": wall,
+        "ok": ok,
+        "requests": stats.requests,
+        "refused": stats.rate_limited,
+    }
+    if every:
+        # When it began by the machine's clock: how far apart the clients started.
+        figures["began"] = time.time() - (time.perf_counter() - began)
+        figures["samples"] = samples
+    return figures
 
 
 # -- the orchestration ----------------------------------------------------------------------
@@ -294,11 +321,13 @@ def one_run(spec: dict[str, Any], way: str) -> dict[str, Any]:
     judged = [rate for rate, start in zip(rates, starts, strict=True) if start == max(starts)]
     jain = sum(judged) ** 2 / (len(judged) * sum(rate * rate for rate in judged))
     own = [figure["wall"] for figure in figures]
+    traced = {"clients": figures} if os.environ.get(SAMPLE_ENV) else {}
     return {
         "way": way,
         "wall": max(walls),
         "jain": jain,
         "spread": max(own) / min(own),
+        **traced,
         "ok": sum(figure["ok"] for figure in figures),
         **served,
     }
@@ -356,6 +385,13 @@ def main() -> None:
     parser.add_argument("--scenarios", help="comma-separated names (default: all)")
     parser.add_argument("--ways", help="only these ways (comma-separated)")
     parser.add_argument("--out", metavar="JSON", help="write every run here")
+    parser.add_argument(
+        "--sample",
+        type=float,
+        metavar="SECONDS",
+        help="each client records its window, requests in flight and 429s so far every SECONDS"
+        " (in --out, each run's 'clients')",
+    )
     parser.add_argument("--serve", help=argparse.SUPPRESS)
     parser.add_argument("--client", nargs=6, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -369,6 +405,8 @@ def main() -> None:
         )
         print(json.dumps(figures))
         return
+    if args.sample:
+        os.environ[SAMPLE_ENV] = str(args.sample)  # the client processes inherit it
     chosen = QUICK if args.quick else SCENARIOS
     names = args.scenarios.split(",") if args.scenarios else list(chosen)
     scenarios = {name: chosen[name] for name in names}
