@@ -378,6 +378,17 @@ def table(results: list[dict[str, Any]], scenarios: dict[str, dict[str, Any]]) -
     return "\n".join(lines)
 
 
+def _seconds(text: str) -> float:
+    """A sampling interval: a number of seconds above 0 (an argparse type)."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not seconds > 0 or seconds == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, not {text}")
+    return seconds
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -387,7 +398,7 @@ def main() -> None:
     parser.add_argument("--out", metavar="JSON", help="write every run here")
     parser.add_argument(
         "--sample",
-        type=float,
+        type=_seconds,
         metavar="SECONDS",
         help="each client records its window, requests in flight and 429s so far every SECONDS"
         " (in --out, each run's 'clients')",

@@ -466,15 +466,10 @@ def _scenarios() -> dict[str, tuple[ServerModel, list[ClientSpec]]]:
     # fixed latency, and the clients reading "go" a few milliseconds apart (0 to 12 ms measured).
     # A fixed service time keeps the fleet in lockstep: places free at the same moments each
     # cycle, and whoever sends first in the cycle takes them (see docs/performance.md).
-    found["bench-4-in-flight-25"] = (
-        ServerModel(max_in_flight=25, jitter=0.0, rtt=0.002),
-        [ClientSpec(250, start=start) for start in (0.0, 0.002, 0.005, 0.010)],
-    )
+    apart = [ClientSpec(250, start=start) for start in (0.0, 0.002, 0.005, 0.010)]
+    found["bench-4-in-flight-25"] = (ServerModel(max_in_flight=25, jitter=0.0, rtt=0.002), apart)
     # The same with the simulator's usual 20 % jitter in the service time.
-    found["bench-4-in-flight-25-jitter"] = (
-        ServerModel(max_in_flight=25, rtt=0.002),
-        [ClientSpec(250, start=start) for start in (0.0, 0.002, 0.005, 0.010)],
-    )
+    found["bench-4-in-flight-25-jitter"] = (ServerModel(max_in_flight=25, rtt=0.002), apart)
     # More clients than places: each must pace itself below one request per round trip.
     found["crowd-16-in-flight-4"] = (ServerModel(max_in_flight=4), _fleet(16, 10))
     found["crowd-32-in-flight-5"] = (ServerModel(max_in_flight=5), _fleet(32, 25))
