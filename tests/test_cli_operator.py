@@ -446,6 +446,8 @@ def test_the_fakes_options_make_its_plan() -> None:
             "200",
             "--latency",
             "0.05",
+            "--latency-jitter",
+            "0.2",
             "--aged",
             "3:2h",
             "--aged",
@@ -456,12 +458,13 @@ def test_the_fakes_options_make_its_plan() -> None:
     assert serving.plan.max_in_flight == 25
     assert serving.plan.max_per_second == 200
     assert serving.plan.latency == 0.05
+    assert serving.plan.latency_jitter == 0.2
     assert serving.plan.error_rate > 0  # --faults kept
     assert serving.aged == ((3, 7200.0), (2, 2400.0))
     assert serving.describe() == (
         "serving 10 running sessions, 3 started 7200 s ago, 2 started 2400 s ago,"
         " 429 past 25 in flight and 200 per second, random 5xx, 429s and lost answers,"
-        " 0.05 s a request; Ctrl-C to stop"
+        " 0.05 s a request +- 20%; Ctrl-C to stop"
     )
     assert Serving(FaultPlan(), 0, 1, ()).describe() == "serving 1 running sessions; Ctrl-C to stop"
 
@@ -477,6 +480,10 @@ def test_the_fakes_options_make_its_plan() -> None:
         ["--per-second", "0"],
         ["--per-second", "inf"],
         ["--latency", "soon"],
+        ["--latency-jitter", "1.5"],
+        ["--latency-jitter", "-0.1"],
+        ["--latency-jitter", "nan"],
+        ["--latency-jitter", "some"],
     ],
 )
 def test_the_fakes_bad_plan_options_exit_2(

@@ -3,7 +3,7 @@
 It prints ``BROWSERBASE_BASE_URL=...`` and ``BROWSERBASE_API_KEY=...``, one a
 line, ready to ``export``, then serves until Ctrl-C or SIGTERM. Its options rehearse
 a plan's limits (``--max-in-flight``, ``--per-second``, ``--max-browsers``,
-``--creates-per-minute``), a slow server (``--latency``)
+``--creates-per-minute``), a slow server (``--latency``, ``--latency-jitter``)
 and old sessions for the reaper (``--aged N:AGE``).
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import signal
 import sys
 from datetime import UTC, datetime, timedelta
@@ -60,6 +61,16 @@ def _seconds(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _share(text: str) -> float:
+    try:
+        share = float(text)
+    except ValueError:
+        share = math.nan
+    if not 0.0 <= share <= 1.0:
+        raise argparse.ArgumentTypeError(f"a share is a number from 0 to 1, got {text!r}")
+    return share
+
+
 def _aged(text: str) -> tuple[int, float]:
     count, colon, age = text.partition(":")
     if not colon or not count.strip().isdigit():
@@ -100,7 +111,10 @@ class Serving:
         if self.faults:
             parts.append("random 5xx, 429s and lost answers")
         if self.plan.latency:
-            parts.append(f"{self.plan.latency:g} s a request")
+            spread = self.plan.latency_jitter
+            parts.append(
+                f"{self.plan.latency:g} s a request" + (f" +- {spread:.0%}" if spread else "")
+            )
         return f"serving {', '.join(parts)}; Ctrl-C to stop"
 
 
@@ -152,6 +166,12 @@ def parse_options(argv: list[str] | None = None) -> Serving:
         help="time taken over each request it serves (0.05, 0.05s, 1m; bare: seconds)",
     )
     parser.add_argument(
+        "--latency-jitter",
+        type=_share,
+        metavar="SHARE",
+        help="spread each request's latency within latency x (1 +- SHARE), 0 to 1 (default 0)",
+    )
+    parser.add_argument(
         "--max-browsers",
         type=_positive,
         metavar="N",
@@ -170,6 +190,9 @@ def parse_options(argv: list[str] | None = None) -> Serving:
         max_in_flight=args.max_in_flight,
         max_per_second=args.per_second,
         latency=plan.latency if args.latency is None else args.latency,
+        latency_jitter=(
+            plan.latency_jitter if args.latency_jitter is None else args.latency_jitter
+        ),
         max_browsers=args.max_browsers,
         creates_per_minute=args.creates_per_minute,
     )
