@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import signal
+from collections.abc import Iterable
+
 import pytest
 from click.testing import CliRunner
 
@@ -29,6 +32,23 @@ def test_ctrl_c_outside_a_release_is_exit_130(monkeypatch: pytest.MonkeyPatch) -
     ran = CliRunner().invoke(_app.cli, ["list", "--api-key", "k"])
     assert ran.exit_code == 130
     assert ran.output == ""
+
+
+def test_an_ignored_ctrl_c_stays_ignored(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A job started in the background by a script ignores Ctrl-C: the command leaves it so.
+    during: list[object] = []
+
+    def write_id_rows(_file: object, _rows: Iterable[object]) -> None:
+        during.append(signal.getsignal(signal.SIGINT))
+
+    monkeypatch.setattr(_app, "write_id_rows", write_id_rows)
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        ran = CliRunner().invoke(_app.cli, ["release", "--api-key", "k", "--dry-run", "s-1"])
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert ran.exit_code == 0, ran.output
+    assert during == [signal.SIG_IGN]
 
 
 @pytest.mark.parametrize(

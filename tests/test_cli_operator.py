@@ -290,6 +290,51 @@ class _Listing:
         return None
 
 
+# Ctrl-C once the releases began, and again as the run stops (a user who presses it twice):
+# each sent by the command to itself, at its moment, through the real signal machinery.
+_TWO_CTRL_CS = """
+import asyncio, signal
+from browserbase_async import SessionsAPI
+from browserbase_async.cli import _app
+
+real_release_many = SessionsAPI.release_many
+
+
+async def release_many(self, *args, **kwargs):
+    asyncio.get_running_loop().call_soon(signal.raise_signal, signal.SIGINT)
+    try:
+        return await real_release_many(self, *args, **kwargs)
+    except asyncio.CancelledError:
+        signal.raise_signal(signal.SIGINT)
+        raise
+
+
+SessionsAPI.release_many = release_many
+_app.cli()
+"""
+
+
+@pytest.mark.asyncio
+async def test_a_second_ctrl_c_as_the_run_stops_still_says_the_summary(
+    fake_browserbase: FakeBrowserbase, tmp_path: Path
+) -> None:
+    # asyncio.run's own handler raised KeyboardInterrupt wherever the second one found the
+    # code: here the summary was never said; inside a loop callback, a lost wake-up left
+    # the loop's close waiting for ever.
+    ids = fake_browserbase.add_sessions(3)
+    failed = tmp_path / "failed.txt"
+    fake_browserbase.hold()
+    program = (sys.executable, "-c", _TWO_CTRL_CS)
+    args = ("release", "--quiet", "--failed-out", str(failed), *ids)
+    ran = await run_cli(fake_browserbase, *args, program=program)
+    fake_browserbase.let_go()
+    assert ran.code == 130, ran.err
+    summary = one_line(ran.err)
+    assert summary.startswith("released 0 of 3 sessions, 0 failed")
+    assert summary.endswith("; interrupted, 3 not attempted or not confirmed")
+    assert sorted(failed.read_text().splitlines()) == sorted(ids)
+
+
 # -- 4. server text on a terminal is text, without control characters -------------
 
 

@@ -148,42 +148,57 @@ def _release_options(command: _F) -> _F:
     return command
 
 
+_SIGNAL_CODES: Final = {signal.SIGINT: EXIT_INTERRUPTED, signal.SIGTERM: EXIT_TERMINATED}
+
+
 @attrs.define
 class _Terminate:
-    """SIGTERM, taken as Ctrl-C is, from the command's start to its exit: the command's task is
-    cancelled (its summary said), the wait for the readers ends, and the exit code is 143.
+    """Ctrl-C and SIGTERM, taken from the command's start to its exit: each cancels the
+    command's task (its summary said), the wait for the readers ends, and the exit code is
+    130, or 143 once SIGTERM came.
 
     One handler for the whole command, never the event loop's: a signal that came as the
     command's task ended was lost in the loop's, which its removal dropped (the wait for a
     reader who does not read then lasted for ever), and SIGTERM had its default meanwhile
-    (the process died without its exit code).
+    (the process died without its exit code). Nor ``asyncio.run``'s for Ctrl-C: at a second
+    one it raised KeyboardInterrupt wherever the code was, in the task (the summary never
+    said) or in a loop callback (a task's wake-up lost: the loop's close waited for ever).
     """
 
-    received: bool = False
+    received: int | None = None
+    """The exit code the signals received give: 143 once SIGTERM came, else 130 once Ctrl-C
+    did; ``None`` until one comes."""
     _task: asyncio.Task[int] | None = None
 
     @contextlib.contextmanager
     def taken(self) -> Iterator[None]:
-        """SIGTERM is this handler's meanwhile (outside the main thread, it keeps its own)."""
+        """The signals are this handler's meanwhile (outside the main thread, they keep their
+        own; an ignored Ctrl-C, as a job started in the background has it, stays ignored)."""
+        previous = {}
         try:
-            previous = signal.signal(signal.SIGTERM, self._receive)
+            for number in _SIGNAL_CODES:
+                if number != signal.SIGTERM and (
+                    signal.getsignal(number) is not signal.default_int_handler
+                ):
+                    continue
+                previous[number] = signal.signal(number, self._receive)
         except ValueError:  # not the main thread: signals are not ours to take
-            yield
-            return
+            pass
         try:
             yield
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            for number, handler in previous.items():
+                signal.signal(number, handler)
 
     async def run(
         self, command: Callable[..., Coroutine[Any, Any, int]], kwargs: dict[str, Any]
     ) -> int:
-        """Run ``command(**kwargs)``; SIGTERM meanwhile cancels it, as Ctrl-C does."""
+        """Run ``command(**kwargs)``; Ctrl-C or SIGTERM meanwhile cancels it."""
         self._task = asyncio.current_task()
         return await command(**kwargs)
 
-    def _receive(self, _signum: int, _frame: object) -> None:
-        self.received = True
+    def _receive(self, signum: int, _frame: object) -> None:
+        self.received = max(self.received or 0, _SIGNAL_CODES[signal.Signals(signum)])
         task = self._task
         if task is not None and not task.done():
             task.cancel()
@@ -202,7 +217,8 @@ def _run(main: Callable[..., Coroutine[Any, Any, int]]) -> Callable[..., None]:
         # Output goes through writer threads meanwhile: a reader who stops reading holds up
         # neither the releases nor the signal handlers.
         terminate = _Terminate()
-        with BACKGROUND.on(), terminate.taken():
+        # The signals are taken first, and given back last: the writers' end is theirs too.
+        with terminate.taken(), BACKGROUND.on():
             code = _delivered(_outcome(main, kwargs, terminate), lambda: terminate.received)
         sys.exit(code)
 
@@ -215,7 +231,7 @@ def _outcome(
     """Run ``main(**kwargs)``; return its exit code, or that of what stopped it."""
     try:
         code = asyncio.run(terminate.run(main, kwargs))
-    except asyncio.CancelledError:  # SIGTERM outside a release: nothing to summarise
+    except asyncio.CancelledError:  # a signal outside a release: nothing to summarise
         code = EXIT_INTERRUPTED
     except ConfigError as exc:
         _fail(str(exc))
@@ -230,13 +246,13 @@ def _outcome(
         code = EXIT_INTERRUPTED
     except _Stopped as exc:
         code = exc.code
-    if terminate.received:
+    if terminate.received is not None:
         # Even once the command ended (its loop closing): the readers are not waited for.
-        code = EXIT_TERMINATED
+        code = terminate.received
     return code
 
 
-def _delivered(code: int, terminated: Callable[[], bool] = lambda: False) -> int:
+def _delivered(code: int, signalled: Callable[[], int | None] = lambda: None) -> int:
     """Wait until what the command wrote reached its readers, then return *code*.
 
     A reader may not read for a long while (a pager): Ctrl-C and SIGTERM end the wait
@@ -245,15 +261,15 @@ def _delivered(code: int, terminated: Callable[[], bool] = lambda: False) -> int
 
     Args:
         code: The command's exit code.
-        terminated: Whether SIGTERM came since the command's outcome was known (before
-            this wait could take it).
+        signalled: The exit code of a signal that came since the command's outcome was
+            known (before this wait could take it), else ``None``.
     """
     if code in (EXIT_INTERRUPTED, EXIT_TERMINATED):
         return code
 
     def drain() -> None:
-        if terminated():
-            raise _Stopped(EXIT_TERMINATED)
+        if (stopped := signalled()) is not None:
+            raise _Stopped(stopped)
         BACKGROUND.drain()
 
     try:
