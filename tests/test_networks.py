@@ -588,6 +588,38 @@ async def test_the_cli_prints_server_text_escaped(fake_browserbase: FakeBrowserb
         assert no_controls(ran.err)
 
 
+@pytest.mark.asyncio
+@pytest.mark.off_spec  # an id with escapes, a field that does not fit: what a log must survive
+async def test_a_listed_sessions_id_reaches_the_debug_log_escaped(
+    fake_browserbase: FakeBrowserbase, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="browserbase_async")
+    sid = fake_browserbase.add_session(f"s-{ESCAPES}")
+    fake_browserbase.sessions[sid]["region"] = 5
+    async with SessionsAPI(fake_browserbase.api_key, base_url=fake_browserbase.base_url) as api:
+        (listed,) = await api.list()
+    assert listed.region is None
+    (message,) = [r.getMessage() for r in caplog.records if "does not fit" in r.getMessage()]
+    assert message.startswith("session s-\\x1b]0;owned\\x07")
+    assert no_controls(message)
+
+
+@pytest.mark.asyncio
+@pytest.mark.off_spec  # an id with escapes and no startedAt: what a terminal must survive
+async def test_the_reapers_warning_names_a_session_escaped(
+    fake_browserbase: FakeBrowserbase,
+) -> None:
+    # The warning of a session whose age cannot be told named it raw: the id's escapes
+    # reached the terminal through the log record.
+    sid = fake_browserbase.add_session(f"s-{ESCAPES}")
+    del fake_browserbase.sessions[sid]["startedAt"]
+    ran = await run_cli(fake_browserbase, "release", "--all", "--older-than", "1h")
+    assert ran.code == 0, ran.err
+    assert "whose age cannot be told (no startedAt): s-\\x1b]0;owned\\x07" in ran.err
+    assert no_controls(ran.err)
+    assert fake_browserbase.status(sid) == "RUNNING"
+
+
 # -- 6. whatever the transport raises is ours ---------------------------------------
 
 
