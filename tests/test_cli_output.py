@@ -237,6 +237,7 @@ def run(main):
         terminate("after the command's last await")
         return code
 
+    terminate("before its loop started")
     code = real_run(command())
     terminate("after its loop closed")
     return code
@@ -267,6 +268,18 @@ async def test_sigterm_as_the_command_ends_is_143(moment: str) -> None:
     assert ran.code == 143, ran.err
     assert ran.out == "s-1\n"
     assert ran.err == "dry run: would release 1 session\n"
+
+
+@pytest.mark.asyncio
+async def test_sigterm_before_the_command_began_does_nothing_and_is_143() -> None:
+    # Taken, but with no task yet to cancel: the command ran to its end (every session
+    # released), and only then exited 143.
+    program = (sys.executable, "-c", _SIGTERM_AT)
+    args = ("release", "--api-key", "k", "--dry-run", "s-1", "before its loop started")
+    ran = await run_cli(None, *args, program=program)
+    assert ran.code == 143, ran.err
+    assert ran.out == ""
+    assert ran.err == ""
 
 
 def test_output_without_a_descriptor_or_poll_is_written_as_it_is(

@@ -193,8 +193,14 @@ class _Terminate:
     async def run(
         self, command: Callable[..., Coroutine[Any, Any, int]], kwargs: dict[str, Any]
     ) -> int:
-        """Run ``command(**kwargs)``; Ctrl-C or SIGTERM meanwhile cancels it."""
+        """Run ``command(**kwargs)``; Ctrl-C or SIGTERM meanwhile cancels it.
+
+        Raises:
+            asyncio.CancelledError: One came before: the command does not begin.
+        """
         self._task = asyncio.current_task()
+        if self.received is not None:  # taken with no task yet to cancel
+            raise asyncio.CancelledError
         return await command(**kwargs)
 
     def _receive(self, signum: int, _frame: object) -> None:
