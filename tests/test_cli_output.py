@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,7 @@ from browserbase_async.cli import _app
 from browserbase_async.cli._writer import BACKGROUND, Background, Writer
 from browserbase_async.testing import FakeBrowserbase
 
-from .test_cli import one_line, run_cli, start_piped
+from .test_cli import CLI, cli_environ, one_line, run_cli, start_piped
 
 HANG: float = 60
 """A bound against a hang, not a timing target: a test that passes takes a small part of it."""
@@ -215,6 +216,53 @@ async def test_sigterm_acts_while_the_last_rows_wait_for_the_reader(
     assert err == b""
     assert 0 < len(_true_rows(data, fake_browserbase)) < MANY
     assert all(fake_browserbase.status(sid) == "COMPLETED" for sid in ids)
+
+
+def _full_pipe() -> tuple[int, int]:
+    """A pipe already full: a reader who has not read yet. Returns its read and write ends."""
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            os.write(write_end, b"\n" * select.PIPE_BUF)
+    os.set_blocking(write_end, True)
+    return read_end, write_end
+
+
+@pytest.mark.asyncio
+@pytest.mark.off_spec  # a session with no startedAt: the reaper warns of it
+async def test_a_warning_of_the_library_holds_up_no_release(
+    fake_browserbase: FakeBrowserbase,
+) -> None:
+    # The library's records went to standard error from the event loop itself: with a reader
+    # who did not read, the warning's write held up every release, and the signals.
+    old = fake_browserbase.add_sessions(3, started_at=datetime.now(UTC) - timedelta(hours=2))
+    unknown = fake_browserbase.add_session()
+    del fake_browserbase.sessions[unknown]["startedAt"]
+    read_end, write_end = _full_pipe()
+    process = await asyncio.create_subprocess_exec(
+        *CLI,
+        *("release", "--all", "--older-than", "1h"),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=write_end,
+        env=cli_environ(fake_browserbase),
+    )
+    os.close(write_end)
+    try:
+        async with asyncio.timeout(HANG):
+            await fake_browserbase.wait_until(
+                lambda: all(fake_browserbase.status(sid) == "COMPLETED" for sid in old)
+            )
+            err = (await _read_to_the_end(read_end)).lstrip(b"\n").decode()
+            assert await process.wait() == 0, err
+    finally:
+        os.close(read_end)
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+    warning, summary = err.splitlines()
+    assert warning.startswith("skipped 1 session(s) whose age cannot be told")
+    assert summary.startswith("released 3 of 3 sessions, 0 failed")
+    assert fake_browserbase.status(unknown) == "RUNNING"
 
 
 # SIGTERM sent to itself at one moment of the command's end, the command a dry run.

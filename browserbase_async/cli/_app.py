@@ -34,6 +34,7 @@ from ._output import (
     print_candidates,
     print_sessions,
     printable,
+    records_said,
     say,
     stdout_console,
     write_id_rows,
@@ -224,7 +225,7 @@ def _run(main: Callable[..., Coroutine[Any, Any, int]]) -> Callable[..., None]:
         # neither the releases nor the signal handlers.
         terminate = _Terminate()
         # The signals are taken first, and given back last: the writers' end is theirs too.
-        with terminate.taken(), BACKGROUND.on():
+        with terminate.taken(), BACKGROUND.on(), records_said():
             code = _delivered(_outcome(main, kwargs, terminate), lambda: terminate.received)
         sys.exit(code)
 

@@ -6,6 +6,7 @@ import collections
 import contextlib
 import io
 import json
+import logging
 import sys
 import time
 import unicodedata
@@ -170,6 +171,33 @@ class Stderr(Stdout):
 def say(line: str) -> None:
     """Print *line* on standard error, which a reader may have closed."""
     Stderr().write(line + "\n")
+
+
+class SaidRecords(logging.Handler):
+    """The library's log records, each a line said on standard error (`say`)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        say(self.format(record))
+
+
+@contextlib.contextmanager
+def records_said() -> Iterator[None]:
+    """Meanwhile, the library's warnings (and worse) are said as the command's other lines
+    are, through the writer, unless logging was set up: then they are its own.
+
+    They are what logging's last resort printed, as it printed them; but it wrote them from
+    the event loop itself, where a reader who did not read held up every release.
+    """
+    logger = logging.getLogger("browserbase_async")
+    if logger.hasHandlers():
+        yield
+        return
+    handler = SaidRecords(logging.WARNING)
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
 
 
 def stdout_console() -> Console:
