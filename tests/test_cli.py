@@ -94,7 +94,10 @@ async def start_piped(
 
 
 async def run_on_a_terminal(
-    fake: FakeBrowserbase, *args: str, terminal: Literal["stdout", "stderr"]
+    fake: FakeBrowserbase,
+    *args: str,
+    terminal: Literal["stdout", "stderr"],
+    term: str = "xterm",
 ) -> tuple[int, bytes, bytes]:
     """Run the command with one stream on a pseudo-terminal (100 columns), the other piped.
 
@@ -108,7 +111,7 @@ async def run_on_a_terminal(
         *args,
         stdout=child_end if terminal == "stdout" else piped,
         stderr=child_end if terminal == "stderr" else piped,
-        env=cli_environ(fake, TERM="xterm", COLUMNS="100"),
+        env=cli_environ(fake, TERM=term, COLUMNS="100"),
     )
     os.close(child_end)
     out, err = await process.communicate()
@@ -338,6 +341,18 @@ async def test_the_progress_bar_is_drawn_on_a_terminal(fake_browserbase: FakeBro
     assert out == b""
     assert b"releasing" in drawn
     assert b"released 200 of 200 sessions" in drawn
+
+
+async def test_a_dumb_terminal_gets_the_summary_alone(fake_browserbase: FakeBrowserbase) -> None:
+    # TERM=dumb (Emacs' shell, some CI) draws no bar: it got a blank line before the summary.
+    ids = fake_browserbase.add_sessions(3)
+    code, drawn, out = await run_on_a_terminal(
+        fake_browserbase, "release", *ids, terminal="stderr", term="dumb"
+    )
+    assert code == 0
+    assert out == b""
+    assert drawn.startswith(b"released 3 of 3 sessions, 0 failed in ")
+    assert drawn.count(b"\n") == 1
 
 
 @pytest.mark.parametrize(("stop", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])

@@ -229,7 +229,8 @@ def flow_summary(stats: FlowStats, retried: int = 0) -> str:
 class Tally:
     """Counts a run's results, draws the progress bar, and says the summary line.
 
-    The bar is drawn on standard error, only when that is a terminal and not quiet.
+    The bar is drawn on standard error, only when that is a terminal that can draw one
+    (not ``TERM=dumb``, where rich draws nothing but a blank line) and not quiet.
     """
 
     def __init__(
@@ -248,7 +249,7 @@ class Tally:
         self._stderr = Console(file=cast(IO[str], Stderr()), highlight=False)
         self._progress: Progress | None = None
         self._task: TaskID | None = None
-        if not quiet and self._stderr.is_terminal:
+        if not quiet and self._stderr.is_terminal and not self._stderr.is_dumb_terminal:
             self._progress = Progress(
                 TextColumn("releasing"),
                 BarColumn(),
