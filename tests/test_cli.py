@@ -245,6 +245,20 @@ async def test_an_unwritable_failed_out_is_said_before_anything_is_released(
     assert fake_browserbase.received.total == 0
 
 
+async def test_a_failed_out_that_no_one_reads_is_said_at_once(
+    fake_browserbase: FakeBrowserbase, tmp_path: Path
+) -> None:
+    # A FIFO with no reader: its open waited for one for ever, deaf to Ctrl-C and SIGTERM.
+    ids = fake_browserbase.add_sessions(1)
+    fifo = tmp_path / "failed"
+    os.mkfifo(fifo)
+    async with asyncio.timeout(30):  # a bound against a hang, not a timing target
+        ran = await run_cli(fake_browserbase, "release", "--failed-out", str(fifo), *ids)
+    assert ran.code == 2
+    assert "cannot write" in one_line(ran.err)
+    assert fake_browserbase.received.total == 0
+
+
 @pytest.mark.parametrize(
     "args",
     [

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine, Iterable, Iterator
@@ -657,7 +658,11 @@ def _open_to_resume(path: str, ids: list[str]) -> IO[str]:
 
 def _open_for_writing(path: str) -> IO[str]:
     try:
-        return open(path, "w", encoding="utf-8")
+        # Not blocking: a FIFO that no one reads is refused at once (ENXIO), where a plain
+        # open waited for a reader for ever, deaf to the signals (the loop's thread held).
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NONBLOCK, 0o666)
+        os.set_blocking(fd, True)
+        return open(fd, "w", encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot write {path!r}: {_reason(exc)}") from None
 
