@@ -28,6 +28,7 @@ from ._errors import (
     APIError,
     APIResponseValidationError,
     APITimeoutError,
+    BrowserbaseError,
     ProxyAuthenticationError,
     client_closed,
     excerpt,
@@ -176,7 +177,6 @@ class Transport:
                 or it is a ``POST``'s 2xx whose body broke off (its ``status_code`` says so).
             RuntimeError: The client is closed.
         """
-        headers = self._get_headers if body is None else self._post_headers
         if timeout is USE_CLIENT_DEFAULT:
             timeout, limit = self.timeout, self._timeout
         else:
@@ -196,7 +196,9 @@ class Transport:
                 self.base_url + path,
                 data=body,
                 params=params,
-                headers=headers,
+                # Not a local of this frame: a traceback's locals (an error tracker's) would
+                # show the key.
+                headers=self._get_headers if body is None else self._post_headers,
                 timeout=limit,
                 allow_redirects=False,
                 proxy=self.proxy,
@@ -419,15 +421,18 @@ def _scrub_key(exc: BaseException) -> None:
     """Take the request's headers, and so the key, out of aiohttp's exceptions in *exc*'s chain.
 
     aiohttp keeps the request's headers in ``request_info``, which its
-    exceptions' ``repr()`` shows: ours chain them as a cause, and the key must
-    appear in no exception of an error's chain.
+    exceptions' ``repr()`` shows, and in the locals of its frames, which a
+    traceback with locals shows (an error tracker records them): ours chain
+    them as a cause, and the key must appear in no exception of an error's
+    chain. Their frames are dropped; ours, from outside the request, are kept.
     """
     pending, seen = [exc], set()
     while pending:
         link = pending.pop()
-        if id(link) in seen:
+        if id(link) in seen or isinstance(link, BrowserbaseError):
             continue
         seen.add(id(link))
+        link.__traceback__ = None
         info = getattr(link, "request_info", None)
         if isinstance(info, aiohttp.RequestInfo):
             clean = info._replace(headers=_without_key(info.headers))

@@ -1,0 +1,55 @@
+"""What a server may answer, and the truth of what the client reports: adversarial servers
+on loopback, down to the bytes."""
+
+from __future__ import annotations
+
+import asyncio
+import traceback
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import pytest
+
+from browserbase_async import APIConnectionError, RetryPolicy, SessionsAPI
+
+KEY = "bb_live_secret_key"
+ONCE = RetryPolicy(max_attempts=1)
+Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@asynccontextmanager
+async def raw_server(script: Script) -> AsyncIterator[str]:
+    """A server on loopback that answers each connection with *script*, byte by byte."""
+    server = await asyncio.start_server(script, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        yield f"http://127.0.0.1:{port}"
+
+
+async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Read the request's head, then close without a word."""
+    await reader.readuntil(b"\r\n\r\n")
+    writer.close()
+
+
+def shown_with_locals(error: BaseException) -> str:
+    """The traceback as an error tracker captures it: every frame's locals, every cause."""
+    return "".join(traceback.TracebackException.from_exception(error, capture_locals=True).format())
+
+
+@pytest.mark.asyncio
+async def test_a_traceback_with_its_locals_never_shows_the_key() -> None:
+    # Error trackers (Sentry, rich's show_locals, pytest --showlocals) record each frame's
+    # locals, those of the cause's frames too: the request's headers must be in none of them.
+    errors: list[BaseException] = []
+    async with raw_server(hang_up) as url, SessionsAPI(KEY, base_url=url, retry=ONCE) as api:
+        for call in (api.retrieve, api.release):
+            with pytest.raises(APIConnectionError) as caught:
+                await call("s-1")
+            errors.append(caught.value)
+    # The release's own failure, with its check's failure (a retrieve) as its cause.
+    assert errors[1].__cause__ is not None
+    for error in errors:
+        shown = shown_with_locals(error)
+        assert "method = " in shown  # the frames and their locals are there...
+        assert KEY not in shown  # ...but not the key
