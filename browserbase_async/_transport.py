@@ -246,13 +246,13 @@ class Transport:
                 # sent: it is raised below, out of this block, so as not to be the context.
                 failed = self._proxy_refused(method, path, exc)
             else:
-                _scrub_key(exc)
                 failed = APIConnectionError(self._connection_failed(method, path, exc))
-                if not (self.shown_url != self.base_url or _USERINFO.search(str(exc))):
+                if self._may_chain(exc):
                     raise failed from exc
             # aiohttp's exception may quote a URL with its credentials (the base URL's, the
-            # proxy's) or carry them in its request's headers: it is then kept neither as the
-            # cause nor as the context, which a raise in this block would set.
+            # proxy's), carry them in its request's headers, or quote the server's bytes that
+            # echo the key: it is then kept neither as the cause nor as the context, which a
+            # raise in this block would set.
         except APIError:
             raise
         except Exception as exc:
@@ -333,6 +333,19 @@ class Transport:
             body="",
             headers=exc.headers or CIMultiDictProxy(CIMultiDict()),
         )
+
+    def _may_chain(self, exc: aiohttp.ClientError) -> bool:
+        """Scrub aiohttp's *exc* (see `_scrub_key`); whether it may then be chained to ours.
+
+        Not if its text, or that of an exception chained to it, may hold a secret:
+        a URL with credentials (the base URL's, the proxy's), or the key that the
+        server echoed back into bytes aiohttp could not parse, and quotes.
+        """
+        chain, key = _scrub_key(exc), self.api_key
+        quoted = len(key) >= _SCRUBBED_KEY_LENGTH and any(
+            key in str(link) or key in repr(link) for link in chain
+        )
+        return not (quoted or self.shown_url != self.base_url or _USERINFO.search(str(exc)))
 
     def _scrub(self, text: str) -> str:
         """*text* (a lower layer's, which may quote the server) as one safe line.
@@ -417,7 +430,7 @@ class Transport:
         return self._owns_session and self.session is not None and not self.session.closed
 
 
-def _scrub_key(exc: BaseException) -> None:
+def _scrub_key(exc: BaseException) -> list[BaseException]:
     """Take the request's headers, and so the key, out of aiohttp's exceptions in *exc*'s chain.
 
     aiohttp keeps the request's headers in ``request_info``, which its
@@ -425,13 +438,17 @@ def _scrub_key(exc: BaseException) -> None:
     traceback with locals shows (an error tracker records them): ours chain
     them as a cause, and the key must appear in no exception of an error's
     chain. Their frames are dropped; ours, from outside the request, are kept.
+
+    Returns:
+        The lower layer's exceptions in the chain, *exc* first.
     """
-    pending, seen = [exc], set()
+    pending, seen, chain = [exc], set(), []
     while pending:
         link = pending.pop()
         if id(link) in seen or isinstance(link, BrowserbaseError):
             continue
         seen.add(id(link))
+        chain.append(link)
         link.__traceback__ = None
         info = getattr(link, "request_info", None)
         if isinstance(info, aiohttp.RequestInfo):
@@ -439,6 +456,7 @@ def _scrub_key(exc: BaseException) -> None:
             link.request_info = clean  # type: ignore[attr-defined]
             link.args = tuple(clean if arg is info else arg for arg in link.args)
         pending += [chained for chained in (link.__cause__, link.__context__) if chained]
+    return chain
 
 
 def _without_key(headers: Mapping[str, str]) -> CIMultiDictProxy[str]:

@@ -53,3 +53,33 @@ async def test_a_traceback_with_its_locals_never_shows_the_key() -> None:
         shown = shown_with_locals(error)
         assert "method = " in shown  # the frames and their locals are there...
         assert KEY not in shown  # ...but not the key
+
+
+async def echo_in_the_status_line(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    """Quote the request's head, the key's header included, back in a malformed status line."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    writer.write(b"HTTP/1.1 2" + head.replace(b"\r\n", b" ") + b"\r\n\r\n")
+    await writer.drain()
+    writer.close()
+
+
+@pytest.mark.asyncio
+async def test_an_answer_aiohttp_cannot_parse_never_brings_the_key_quoted_in_it() -> None:
+    # aiohttp's parse error quotes the bytes it could not read: a server (an echo service
+    # behind a wrong base URL) that sends the request back there has the key in that text.
+    errors: list[BaseException] = []
+    async with (
+        raw_server(echo_in_the_status_line) as url,
+        SessionsAPI(KEY, base_url=url, retry=ONCE) as api,
+    ):
+        for call in (api.retrieve, api.release):
+            with pytest.raises(APIConnectionError) as caught:
+                await call("s-1")
+            errors.append(caught.value)
+    for error in errors:
+        assert "Bad status line" in str(error)  # aiohttp's reason is still said...
+        shown = "".join(traceback.format_exception(error)) + shown_with_locals(error)
+        chain = [error, error.__cause__, error.__context__]
+        assert KEY not in shown + repr(chain) + str(getattr(error, "__notes__", ""))
