@@ -144,7 +144,11 @@ class SessionsAPI:
         self._lifecycle = Lifecycle(self._releaser)
 
     def __repr__(self) -> str:
-        state = "closed" if self._requester.closed else "open"
+        requester = getattr(self, "_requester", None)
+        if requester is None:
+            # Its __init__ raised (a traceback's locals show it so): nothing more to say.
+            return "<SessionsAPI, not made>"
+        state = "closed" if requester.closed else "open"
         return f"<SessionsAPI base_url={self.base_url!r} project_id={self.project_id!r} {state}>"
 
     async def __aenter__(self) -> SessionsAPI:

@@ -83,3 +83,11 @@ async def test_an_answer_aiohttp_cannot_parse_never_brings_the_key_quoted_in_it(
         shown = "".join(traceback.format_exception(error)) + shown_with_locals(error)
         chain = [error, error.__cause__, error.__context__]
         assert KEY not in shown + repr(chain) + str(getattr(error, "__notes__", ""))
+
+
+def test_a_client_that_could_not_be_made_still_has_a_repr() -> None:
+    # A traceback with locals (an error tracker's) shows the half-made client of a
+    # constructor's ValueError: its repr raised AttributeError, and the report with it.
+    with pytest.raises(ValueError, match="base_url") as caught:
+        SessionsAPI(KEY, base_url="ftp://example.com")
+    assert "self = <SessionsAPI, not made>" in shown_with_locals(caught.value)
