@@ -117,7 +117,7 @@ class SessionsAPI:
         proxy: str | None = None,
         ssl: _ssl.SSLContext | str | os.PathLike[str] | None = None,
     ) -> None:
-        key = resolve_api_key(api_key)
+        resolve_api_key(api_key)  # a missing key is said first; kept below, in no local
         url = resolve_base_url(base_url, allow_insecure_http=allow_insecure_http)
         check_timeout(timeout)
         check_positive_int("max_connections", max_connections)
@@ -128,9 +128,11 @@ class SessionsAPI:
         self.timeout: Final = timeout
         self.retry: Final = retry if retry is not None else DEFAULT_RETRY_POLICY
         self._flow = FlowControl(max_connections, self.retry.max_retry_after, self.retry.max_delay)
+        # The key is read last, into the transport: no local of a frame that may still raise
+        # holds it (a traceback's locals, an error tracker's, would show it).
         self._transport = Transport(
             url,
-            key,
+            resolve_api_key(api_key),
             timeout,
             max_connections,
             http_session,
@@ -138,6 +140,7 @@ class SessionsAPI:
             proxy=resolve_proxy(proxy, url),
             ssl=resolve_ssl(ssl),
         )
+        self._transport.check_env_proxy()
         self._requester = Requester(self._transport, self._flow, self.retry)
         self._releaser = Releaser(self._requester, project_id)
         self._clock_offset = 0.0

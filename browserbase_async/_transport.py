@@ -105,8 +105,8 @@ class Transport:
             "User-Agent": USER_AGENT,
         }
         self._post_headers = {**self._get_headers, "Content-Type": "application/json"}
-        key = self.api_key
-        self._echo = key.encode() if len(key) >= _SCRUBBED_KEY_LENGTH else None
+        long_enough = len(self.api_key) >= _SCRUBBED_KEY_LENGTH
+        self._echo = self.api_key.encode() if long_enough else None
         self._timeout = aiohttp.ClientTimeout(total=self.timeout)
         self.shown_url = redact_url(self.base_url)
         self.env_proxied = (
@@ -114,7 +114,6 @@ class Transport:
             and self.session.trust_env
             and self.base_url.startswith("http://")
         )
-        self.check_env_proxy()
 
     def check_env_proxy(self) -> None:
         """Refuse to let a caller's ``trust_env`` session carry the key in clear to a proxy.

@@ -4,13 +4,17 @@ on loopback, down to the bytes."""
 from __future__ import annotations
 
 import asyncio
+import os
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
+import aiohttp
 import pytest
 
 from browserbase_async import APIConnectionError, RetryPolicy, SessionsAPI
+from browserbase_async._config import ENVIRONMENT
 
 KEY = "bb_live_secret_key"
 ONCE = RetryPolicy(max_attempts=1)
@@ -91,3 +95,47 @@ def test_a_client_that_could_not_be_made_still_has_a_repr() -> None:
     with pytest.raises(ValueError, match="base_url") as caught:
         SessionsAPI(KEY, base_url="ftp://example.com")
     assert "self = <SessionsAPI, not made>" in shown_with_locals(caught.value)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"base_url": "http://api.example.com"},  # plain http to another host
+        {"timeout": -1.0},
+        {"ssl": "/no/such/bundle.pem"},
+    ],
+)
+def test_a_constructors_error_shows_the_key_from_the_environment_in_no_frame(
+    monkeypatch: pytest.MonkeyPatch, kwargs: dict[str, Any]
+) -> None:
+    # The key read from BROWSERBASE_API_KEY was a local of the constructor, and the
+    # environment itself (every variable, the key's included) a default argument of the
+    # function that read it: an error tracker records both with a bad argument's ValueError.
+    monkeypatch.setenv("BROWSERBASE_API_KEY", KEY)
+    with pytest.raises(ValueError) as caught:
+        SessionsAPI(**kwargs)
+    shown = shown_with_locals(caught.value)
+    assert "self = <SessionsAPI, not made>" in shown
+    assert KEY not in shown
+
+
+@pytest.mark.asyncio
+async def test_a_refused_trust_env_session_shows_the_key_in_no_frame(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BROWSERBASE_API_KEY", KEY)
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.example:3128")
+    async with aiohttp.ClientSession(trust_env=True) as session:
+        with pytest.raises(ValueError, match="trust_env") as caught:
+            SessionsAPI(base_url="http://127.0.0.1:9", http_session=session)
+    assert KEY not in shown_with_locals(caught.value)
+
+
+def test_the_environment_read_by_default_is_os_environ_as_it_is_now(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BROWSERBASE_API_KEY", KEY)
+    assert dict(ENVIRONMENT) == dict(os.environ)
+    assert len(ENVIRONMENT) == len(os.environ)
+    assert ENVIRONMENT["BROWSERBASE_API_KEY"] == KEY
+    assert KEY not in repr(ENVIRONMENT)
