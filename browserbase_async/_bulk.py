@@ -30,7 +30,7 @@ from typing import Final, TypeAlias
 import attrs
 
 from ._config import check_session_id
-from ._errors import BrowserbaseError, ClientClosedError, client_closed
+from ._errors import BrowserbaseError, ClientClosedError, client_closed, printable
 from ._flow import FlowStats
 from ._models import Session
 
@@ -261,7 +261,8 @@ def sort_out(
         if where is None or where(session):
             chosen.append(session)
     if unknown:
-        shown = ", ".join(session.id for session in unknown[:5])
+        # The server's ids, with their control characters escaped: a log is read in a terminal.
+        shown = ", ".join(printable(session.id) for session in unknown[:5])
         more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
         logger.warning(
             "skipped %d session(s) whose age cannot be told (no startedAt): %s%s",

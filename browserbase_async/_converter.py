@@ -21,7 +21,7 @@ import attrs
 import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 
-from ._errors import APIResponseValidationError, excerpt
+from ._errors import APIResponseValidationError, excerpt, printable
 from ._models import Region, Session, SessionStatus
 
 logger: Final = logging.getLogger("browserbase_async")
@@ -179,7 +179,7 @@ def _structure_lenient(data: object) -> Session:
         except Exception as exc:
             logger.debug(
                 "session %s: %s read as None, its value does not fit the schema (%s: %s)",
-                data["id"][:80],
+                printable(data["id"][:80]),
                 key,
                 type(exc).__name__,
                 exc,

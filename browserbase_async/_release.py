@@ -213,7 +213,7 @@ class Releaser:
             logger.warning(
                 "session %s released (the server answered %s), but its answer could not be "
                 "read: %s; nor could retrieving it: %s",
-                session_id,
+                printable(session_id),
                 unreadable.status_code or "2xx",
                 unreadable,
                 check,

@@ -4,6 +4,7 @@ on loopback, down to the bytes."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -12,12 +13,17 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from browserbase_async import APIConnectionError, RetryPolicy, SessionsAPI
 from browserbase_async._config import ENVIRONMENT
 
+from .helpers import session_json
+
 KEY = "bb_live_secret_key"
 ONCE = RetryPolicy(max_attempts=1)
+FAST_RETRY = RetryPolicy(initial_delay=0.001, max_delay=0.002)
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
@@ -139,3 +145,50 @@ def test_the_environment_read_by_default_is_os_environ_as_it_is_now(
     assert len(ENVIRONMENT) == len(os.environ)
     assert ENVIRONMENT["BROWSERBASE_API_KEY"] == KEY
     assert KEY not in repr(ENVIRONMENT)
+
+
+EVIL_ID = "s-\x1b]0;pwned\x07\x1b[2J"
+"""An id a server may give: a terminal's title and a clear screen, if written as it is."""
+
+
+@pytest.mark.asyncio
+async def test_a_servers_session_id_reaches_the_log_with_its_control_characters_escaped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Ids are the server's text too: in a log line (a terminal's), an escape in one must not
+    # retitle the window or clear the screen.
+    caplog.set_level(logging.DEBUG, logger="browserbase_async")
+    released: list[str] = []
+
+    async def answer(request: web.Request) -> web.StreamResponse:
+        if request.method == "GET" and request.path == "/v1/sessions":
+            # Running, of an age the listing does not say: skipped, with a warning.
+            return web.json_response([session_json(id=EVIL_ID, startedAt=None)])
+        if request.path == "/v1/sessions/s-1":  # a drifted field: read as None, logged at DEBUG
+            return web.json_response(session_json(id=EVIL_ID, proxyBytes="many"))
+        if request.method == "GET":  # the check of an accepted release: unreadable, logged
+            return web.Response(text="<p>?</p>")
+        if request.path == "/v1/sessions":  # the create
+            created = session_json(id=EVIL_ID, connectUrl="wss://x", seleniumRemoteUrl="http://x")
+            return web.json_response(created | {"signingKey": "k"}, status=201)
+        released.append(request.path)
+        if len(released) == 1:
+            return web.json_response({"message": "busy"}, status=503)  # retried, logged
+        return web.Response(text="<p>ok</p>")  # accepted, unreadable: checked
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", answer)
+    async with TestServer(app, host="127.0.0.1") as server:
+        url = str(server.make_url("")).rstrip("/")
+        async with SessionsAPI(KEY, base_url=url, retry=FAST_RETRY) as api:
+            report = await api.release_all(older_than=60.0)
+            await api.retrieve("s-1")
+            async with api.session() as created:
+                assert created.id == EVIL_ID
+    assert report.age_unknown
+    assert len(released) == 2
+    messages = [record.getMessage() for record in caplog.records]
+    for needle in ("skipped 1 session", "proxyBytes read", "retrying session", "(the server"):
+        assert any(needle in message for message in messages), needle
+    for message in messages:
+        assert not {"\x1b", "\x07"} & set(message), message
