@@ -142,7 +142,9 @@ class Releaser:
             try:
                 answer = await self.requester.call(call)
             except APIError as exc:
-                session = await self.check_ended(session_id, exc, timeout)
+                # Not after a bulk run's fatal error: nothing of the run is sent after it.
+                acted = call.maybe_acted and not call.fatal
+                session = await self.check_ended(session_id, exc, timeout, maybe_acted=acted)
             else:
                 try:
                     session = structure_session(answer)
@@ -161,7 +163,12 @@ class Releaser:
         return ReleaseResult(session_id, session, None, call.attempts)
 
     async def check_ended(
-        self, session_id: str, failure: APIError, timeout: Timeout = USE_CLIENT_DEFAULT
+        self,
+        session_id: str,
+        failure: APIError,
+        timeout: Timeout = USE_CLIENT_DEFAULT,
+        *,
+        maybe_acted: bool = False,
     ) -> Session | None:
         """Return the session if a failed release found it ended; else raise *failure*.
 
@@ -169,8 +176,10 @@ class Releaser:
         A refusal that may mean "already ended" (`ALREADY_ENDED_STATUSES`) is
         always checked. A connection error, a timeout or a 5xx is checked when
         the retry budget allows: the server may have acted before the answer
-        was lost. If the check fails too, *failure* is raised, with the
-        check's error as its cause and in a note.
+        was lost. So is any failure when *maybe_acted* (an earlier attempt met
+        one of those): a later refusal, a 429 say, does not undo what the server
+        did. If the check fails too, *failure* is raised, with the check's error
+        as its cause and in a note.
         """
         requester = self.requester
         if isinstance(failure, APIStatusError) and failure.status_code in ALREADY_ENDED_STATUSES:
@@ -178,8 +187,13 @@ class Releaser:
         elif isinstance(failure, APIResponseValidationError) and failure.accepted:
             return await self.confirm(session_id, failure, timeout)
         elif not (
-            isinstance(failure, APIConnectionError | InternalServerError)
-            and not isinstance(failure, APICertificateError)
+            (
+                maybe_acted
+                or (
+                    isinstance(failure, APIConnectionError | InternalServerError)
+                    and not isinstance(failure, APICertificateError)
+                )
+            )
             and not requester.closed
             and requester.budget.try_withdraw()
         ):

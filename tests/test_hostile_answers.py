@@ -4,11 +4,12 @@ on loopback, down to the bytes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import os
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
@@ -16,7 +17,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from browserbase_async import APIConnectionError, RetryPolicy, SessionsAPI
+from browserbase_async import APIConnectionError, RateLimitError, RetryPolicy, SessionsAPI
 from browserbase_async._config import ENVIRONMENT
 
 from .helpers import session_json
@@ -27,13 +28,38 @@ FAST_RETRY = RetryPolicy(initial_delay=0.001, max_delay=0.002)
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
-@asynccontextmanager
+@contextlib.asynccontextmanager
 async def raw_server(script: Script) -> AsyncIterator[str]:
-    """A server on loopback that answers each connection with *script*, byte by byte."""
-    server = await asyncio.start_server(script, "127.0.0.1", 0)
+    """A server on loopback that answers each connection with *script*, byte by byte.
+
+    On exit, the connections still open are closed, their scripts ended.
+    """
+    handlers: set[asyncio.Task[None]] = set()
+    writers: list[asyncio.StreamWriter] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        try:
+            await script(reader, writer)
+        finally:
+            writer.close()
+
+    def start(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        handlers.add(asyncio.ensure_future(handle(reader, writer)))
+
+    server = await asyncio.start_server(start, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
-    async with server:
+    try:
         yield f"http://127.0.0.1:{port}"
+    finally:
+        server.close()
+        for handler in handlers:
+            handler.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
+        for writer in writers:
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+        await server.wait_closed()
 
 
 async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -192,3 +218,71 @@ async def test_a_servers_session_id_reaches_the_log_with_its_control_characters_
         assert any(needle in message for message in messages), needle
     for message in messages:
         assert not {"\x1b", "\x07"} & set(message), message
+
+
+class LostThenRefused:
+    """A server that acts on the first release and loses its answer, then answers 429 to every
+    release sent again; a retrieve says what became of the session."""
+
+    def __init__(self, *, lose_first: bool = True) -> None:
+        self.ended = False
+        self.lose_first = lose_first
+        self.requests: list[str] = []
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except asyncio.IncompleteReadError:  # the client closed its connection
+                return
+            method = head.split(b" ", 1)[0].decode()
+            self.requests.append(method)
+            length = next(
+                (
+                    int(line.split(b":")[1])
+                    for line in head.split(b"\r\n")
+                    if b"Content-Length" in line
+                ),
+                0,
+            )
+            await reader.readexactly(length)
+            if method == "POST" and self.lose_first and self.requests.count("POST") == 1:
+                self.ended = True  # done, and the answer never leaves
+                writer.close()
+                return
+            if method == "POST":
+                status, body = b"429 Too Many Requests", b'{"message": "slow down"}'
+            else:
+                state = "COMPLETED" if self.ended else "RUNNING"
+                status, body = b"200 OK", json.dumps(session_json(status=state)).encode()
+            writer.write(b"HTTP/1.1 %s\r\nContent-Length: %d\r\n\r\n%s" % (status, len(body), body))
+            await writer.drain()
+
+
+@pytest.mark.asyncio
+async def test_a_release_acted_on_then_refused_with_429s_is_reported_released() -> None:
+    # Its first attempt ended the session, but the answer was lost; the attempts sent again
+    # were refused with 429 until the policy gave up. The last refusal is not the truth: the
+    # session ended, and the release counts as done.
+    policy = RetryPolicy(initial_delay=0.001, max_delay=0.002, max_rate_limited=1)
+    server = LostThenRefused()
+    async with raw_server(server) as url, SessionsAPI(KEY, base_url=url, retry=policy) as api:
+        session = await api.release("s-1")
+    assert session.status == "COMPLETED"
+    assert server.requests == ["POST", "POST", "POST", "GET"]
+    server = LostThenRefused()
+    async with raw_server(server) as url, SessionsAPI(KEY, base_url=url, retry=policy) as api:
+        report = await api.release_many(["s-1"])
+    assert report.ok
+    assert report.results[0].session is not None
+    assert report.results[0].session.status == "COMPLETED"
+
+
+@pytest.mark.asyncio
+async def test_a_release_refused_with_429s_alone_is_not_checked() -> None:
+    server = LostThenRefused(lose_first=False)
+    policy = RetryPolicy(initial_delay=0.001, max_delay=0.002, max_rate_limited=1)
+    async with raw_server(server) as url, SessionsAPI(KEY, base_url=url, retry=policy) as api:
+        with pytest.raises(RateLimitError):
+            await api.release("s-1")
+    assert server.requests == ["POST", "POST"]  # a 429 says nothing was done: no retrieve
