@@ -12,6 +12,7 @@ import contextlib
 import platform
 import re
 import ssl as _ssl
+import sys
 from collections.abc import AsyncGenerator, Mapping
 from typing import Final, NamedTuple
 from urllib.parse import urlsplit
@@ -181,6 +182,9 @@ class Transport:
         else:
             limit = aiohttp.ClientTimeout(total=timeout)
         session = self._session()  # a closed client's RuntimeError, as it is
+        # The caller's own exception, if it calls from an except block: aiohttp's may be chained
+        # to it, and it is not ours to scrub.
+        callers = sys.exception()
         if (wire := self._wire) is not None:
             # A caller's session is not ours to close: our own requests on it are ended
             # one by one at `aclose`.
@@ -246,7 +250,7 @@ class Transport:
                 failed = self._proxy_refused(method, path, exc)
             else:
                 failed = APIConnectionError(self._connection_failed(method, path, exc))
-                if self._may_chain(exc):
+                if self._may_chain(exc, callers):
                     raise failed from exc
             # aiohttp's exception may quote a URL with its credentials (the base URL's, the
             # proxy's), carry them in its request's headers, or quote the server's bytes that
@@ -333,14 +337,14 @@ class Transport:
             headers=exc.headers or CIMultiDictProxy(CIMultiDict()),
         )
 
-    def _may_chain(self, exc: aiohttp.ClientError) -> bool:
+    def _may_chain(self, exc: aiohttp.ClientError, callers: BaseException | None) -> bool:
         """Scrub aiohttp's *exc* (see `_scrub_key`); whether it may then be chained to ours.
 
         Not if its text, or that of an exception chained to it, may hold a secret:
         a URL with credentials (the base URL's, the proxy's), or the key that the
         server echoed back into bytes aiohttp could not parse, and quotes.
         """
-        chain, key = _scrub_key(exc), self.api_key
+        chain, key = _scrub_key(exc, callers), self.api_key
         quoted = len(key) >= _SCRUBBED_KEY_LENGTH and any(
             key in str(link) or key in repr(link) for link in chain
         )
@@ -429,14 +433,15 @@ class Transport:
         return self._owns_session and self.session is not None and not self.session.closed
 
 
-def _scrub_key(exc: BaseException) -> list[BaseException]:
+def _scrub_key(exc: BaseException, callers: BaseException | None) -> list[BaseException]:
     """Take the request's headers, and so the key, out of aiohttp's exceptions in *exc*'s chain.
 
     aiohttp keeps the request's headers in ``request_info``, which its
     exceptions' ``repr()`` shows, and in the locals of its frames, which a
     traceback with locals shows (an error tracker records them): ours chain
     them as a cause, and the key must appear in no exception of an error's
-    chain. Their frames are dropped; ours, from outside the request, are kept.
+    chain. Their frames are dropped; ours, from outside the request, and the
+    exception *callers* handles (with its own chain), are left as they are.
 
     Returns:
         The lower layer's exceptions in the chain, *exc* first.
@@ -444,7 +449,7 @@ def _scrub_key(exc: BaseException) -> list[BaseException]:
     pending, seen, chain = [exc], set(), []
     while pending:
         link = pending.pop()
-        if id(link) in seen or isinstance(link, BrowserbaseError):
+        if id(link) in seen or link is callers or isinstance(link, BrowserbaseError):
             continue
         seen.add(id(link))
         chain.append(link)

@@ -19,6 +19,7 @@ from aiohttp.test_utils import TestServer
 
 from browserbase_async import APIConnectionError, RateLimitError, RetryPolicy, SessionsAPI
 from browserbase_async._config import ENVIRONMENT
+from browserbase_async._transport import _scrub_key
 
 from .helpers import session_json
 
@@ -286,3 +287,21 @@ async def test_a_release_refused_with_429s_alone_is_not_checked() -> None:
         with pytest.raises(RateLimitError):
             await api.release("s-1")
     assert server.requests == ["POST", "POST"]  # a 429 says nothing was done: no retrieve
+
+
+def test_scrubbing_aiohttps_exception_leaves_the_callers_own_as_it_was() -> None:
+    # A call made while the caller handles an exception of its own: aiohttp's may be chained
+    # to that one, which is the caller's, traceback and all.
+    caught: list[BaseException] = []
+    try:
+        raise LookupError("the caller's own")
+    except LookupError as own:
+        try:
+            raise aiohttp.ClientConnectionError("dropped")
+        except aiohttp.ClientError as lower:
+            _scrub_key(lower, own)
+            caught += [own, lower]
+    own, lower = caught
+    assert lower.__context__ is own
+    assert lower.__traceback__ is None  # aiohttp's frames and their locals: dropped
+    assert own.__traceback__ is not None
