@@ -91,15 +91,14 @@ class Transport:
     env_proxied: bool = attrs.field(init=False, repr=False)
     """A caller's session with ``trust_env=True`` and a plain ``http`` base URL: aiohttp
     would proxy it from the environment, whatever ``proxy=`` says (see `check_env_proxy`)."""
-    _wire: set[asyncio.Task[object]] | None = attrs.field(init=False, repr=False)
-    """With a caller's session, the tasks of our requests on it: `aclose` ends them."""
+    _wire: set[asyncio.Task[object]] = attrs.field(init=False, repr=False, factory=set)
+    """The tasks of our requests on the wire: `aclose` ends them (see `request`)."""
     _cut: set[asyncio.Task[object]] = attrs.field(init=False, repr=False, factory=set)
     _watch: AsyncGenerator[None, None] | None = attrs.field(init=False, repr=False, default=None)
     """Closes our own session when the client's event loop shuts down (see `watch_loop`)."""
 
     def __attrs_post_init__(self) -> None:
         self._owns_session = self.session is None
-        self._wire = None if self._owns_session else set()
         self._get_headers = {
             API_KEY_HEADER: self.api_key,
             "Accept": "application/json",
@@ -185,14 +184,8 @@ class Transport:
         # The caller's own exception, if it calls from an except block: aiohttp's may be chained
         # to it, and it is not ours to scrub.
         callers = sys.exception()
-        if (wire := self._wire) is not None:
-            # A caller's session is not ours to close: our own requests on it are ended
-            # one by one at `aclose`.
-            if self.closed:
-                raise client_closed()
-            task = asyncio.current_task()
-            assert task is not None
-            wire.add(task)
+        wire, task = self._wire, self._on_the_wire()
+        status = 0  # the answer's, once its head is read
         try:
             async with session.request(
                 method,
@@ -207,7 +200,7 @@ class Transport:
                 proxy=self.proxy,
                 ssl=self.ssl,
             ) as answer:
-                answered = answer.headers
+                status, answered = answer.status, answer.headers
                 # istr keys: the lookups skip case folding, on every answer.
                 length = answered.get(hdrs.CONTENT_LENGTH)
                 declared = None if length is None else int(length)
@@ -218,21 +211,16 @@ class Transport:
                         and hdrs.CONTENT_ENCODING not in answered
                     ):
                         # The length is known and the body arrives as it is: no bound to watch.
-                        return self._answer(answer.status, answered, await answer.read())
+                        return self._answer(status, answered, await answer.read())
                     return self._answer(
-                        answer.status, answered, await self._read_bounded(answer, declared)
+                        status, answered, await self._read_bounded(answer, declared)
                     )
                 except (aiohttp.ClientPayloadError, TimeoutError):
-                    if method != "POST" or not 200 <= answer.status < 300:
+                    if method != "POST" or not 200 <= status < 300:
                         raise  # a read is sent again; so is a refusal
                     # The status is the server's word that it acted: a 2xx to a release is
                     # never a failure (see `Releaser.confirm`), whatever became of its body.
-                    raise APIResponseValidationError(
-                        f"{method} {path}: the answer broke off after its status "
-                        f"{answer.status}: the server accepted the request",
-                        body="",
-                        status_code=answer.status,
-                    ) from None
+                    raise _broke_off(method, path, status) from None
         except TimeoutError:
             raise APITimeoutError(f"{method} {path}: no answer within {timeout} s") from None
         except aiohttp.ClientConnectorCertificateError as exc:
@@ -269,8 +257,7 @@ class Transport:
             current = asyncio.current_task()
             if self.closed and current is not None:
                 if current in self._cut:
-                    # Our own cut (`aclose`, on a caller's session): the caller's unless it
-                    # cancelled the task too.
+                    # Our own cut (`aclose`): the caller's unless it cancelled the task too.
                     self._cut.discard(current)
                     if current.uncancel() == 0:
                         raise APIConnectionError(
@@ -280,9 +267,25 @@ class Transport:
                     raise APIConnectionError(f"{method} {path}: the client was closed") from None
             raise
         finally:
-            if wire is not None:
-                wire.discard(task)
+            wire.discard(task)
         raise failed
+
+    def _on_the_wire(self) -> asyncio.Task[object]:
+        """Count the running task as on the wire: `aclose` ends it.
+
+        Our requests are ended one by one: a caller's session is not ours to close,
+        and aiohttp's close of our own leaves a body being read waiting for its
+        timeout (for ever, without one).
+
+        Raises:
+            RuntimeError: The client is closed.
+        """
+        if self.closed:
+            raise client_closed()
+        task = asyncio.current_task()
+        assert task is not None
+        self._wire.add(task)
+        return task
 
     def _answer(self, status: int, headers: CIMultiDictProxy[str], body: bytes) -> Response:
         """The answer, with the key masked wherever the server quoted it back.
@@ -392,11 +395,10 @@ class Transport:
         No request is sent after this, through either.
         """
         self.closed = True
-        if self._wire is not None:
-            for task in self._wire:
-                self._cut.add(task)
-                task.cancel()
-            self._wire.clear()
+        for task in self._wire:
+            self._cut.add(task)
+            task.cancel()
+        self._wire.clear()
         if self._watch is not None:
             watch, self._watch = self._watch, None
             await watch.aclose()  # closes our session, as below
@@ -431,6 +433,16 @@ class Transport:
     def owns_open_session(self) -> bool:
         """Whether an aiohttp ``ClientSession`` of ours is still open."""
         return self._owns_session and self.session is not None and not self.session.closed
+
+
+def _broke_off(method: str, path: str, status: int) -> APIResponseValidationError:
+    """The error of a ``POST`` whose 2xx broke off after its status: the server accepted it."""
+    return APIResponseValidationError(
+        f"{method} {path}: the answer broke off after its status {status}: "
+        "the server accepted the request",
+        body="",
+        status_code=status,
+    )
 
 
 def _scrub_key(exc: BaseException, callers: BaseException | None) -> list[BaseException]:

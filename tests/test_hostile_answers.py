@@ -17,11 +17,16 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from browserbase_async import APIConnectionError, RateLimitError, RetryPolicy, SessionsAPI
+from browserbase_async import (
+    APIConnectionError,
+    RateLimitError,
+    RetryPolicy,
+    SessionsAPI,
+)
 from browserbase_async._config import ENVIRONMENT
 from browserbase_async._transport import _scrub_key
 
-from .helpers import session_json
+from .helpers import session_json, until
 
 KEY = "bb_live_secret_key"
 ONCE = RetryPolicy(max_attempts=1)
@@ -305,3 +310,41 @@ def test_scrubbing_aiohttps_exception_leaves_the_callers_own_as_it_was() -> None
     assert lower.__context__ is own
     assert lower.__traceback__ is None  # aiohttp's frames and their locals: dropped
     assert own.__traceback__ is not None
+
+
+class Stalled:
+    """A server whose answer stops after its head and the first bytes of its body."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.reading = asyncio.Event()
+        """Set once the client has read the head and waits for the body."""
+        read = aiohttp.ClientResponse.read
+
+        async def reading(response: aiohttp.ClientResponse) -> bytes:
+            self.reading.set()
+            return await read(response)
+
+        monkeypatch.setattr(aiohttp.ClientResponse, "read", reading)
+
+    async def __call__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"id": ')
+        await writer.drain()
+        await reader.read()  # until the client hangs up
+
+
+@pytest.mark.asyncio
+async def test_closing_ends_a_call_whose_answer_is_still_coming(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # aiohttp's close of our own session drops a body being read without a word to its
+    # reader: the call waited for its timeout (for ever, with timeout=None).
+    server = Stalled(monkeypatch)
+    async with raw_server(server) as url:
+        api = SessionsAPI(KEY, base_url=url, timeout=None)
+        call = asyncio.ensure_future(api.retrieve("s-1"))
+        await server.reading.wait()
+        await api.aclose()
+        await until(call.done)
+        with pytest.raises(APIConnectionError, match="the client was closed"):
+            call.result()
