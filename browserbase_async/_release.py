@@ -38,6 +38,7 @@ from ._errors import (
     APIStatusError,
     APITimeoutError,
     AuthenticationError,
+    ClientClosedError,
     InternalServerError,
     NotFoundError,
     PermissionDeniedError,
@@ -218,12 +219,12 @@ class Releaser:
         """The session of a release that the server accepted (2xx) with an answer not a Session.
 
         A 2xx is never a failure: the session is retrieved, and where it cannot
-        be read either, the release stands with no `Session` (``None``), the
-        parse error logged.
+        be read either (or the client closed meanwhile), the release stands with
+        no `Session` (``None``), the parse error logged.
         """
         try:
             return await self.requester.retrieve(session_id, timeout)
-        except APIError as check:
+        except (APIError, ClientClosedError) as check:
             logger.warning(
                 "session %s released (the server answered %s), but its answer could not be "
                 "read: %s; nor could retrieving it: %s",

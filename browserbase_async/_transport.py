@@ -260,6 +260,8 @@ class Transport:
                     # Our own cut (`aclose`): the caller's unless it cancelled the task too.
                     self._cut.discard(current)
                     if current.uncancel() == 0:
+                        if method == "POST" and 200 <= status < 300:
+                            raise _broke_off(method, path, status) from None  # it acted
                         raise APIConnectionError(
                             f"{method} {path}: the client was closed"
                         ) from None

@@ -19,6 +19,7 @@ from aiohttp.test_utils import TestServer
 
 from browserbase_async import (
     APIConnectionError,
+    BulkReleaseAborted,
     RateLimitError,
     RetryPolicy,
     SessionsAPI,
@@ -348,3 +349,31 @@ async def test_closing_ends_a_call_whose_answer_is_still_coming(
         await until(call.done)
         with pytest.raises(APIConnectionError, match="the client was closed"):
             call.result()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("bulk", [False, True])
+async def test_a_release_answered_2xx_then_closed_under_is_reported_released(
+    monkeypatch: pytest.MonkeyPatch, bulk: bool
+) -> None:
+    # The server said 200, and its body was still coming when the client was closed: the
+    # server acted, and the release is no failure, whatever became of the body and the check.
+    server = Stalled(monkeypatch)
+    async with raw_server(server) as url:
+        api = SessionsAPI(KEY, base_url=url, timeout=None)
+        if bulk:
+            run = asyncio.ensure_future(api.release_many(["s-1"]))
+        else:
+            release = asyncio.ensure_future(api.release("s-1"))
+        await server.reading.wait()
+        await api.aclose()
+        if bulk:
+            with pytest.raises(BulkReleaseAborted) as aborted:  # the close stopped the run
+                await run
+            [result] = aborted.value.report.results
+            assert result.ok, result
+            assert result.session is None  # accepted; nothing more could be read
+        else:
+            session = await release
+            assert session.id == "s-1"
+            assert session.status == "REQUEST_RELEASE"
