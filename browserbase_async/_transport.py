@@ -252,20 +252,14 @@ class Transport:
             reason = f"{type(exc).__name__}: {self._scrub(str(exc))}"
             raise APIError(f"{method} {path}: the request failed: {reason}") from None
         except asyncio.CancelledError:
-            # Closing the pool cancels the futures of requests waiting in it: that is not a
-            # cancellation of the caller's task, and must not look like one to its TaskGroup.
-            current = asyncio.current_task()
-            if self.closed and current is not None:
-                if current in self._cut:
-                    # Our own cut (`aclose`): the caller's unless it cancelled the task too.
-                    self._cut.discard(current)
-                    if current.uncancel() == 0:
-                        if method == "POST" and 200 <= status < 300:
-                            raise _broke_off(method, path, status) from None  # it acted
-                        raise APIConnectionError(
-                            f"{method} {path}: the client was closed"
-                        ) from None
-                elif not current.cancelling():
+            # Our own cut (`aclose`, which ends every request on the wire before it closes the
+            # pool) is not a cancellation of the caller's task, and must not look like one to
+            # its TaskGroup: the caller's unless it cancelled the task too.
+            if task in self._cut:
+                self._cut.discard(task)
+                if task.uncancel() == 0:
+                    if method == "POST" and 200 <= status < 300:
+                        raise _broke_off(method, path, status) from None  # it acted
                     raise APIConnectionError(f"{method} {path}: the client was closed") from None
             raise
         finally:
