@@ -22,9 +22,11 @@ from browserbase_async import (
     SessionStatus,
 )
 from browserbase_async._bulk import drive
+from browserbase_async._errors import ClientClosedError
 from browserbase_async.testing import FakeBrowserbase, Fault, FaultPlan
 
 from .conftest import ApiFactory
+from .helpers import until
 
 pytestmark = pytest.mark.asyncio
 
@@ -532,3 +534,28 @@ async def test_attempts_count_the_retries(
         report = await api.release_many([a, b], concurrency=1)
     assert [(r.session_id, r.attempts) for r in report.results] == [(a, 3), (b, 1)]
     assert report.ok
+
+
+async def test_a_close_in_the_turn_before_the_stream_starts_its_run_still_ends_it(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    # release_iter's run is a task of its own, made by the first anext and started a loop
+    # turn later. A close in that turn found no run to stop: the run, started on a closed
+    # client, then waited for ever on an input that hangs.
+    never: asyncio.Queue[str] = asyncio.Queue()
+
+    async def hanging() -> AsyncIterator[str]:
+        while True:
+            yield await never.get()
+
+    async with make_api() as api:
+        results = api.release_iter(hanging())
+        first = asyncio.create_task(anext(results))
+        await asyncio.sleep(0)  # its first step: the run's task is made, and has not run yet
+        await api.aclose()
+        await until(first.done)
+        assert not our_tasks()
+    with pytest.raises(BulkReleaseAborted) as caught:
+        first.result()
+    assert isinstance(caught.value.__cause__, ClientClosedError)
+    assert fake_browserbase.received.total == 0
