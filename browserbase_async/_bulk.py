@@ -242,12 +242,19 @@ def sort_out(
     *older_than* seconds old at *now* (by the server's clock, see
     `clock_offset`), and *where* holds for it. A session without
     ``started_at`` cannot be told old enough: with *older_than*, it is skipped,
-    and a warning says how many were.
+    and a warning says how many were. A session listed twice is sorted once, as
+    first listed.
     """
     chosen: list[Session] = []
     ended: list[Session] = []
     unknown: list[Session] = []
+    seen: set[str] = set()
     for session in sessions:
+        # A listing taken while sessions change may hold one twice: a report that counted
+        # both would say two were released (or had ended) where one was.
+        if session.id in seen:
+            continue
+        seen.add(session.id)
         if session.is_terminal:
             ended.append(session)
             continue

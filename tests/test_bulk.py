@@ -559,3 +559,21 @@ async def test_a_close_in_the_turn_before_the_stream_starts_its_run_still_ends_i
         first.result()
     assert isinstance(caught.value.__cause__, ClientClosedError)
     assert fake_browserbase.received.total == 0
+
+
+async def test_release_all_counts_a_session_listed_twice_once(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    # A listing taken while sessions change may repeat one. release_many's rule (a result at
+    # each position of a repeated id) made the report of one release say "2 released".
+    (running,) = fake_browserbase.add_sessions(1)
+    (ended,) = fake_browserbase.add_sessions(1, status="COMPLETED")
+    twice = [fake_browserbase.sessions[running], fake_browserbase.sessions[ended]] * 2
+    fake_browserbase.inject(Fault.json(twice), route="list")
+    seen: list[ReleaseResult] = []
+    async with make_api() as api:
+        report = await api.release_all(status=None, on_result=seen.append)
+    assert [result.session_id for result in report.results] == [running]
+    assert [result.session_id for result in seen] == [running]
+    assert [session.id for session in report.already_ended] == [ended]
+    assert fake_browserbase.received.updates == {running: 1}
