@@ -556,6 +556,9 @@ async def _release_once(release_one: ReleaseOne, session_id: object, memo: _Memo
         session_id = session_id.id
     known = memo.lookup(session_id)
     if isinstance(known, ReleaseResult):
+        # A turn of the loop, as for any result made without a request: an input of
+        # repeats would otherwise hold the loop to its end, deaf to a cancellation or a close.
+        await asyncio.sleep(0)
         return known
     if known is not None:
         return await asyncio.shield(known)

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -577,3 +577,33 @@ async def test_release_all_counts_a_session_listed_twice_once(
     assert [result.session_id for result in seen] == [running]
     assert [session.id for session in report.already_ended] == [ended]
     assert fake_browserbase.received.updates == {running: 1}
+
+
+async def test_results_made_without_a_request_still_let_a_cancellation_in(
+    fake_browserbase: FakeBrowserbase,
+) -> None:
+    # After the run's first 401 every id left fails at once, without a request; so does an
+    # invalid id, and a repeat is answered from the memo. Those results took no turn of the
+    # loop: a run over a long input held the loop until it had been through all of it, and
+    # a cancellation (Ctrl-C, a timeout, a close) came only after.
+    count = 100_000
+    taken = {"fresh": 0, "repeats": 0}
+
+    def ids(kind: str) -> Iterator[str]:
+        for number in range(count):
+            taken[kind] += 1
+            yield f"s-{number}" if kind == "fresh" else "s-0"
+
+    first = asyncio.Event()
+    async with SessionsAPI("a-revoked-key", base_url=fake_browserbase.base_url) as api:
+        for kind in taken:
+            first.clear()
+            run = asyncio.create_task(api.release_many(ids(kind), on_result=lambda _: first.set()))
+            await first.wait()
+            run.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await run
+            assert not our_tasks()
+    assert taken["fresh"] < count
+    assert taken["repeats"] < count
+    assert fake_browserbase.received.answers.keys() == {401}
