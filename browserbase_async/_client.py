@@ -549,6 +549,9 @@ class SessionsAPI:
                 *older_than* (negative, NaN) or *where* (not callable), before
                 any request.
             APIError: The listing itself failed (nothing was released).
+            BulkReleaseAborted: *on_result* raised, or the client was closed: no
+                more sessions were taken, and its ``report`` holds those tried, with
+                those left alone (``already_ended``, ``age_unknown``).
         """
         age = _bulk.check_age(older_than)
         _bulk.check_where(where)
@@ -556,17 +559,26 @@ class SessionsAPI:
         check_seconds("wait_timeout", wait_timeout)
         listed = await self.list(status=status, q=q)
         chosen = _bulk.sort_out(listed, older_than=age, where=where, now=self.server_now())
-        report = await self.release_many(
-            [session.id for session in chosen.chosen],
-            concurrency=concurrency,
-            project_id=project_id,
-            wait=wait,
-            wait_timeout=wait_timeout,
-            on_result=on_result,
-        )
-        return attrs.evolve(
-            report, already_ended=chosen.already_ended, age_unknown=chosen.age_unknown
-        )
+
+        def with_apart(report: BulkReleaseReport) -> BulkReleaseReport:
+            return attrs.evolve(
+                report, already_ended=chosen.already_ended, age_unknown=chosen.age_unknown
+            )
+
+        try:
+            report = await self.release_many(
+                [session.id for session in chosen.chosen],
+                concurrency=concurrency,
+                project_id=project_id,
+                wait=wait,
+                wait_timeout=wait_timeout,
+                on_result=on_result,
+            )
+        except BulkReleaseAborted as aborted:
+            # The listing was sorted whole before the stop: its report says so too.
+            aborted.report = with_apart(aborted.report)
+            raise
+        return with_apart(report)
 
     # -- scraper ergonomics ---------------------------------------------------
 

@@ -607,3 +607,25 @@ async def test_results_made_without_a_request_still_let_a_cancellation_in(
     assert taken["fresh"] < count
     assert taken["repeats"] < count
     assert fake_browserbase.received.answers.keys() == {401}
+
+
+async def test_release_all_aborted_still_reports_what_it_left_alone(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    # The abort's report came from release_many, which never saw the listing: it said that
+    # none had ended, where two had.
+    fake_browserbase.add_sessions(3)
+    ended = fake_browserbase.add_sessions(2, status="COMPLETED")
+
+    def on_result(result: ReleaseResult) -> None:
+        raise OSError("the progress bar broke")
+
+    async with make_api() as api:
+        with pytest.raises(BulkReleaseAborted) as caught:
+            await api.release_all(status=None, on_result=on_result)
+    report = caught.value.report
+    assert sorted(session.id for session in report.already_ended) == sorted(ended)
+    assert report.age_unknown == []
+    assert [fake_browserbase.status(result.session_id) for result in report.results] == [
+        "COMPLETED"
+    ] * len(report.results)
