@@ -129,11 +129,26 @@ class BulkReleaseAborted(BrowserbaseError):
 
     report: BulkReleaseReport
 
-    def __init__(self, report: BulkReleaseReport, cause: BaseException) -> None:
+    def __init__(
+        self, report: BulkReleaseReport, cause: BaseException, *, yielded: int | None = None
+    ) -> None:
+        """Say what stopped the run, and where its results are.
+
+        Args:
+            report: The sessions tried, in input order.
+            cause: What the input, the callback or the close raised.
+            yielded: For ``release_iter``: the results it yielded before the stop (its
+                *report* is empty).
+        """
+        if yielded is None:
+            raised_by = "its input, its on_result callback, or a close of the client"
+            results = f"the {len(report.results)} sessions tried are in .report"
+        else:
+            raised_by = "its input or a close of the client"
+            results = f"all {yielded} results of the run were yielded before it"
         super().__init__(
-            f"the bulk release stopped on {type(cause).__name__} ({cause}), raised by its "
-            f"input, its on_result callback, or a close of the client; the "
-            f"{len(report.results)} sessions tried are in .report, the releases sent all finished"
+            f"the bulk release stopped on {type(cause).__name__} ({cause}), raised by "
+            f"{raised_by}; {results}, the releases sent all finished"
         )
         self.report = report
 

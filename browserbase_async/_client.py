@@ -424,12 +424,15 @@ class SessionsAPI:
             on_close=self._requester.on_close,
         )
         # Closed here, not by the GC, so that closing us cancels the workers at once.
+        yielded = 0
         async with contextlib.aclosing(run):
             try:
                 async for _, result in run:
+                    yielded += 1
                     yield result
             except _bulk.RunAborted as exc:
-                raise BulkReleaseAborted(BulkReleaseReport([]), exc.cause) from exc.cause
+                aborted = BulkReleaseAborted(BulkReleaseReport([]), exc.cause, yielded=yielded)
+                raise aborted from exc.cause
 
     async def release_many(
         self,

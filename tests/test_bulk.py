@@ -406,6 +406,11 @@ async def test_release_iter_aborts_as_its_input_raises_after_the_started_release
         assert not our_tasks()
     assert isinstance(caught.value.__cause__, OSError)
     assert caught.value.report.results == []  # every result was yielded already
+    # And its message says so: it said "the 0 sessions tried are in .report", and named an
+    # on_result callback that release_iter does not take.
+    message = str(caught.value)
+    assert "all 3 results of the run were yielded before it" in message
+    assert "on_result" not in message
     assert sorted(result.session_id for result in seen) == sorted(ids)
     assert all(fake_browserbase.status(session_id) == "COMPLETED" for session_id in ids)
 
