@@ -426,7 +426,8 @@ async def drive(
             workers than ids taken from the input (plus the one looking for the next).
         memo_size: Finished ids remembered to answer repeats; ``None``: all.
         on_close: Where to hear that the client closed: the run then stops
-            taking ids at once, even from an input that hangs.
+            taking ids at once, even from an input that hangs (as it does when
+            the input or *emit* raised).
 
     Raises:
         ValueError: *concurrency* is below 1.
@@ -441,21 +442,25 @@ async def drive(
     workers: list[asyncio.Task[None]] = []
     stopping = False
     taking: set[asyncio.Task[None]] = set()
-    """Workers waiting on an async input: the ones a close cuts."""
+    """Workers waiting on an async input: the ones a stop cuts."""
     cut: set[asyncio.Task[None]] = set()
 
     def spawn() -> None:
         workers.append(asyncio.create_task(worker(), name=f"{WORKER_NAME}{len(workers)}"))
 
-    def stop_taking() -> None:
-        # The client closed. A worker releasing ends as the close ends its request, and
-        # reports it; one waiting on the input would wait as long as the input hangs.
-        if not errors:
-            errors.append(client_closed())
+    def stop_taking(cause: BaseException) -> None:
+        # A worker releasing finishes (or ends as a close ends its request), and reports it;
+        # one waiting on the input would wait as long as the input hangs, then release an
+        # id taken after the stop.
+        errors.append(cause)
         source.exhausted = True
         for task in taking:
             cut.add(task)
             task.cancel()
+
+    def closed() -> None:
+        if not errors:
+            stop_taking(client_closed())
 
     async def worker() -> None:
         me = asyncio.current_task()
@@ -486,20 +491,18 @@ async def drive(
                     # Closed under the run: the ids left would each fail the same way.
                     raise done.error
         except Exception as exc:  # the input's, the consumer's, or a close: stop taking ids
-            errors.append(exc)
-            source.exhausted = True
+            stop_taking(exc)
         except asyncio.CancelledError as exc:
             if stopping:
                 raise
             if me in cut and me.uncancel() == 0:
-                return  # cut by the close, whose error the run raises
+                return  # cut by a stop, whose error the run raises
             # Not the run's own stop: the input or the consumer raised it (a future it
             # awaited was cancelled). A worker that ended quietly would leave the ids it had
             # yet to take out of a report that looks whole.
-            errors.append(exc)
-            source.exhausted = True
+            stop_taking(exc)
 
-    forget = on_close(stop_taking) if on_close is not None else None
+    forget = on_close(closed) if on_close is not None else None
     spawn()
     try:
         # Workers spawn others only while they run: once all those seen are done, all are.

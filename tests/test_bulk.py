@@ -634,3 +634,36 @@ async def test_release_all_aborted_still_reports_what_it_left_alone(
     assert [fake_browserbase.status(result.session_id) for result in report.results] == [
         "COMPLETED"
     ] * len(report.results)
+
+
+@pytest.mark.parametrize("fed_after_the_stop", [False, True])
+async def test_a_callback_that_raises_stops_a_run_waiting_on_its_input(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory, fed_after_the_stop: bool
+) -> None:
+    # A worker waiting on an async input when on_result raised went on waiting: the run
+    # hung until the input gave an id, and then released that id, taken after the stop.
+    first, second, late = fake_browserbase.add_sessions(3)
+    feed: asyncio.Queue[str] = asyncio.Queue()
+
+    async def ids() -> AsyncIterator[str]:
+        yield first
+        yield second
+        while True:
+            yield await feed.get()
+
+    def on_result(result: ReleaseResult) -> None:
+        if fed_after_the_stop:
+            feed.put_nowait(late)
+        raise OSError("the progress bar broke")
+
+    async with make_api() as api:
+        run = asyncio.create_task(api.release_many(ids(), concurrency=4, on_result=on_result))
+        await until(run.done)
+        assert not our_tasks()
+    with pytest.raises(BulkReleaseAborted) as caught:
+        run.result()
+    assert isinstance(caught.value.__cause__, OSError)
+    assert sorted(result.session_id for result in caught.value.report.results) == sorted(
+        [first, second]
+    )
+    assert fake_browserbase.received.updates.keys() == {first, second}
