@@ -10,6 +10,7 @@ call of the client.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import math
 from collections import OrderedDict
@@ -194,13 +195,22 @@ def check_age(older_than: Age | None) -> float | None:
 
 
 def check_where(where: object) -> None:
-    """Refuse a *where* that cannot be called.
+    """Refuse a *where* that cannot be called, or that is async.
 
     Raises:
-        ValueError: *where* is neither ``None`` nor callable.
+        ValueError: *where* is neither ``None`` nor callable, or is an async function
+            (its answer, a coroutine, would be true for every session).
     """
     if where is not None and not callable(where):
         raise ValueError(f"where must be a callable taking a Session, got {where!r}")
+    if inspect.iscoroutinefunction(where):
+        raise ValueError(_ASYNC_WHERE.format("where must be a plain function, not an async one"))
+
+
+_ASYNC_WHERE: Final = (
+    "{}: its answer, a coroutine, is true for every session, so that every listed session "
+    "would be released"
+)
 
 
 def session_age(session: Session, now: datetime) -> float | None:
@@ -259,6 +269,10 @@ def sort_out(
     ``started_at`` cannot be told old enough: with *older_than*, it is skipped,
     and a warning says how many were. A session listed twice is sorted once, as
     first listed.
+
+    Raises:
+        ValueError: *where* answered with an awaitable (an async predicate's
+            coroutine), which cannot tell one session from another.
     """
     chosen: list[Session] = []
     ended: list[Session] = []
@@ -280,7 +294,15 @@ def sort_out(
                 continue
             if age < older_than:
                 continue
-        if where is None or where(session):
+        if where is None:
+            chosen.append(session)
+            continue
+        kept = where(session)
+        if inspect.isawaitable(kept):
+            if inspect.iscoroutine(kept):
+                kept.close()  # never to be awaited: closed, so that it does not warn
+            raise ValueError(_ASYNC_WHERE.format("where must answer true or false"))
+        if kept:
             chosen.append(session)
     if unknown:
         shown = ", ".join(session.id for session in unknown[:5])

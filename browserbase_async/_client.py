@@ -549,8 +549,9 @@ class SessionsAPI:
 
         Raises:
             ValueError: A bad *status*, *concurrency*, *wait_timeout*,
-                *older_than* (negative, NaN) or *where* (not callable), before
-                any request.
+                *older_than* (negative, NaN) or *where* (not callable, or async),
+                before any request; a *where* that answers with an awaitable,
+                before any release.
             APIError: The listing itself failed (nothing was released).
             BulkReleaseAborted: *on_result* raised, or the client was closed: no
                 more sessions were taken, and its ``report`` holds those tried, with

@@ -18,6 +18,7 @@ from browserbase_async import (
     RateLimitError,
     ReleaseResult,
     RetryPolicy,
+    Session,
     SessionsAPI,
     SessionStatus,
 )
@@ -667,3 +668,26 @@ async def test_a_callback_that_raises_stops_a_run_waiting_on_its_input(
         [first, second]
     )
     assert fake_browserbase.received.updates.keys() == {first, second}
+
+
+async def test_release_all_refuses_a_where_that_answers_with_an_awaitable(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    # An async predicate's answer is a coroutine, which is true: a reaper given one released
+    # every listed session, the live ones it meant to keep too (and warned "never awaited").
+    fake_browserbase.add_sessions(2, user_metadata={"keep": "yes"})
+    fake_browserbase.add_sessions(1)
+
+    async def stale(session: Session) -> bool:
+        return not session.user_metadata
+
+    async with make_api() as api:
+        with pytest.raises(ValueError, match="where must be a plain function"):
+            await api.release_all(where=stale)
+        assert fake_browserbase.received.total == 0  # refused before any request
+        with pytest.raises(ValueError, match="where must answer true or false"):
+            await api.release_all(where=lambda session: stale(session))
+        future = asyncio.get_running_loop().create_future()
+        with pytest.raises(ValueError, match="where must answer true or false"):
+            await api.release_all(where=lambda session: future)
+    assert fake_browserbase.received.requests == {"list": 2}  # and before any release
