@@ -207,6 +207,34 @@ def check_where(where: object) -> None:
         raise ValueError(_ASYNC_WHERE.format("where must be a plain function, not an async one"))
 
 
+def check_on_result(on_result: object) -> None:
+    """Refuse an async *on_result*, which would never run.
+
+    Raises:
+        ValueError: *on_result* is an async function: nothing would await its coroutines.
+    """
+    if inspect.iscoroutinefunction(on_result):
+        raise ValueError(
+            "on_result must be a plain function, not an async one: it is called, not "
+            "awaited, and its coroutines would never run"
+        )
+
+
+def refuse_awaitable(answer: object) -> None:
+    """Refuse what an *on_result* callback answered, if it is awaitable (it would never run).
+
+    Raises:
+        TypeError: *answer* is awaitable (it is closed first, when a coroutine).
+    """
+    if inspect.isawaitable(answer):
+        if inspect.iscoroutine(answer):
+            answer.close()  # never to be awaited: closed, so that it does not warn
+        raise TypeError(
+            "on_result must not answer with an awaitable: it is called, not awaited, "
+            "and what it answers would never run"
+        )
+
+
 _ASYNC_WHERE: Final = (
     "{}: its answer, a coroutine, is true for every session, so that every listed session "
     "would be released"

@@ -457,14 +457,16 @@ class SessionsAPI:
             wait: Confirm each session reached a terminal state.
             wait_timeout: Seconds to wait for each, with *wait*.
             on_result: Called with each result as it finishes (for progress);
-                once it raises, it is called no more.
+                once it raises, it is called no more. A plain function: an async
+                one is refused, and an answer that is awaitable aborts the run.
 
         Returns:
             The report, with the run's flow figures in ``stats``; it never
             raises for a per-session failure.
 
         Raises:
-            ValueError: A bad *concurrency* or *wait_timeout*, before any request.
+            ValueError: A bad *concurrency* or *wait_timeout*, or an async
+                *on_result*, before any request.
             BulkReleaseAborted: The input or *on_result* raised, or the client
                 was closed (even while the run waited on an input that hangs): no
                 more ids were taken, the releases sent finished (or were ended by
@@ -473,6 +475,7 @@ class SessionsAPI:
         """
         _bulk.check_concurrency(concurrency)
         check_seconds("wait_timeout", wait_timeout)
+        _bulk.check_on_result(on_result)
         results: list[ReleaseResult | None] = []
         before, started = self._flow.stats(), time.monotonic()
         callback_failed = False
@@ -484,7 +487,7 @@ class SessionsAPI:
             results[position] = result
             if on_result is not None and not callback_failed:
                 try:
-                    on_result(result)
+                    _bulk.refuse_awaitable(on_result(result))
                 except Exception:
                     callback_failed = True
                     raise
@@ -540,7 +543,8 @@ class SessionsAPI:
             project_id: Sent as ``projectId``; else the client's, else none.
             wait: Confirm each session reached a terminal state.
             wait_timeout: Seconds to wait for each, with *wait*.
-            on_result: Called with each result as it finishes (for progress).
+            on_result: Called with each result as it finishes (for progress); a
+                plain function, as for `release_many`.
 
         Returns:
             The report of the sessions released or tried: those that the
@@ -549,9 +553,9 @@ class SessionsAPI:
 
         Raises:
             ValueError: A bad *status*, *concurrency*, *wait_timeout*,
-                *older_than* (negative, NaN) or *where* (not callable, or async),
-                before any request; a *where* that answers with an awaitable,
-                before any release.
+                *older_than* (negative, NaN), *where* (not callable, or async)
+                or *on_result* (async), before any request; a *where* that
+                answers with an awaitable, before any release.
             APIError: The listing itself failed (nothing was released).
             BulkReleaseAborted: *on_result* raised, or the client was closed: no
                 more sessions were taken, and its ``report`` holds those tried, with
@@ -561,6 +565,7 @@ class SessionsAPI:
         _bulk.check_where(where)
         _bulk.check_concurrency(concurrency)
         check_seconds("wait_timeout", wait_timeout)
+        _bulk.check_on_result(on_result)
         listed = await self.list(status=status, q=q)
         chosen = _bulk.sort_out(listed, older_than=age, where=where, now=self.server_now())
 

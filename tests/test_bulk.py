@@ -691,3 +691,27 @@ async def test_release_all_refuses_a_where_that_answers_with_an_awaitable(
         with pytest.raises(ValueError, match="where must answer true or false"):
             await api.release_all(where=lambda session: future)
     assert fake_browserbase.received.requests == {"list": 2}  # and before any release
+
+
+async def test_an_async_on_result_is_refused_instead_of_never_called(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    # An async callback's coroutine was dropped: it never ran (a progress count stayed at
+    # 0, a "never awaited" warning per session), and the run looked fine.
+    ids = fake_browserbase.add_sessions(3)
+    counted: list[ReleaseResult] = []
+
+    async def count(result: ReleaseResult) -> None:
+        counted.append(result)
+
+    async with make_api() as api:
+        with pytest.raises(ValueError, match="on_result must be a plain function"):
+            await api.release_many(ids, on_result=count)
+        with pytest.raises(ValueError, match="on_result must be a plain function"):
+            await api.release_all(on_result=count)
+        assert fake_browserbase.received.total == 0  # refused before any request
+        with pytest.raises(BulkReleaseAborted, match="on_result must not answer") as caught:
+            await api.release_many(ids, concurrency=1, on_result=lambda result: count(result))
+    assert isinstance(caught.value.__cause__, TypeError)
+    assert [result.session_id for result in caught.value.report.results] == ids[:1]
+    assert counted == []
