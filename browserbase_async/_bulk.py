@@ -373,11 +373,14 @@ class _Source:
 
     async def next(self) -> tuple[int, object] | None:
         """The next pair of an async iterable; ``None`` at its end."""
-        if self.exhausted:
-            return None
         assert self._async is not None
         # An async generator may not be entered by two workers at once.
         async with self._lock:
+            if self.exhausted:
+                # Checked in turn: it may have ended while this worker waited, and an
+                # iterator read past its end may wait for ever (one over a queue that ends
+                # on a sentinel).
+                return None
             return self._number(await anext(self._async, _END))
 
     def _number(self, item: object) -> tuple[int, object] | None:

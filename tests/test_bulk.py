@@ -715,3 +715,39 @@ async def test_an_async_on_result_is_refused_instead_of_never_called(
     assert isinstance(caught.value.__cause__, TypeError)
     assert [result.session_id for result in caught.value.report.results] == ids[:1]
     assert counted == []
+
+
+async def test_an_async_input_is_never_read_past_its_end(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    # Workers waiting their turn at the input, when one of them met its end, read it once
+    # more each: an iterator over a queue that ends on a sentinel then waited on the queue
+    # for ever, and so did the run.
+    ids = fake_browserbase.add_sessions(3)
+    feed: asyncio.Queue[str | None] = asyncio.Queue()
+    reads_past_the_end = 0
+
+    class QueueIds:
+        ended = False
+
+        def __aiter__(self) -> QueueIds:
+            return self
+
+        async def __anext__(self) -> str:
+            nonlocal reads_past_the_end
+            reads_past_the_end += self.ended
+            item = await feed.get()
+            if item is None:
+                self.ended = True
+                raise StopAsyncIteration
+            return item
+
+    async with make_api() as api:
+        run = asyncio.create_task(api.release_many(QueueIds(), concurrency=4))
+        for count, session_id in enumerate(ids, 1):
+            feed.put_nowait(session_id)
+            await fake_browserbase.wait_for_requests(count)  # the workers wait at the input
+        feed.put_nowait(None)
+        await until(run.done)
+    assert [result.session_id for result in run.result().results] == ids
+    assert reads_past_the_end == 0
