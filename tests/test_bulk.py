@@ -712,6 +712,9 @@ async def test_an_async_on_result_is_refused_instead_of_never_called(
         assert fake_browserbase.received.total == 0  # refused before any request
         with pytest.raises(BulkReleaseAborted, match="on_result must not answer") as caught:
             await api.release_many(ids, concurrency=1, on_result=lambda result: count(result))
+        future = asyncio.get_running_loop().create_future()
+        with pytest.raises(BulkReleaseAborted, match="on_result must not answer"):
+            await api.release_many(ids, on_result=lambda result: future)
     assert isinstance(caught.value.__cause__, TypeError)
     assert [result.session_id for result in caught.value.report.results] == ids[:1]
     assert counted == []
