@@ -657,4 +657,8 @@ def _as_text(session_id: object) -> str:
     try:
         return check_session_id(session_id)
     except ValueError:
+        pass
+    try:
         return str(session_id)[:200]
+    except Exception:  # an id that cannot even be shown is still one session's failure
+        return f"<{type(session_id).__name__}>"

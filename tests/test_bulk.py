@@ -754,3 +754,23 @@ async def test_an_async_input_is_never_read_past_its_end(
         await until(run.done)
     assert [result.session_id for result in run.result().results] == ids
     assert reads_past_the_end == 0
+
+
+async def test_an_id_that_cannot_be_shown_is_its_own_failure_and_the_run_goes_on(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    # Naming the failed result of an odd id took its str(), which raised again: the run
+    # stopped (BulkReleaseAborted, blaming the input or the callback) and the ids after it
+    # were never tried.
+    class Unshowable:
+        def __str__(self) -> str:
+            raise RuntimeError("no text for this one")
+
+    first, last = fake_browserbase.add_sessions(2)
+    async with make_api() as api:
+        report = await api.release_many([first, Unshowable(), last], concurrency=1)  # type: ignore[list-item]
+    odd = report.results[1]
+    assert (odd.session_id, odd.attempts) == ("<Unshowable>", 0)
+    assert isinstance(odd.error, RuntimeError)
+    assert [result.ok for result in report.results] == [True, False, True]
+    assert fake_browserbase.received.updates.keys() == {first, last}
