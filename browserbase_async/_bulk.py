@@ -10,12 +10,12 @@ call of the client.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import logging
 import math
 from collections import OrderedDict
 from collections.abc import (
-    AsyncGenerator,
     AsyncIterable,
     AsyncIterator,
     Awaitable,
@@ -576,48 +576,79 @@ async def drive(
         raise RunAborted(errors[0]) from errors[0]
 
 
-async def stream(
-    release_one: ReleaseOne,
-    session_ids: SessionIds,
-    *,
-    concurrency: int,
-    memo_size: int | None,
-    on_close: OnClose | None = None,
-) -> AsyncGenerator[tuple[int, ReleaseResult], None]:
-    """`drive`, as an async generator of ``(position, result)`` in completion order.
+class Stream:
+    """`drive`, as an async iterator of ``(position, result)`` in completion order.
 
-    Closing the generator cancels the run.
+    The run starts at the first `__anext__`; `aclose` cancels it. Not an async
+    generator: the loop's shutdown closes every async generator still open, all at
+    once, and would close this one while `release_iter`, which closes it, was
+    closing it too ("aclose(): asynchronous generator is already running").
     """
-    # Bounded, so that a slow consumer slows the workers instead of piling up results.
-    finished: asyncio.Queue[tuple[int, ReleaseResult] | None] = asyncio.Queue(max(concurrency, 1))
-    failure: list[Exception] = []
 
-    def emit(position: int, result: ReleaseResult) -> Awaitable[None]:
-        return finished.put((position, result))
+    def __init__(
+        self,
+        release_one: ReleaseOne,
+        session_ids: SessionIds,
+        *,
+        concurrency: int,
+        memo_size: int | None,
+        on_close: OnClose | None = None,
+    ) -> None:
+        # Bounded, so that a slow consumer slows the workers instead of piling up results.
+        self._finished: asyncio.Queue[tuple[int, ReleaseResult] | None] = asyncio.Queue(
+            max(concurrency, 1)
+        )
+        self._failure: list[Exception] = []
+        self._run = functools.partial(
+            drive,
+            release_one,
+            session_ids,
+            self._emit,
+            concurrency=concurrency,
+            memo_size=memo_size,
+            on_close=on_close,
+        )
+        self._runner: asyncio.Task[None] | None = None
+        self._ended = False
 
-    async def run_then_end() -> None:
+    def __aiter__(self) -> Stream:
+        return self
+
+    async def __anext__(self) -> tuple[int, ReleaseResult]:
+        """The next result to finish.
+
+        Raises:
+            StopAsyncIteration: Every result was given.
+            Exception: What the run raised (`RunAborted`), once every result was given.
+        """
+        if self._ended:
+            raise StopAsyncIteration
+        if self._runner is None:
+            self._runner = asyncio.create_task(self._run_then_end(), name="browserbase_async-run")
+        item = await self._finished.get()
+        if item is None:
+            self._ended = True
+            if self._failure:
+                raise self._failure[0]
+            raise StopAsyncIteration
+        return item
+
+    async def aclose(self) -> None:
+        """Cancel the run, and wait until its workers are gone."""
+        self._ended = True
+        if self._runner is not None:
+            self._runner.cancel()
+            await asyncio.gather(self._runner, return_exceptions=True)
+
+    def _emit(self, position: int, result: ReleaseResult) -> Awaitable[None]:
+        return self._finished.put((position, result))
+
+    async def _run_then_end(self) -> None:
         try:
-            await drive(
-                release_one,
-                session_ids,
-                emit,
-                concurrency=concurrency,
-                memo_size=memo_size,
-                on_close=on_close,
-            )
+            await self._run()
         except Exception as exc:
-            failure.append(exc)
-        await finished.put(None)
-
-    runner = asyncio.create_task(run_then_end(), name="browserbase_async-run")
-    try:
-        while (item := await finished.get()) is not None:
-            yield item
-        if failure:
-            raise failure[0]
-    finally:
-        runner.cancel()
-        await asyncio.gather(runner, return_exceptions=True)
+            self._failure.append(exc)
+        await self._finished.put(None)
 
 
 async def _release_once(release_one: ReleaseOne, session_id: object, memo: _Memo) -> ReleaseResult:

@@ -416,7 +416,7 @@ class SessionsAPI:
         _bulk.check_concurrency(concurrency)
         check_seconds("wait_timeout", wait_timeout)
         release_one = self._releaser.bulk_release_one(project_id, wait, wait_timeout)
-        run = _bulk.stream(
+        run = _bulk.Stream(
             release_one,
             session_ids,
             concurrency=concurrency,

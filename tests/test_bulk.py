@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 
@@ -774,3 +775,43 @@ async def test_an_id_that_cannot_be_shown_is_its_own_failure_and_the_run_goes_on
     assert isinstance(odd.error, RuntimeError)
     assert [result.ok for result in report.results] == [True, False, True]
     assert fake_browserbase.received.updates.keys() == {first, last}
+
+
+ABANDONED_AT_THE_END = """
+import asyncio
+
+from browserbase_async import SessionsAPI
+from browserbase_async.testing import FakeBrowserbase
+
+kept = []
+
+
+async def main():
+    async with FakeBrowserbase() as fake:
+        ids = fake.add_sessions(20)
+        async with SessionsAPI(fake.api_key, base_url=fake.base_url) as api:
+            results = api.release_iter(ids, concurrency=2)
+            async for _ in results:
+                break
+            kept.append(results)  # neither closed nor dropped: open as the loop ends
+
+
+asyncio.run(main())
+print("ended")
+"""
+
+
+async def test_a_stream_left_open_as_the_loop_ends_closes_without_an_error() -> None:
+    # The loop's shutdown closes every async generator still open, all at once: release_iter
+    # and the stream inside it, which release_iter was closing too. One of the two closes
+    # failed ("aclose(): asynchronous generator is already running"), and the loop logged
+    # it with its traceback as the program ended.
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        ABANDONED_AT_THE_END,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    assert (process.returncode, out.decode(), err.decode()) == (0, "ended\n", "")
