@@ -423,7 +423,7 @@ class SessionsAPI:
         _bulk.check_concurrency(concurrency)
         check_seconds("wait_timeout", wait_timeout)
         release_one = self._releaser.bulk_release_one(project_id, wait, wait_timeout)
-        run = _bulk.stream(
+        run = _bulk.Stream(
             release_one,
             session_ids,
             concurrency=concurrency,
@@ -431,12 +431,15 @@ class SessionsAPI:
             on_close=self._requester.on_close,
         )
         # Closed here, not by the GC, so that closing us cancels the workers at once.
+        yielded = 0
         async with contextlib.aclosing(run):
             try:
                 async for _, result in run:
+                    yielded += 1
                     yield result
             except _bulk.RunAborted as exc:
-                raise BulkReleaseAborted(BulkReleaseReport([]), exc.cause) from exc.cause
+                aborted = BulkReleaseAborted(BulkReleaseReport([]), exc.cause, yielded=yielded)
+                raise aborted from exc.cause
 
     async def release_many(
         self,
@@ -461,14 +464,16 @@ class SessionsAPI:
             wait: Confirm each session reached a terminal state.
             wait_timeout: Seconds to wait for each, with *wait*.
             on_result: Called with each result as it finishes (for progress);
-                once it raises, it is called no more.
+                once it raises, it is called no more. A plain function: an async
+                one is refused, and an answer that is awaitable aborts the run.
 
         Returns:
             The report, with the run's flow figures in ``stats``; it never
             raises for a per-session failure.
 
         Raises:
-            ValueError: A bad *concurrency* or *wait_timeout*, before any request.
+            ValueError: A bad *concurrency* or *wait_timeout*, or an async
+                *on_result*, before any request.
             BulkReleaseAborted: The input or *on_result* raised, or the client
                 was closed (even while the run waited on an input that hangs): no
                 more ids were taken, the releases sent finished (or were ended by
@@ -477,6 +482,7 @@ class SessionsAPI:
         """
         _bulk.check_concurrency(concurrency)
         check_seconds("wait_timeout", wait_timeout)
+        _bulk.check_on_result(on_result)
         results: list[ReleaseResult | None] = []
         before, started = self._flow.stats(), time.monotonic()
         callback_failed = False
@@ -488,7 +494,7 @@ class SessionsAPI:
             results[position] = result
             if on_result is not None and not callback_failed:
                 try:
-                    on_result(result)
+                    _bulk.refuse_awaitable(on_result(result))
                 except Exception:
                     callback_failed = True
                     raise
@@ -544,7 +550,8 @@ class SessionsAPI:
             project_id: Sent as ``projectId``; else the client's, else none.
             wait: Confirm each session reached a terminal state.
             wait_timeout: Seconds to wait for each, with *wait*.
-            on_result: Called with each result as it finishes (for progress).
+            on_result: Called with each result as it finishes (for progress); a
+                plain function, as for `release_many`.
 
         Returns:
             The report of the sessions released or tried: those that the
@@ -553,27 +560,41 @@ class SessionsAPI:
 
         Raises:
             ValueError: A bad *status*, *concurrency*, *wait_timeout*,
-                *older_than* (negative, NaN) or *where* (not callable), before
-                any request.
+                *older_than* (negative, NaN), *where* (not callable, or async)
+                or *on_result* (async), before any request; a *where* that
+                answers with an awaitable, before any release.
             APIError: The listing itself failed (nothing was released).
+            BulkReleaseAborted: *on_result* raised, or the client was closed: no
+                more sessions were taken, and its ``report`` holds those tried, with
+                those left alone (``already_ended``, ``age_unknown``).
         """
         age = _bulk.check_age(older_than)
         _bulk.check_where(where)
         _bulk.check_concurrency(concurrency)
         check_seconds("wait_timeout", wait_timeout)
+        _bulk.check_on_result(on_result)
         listed = await self.list(status=status, q=q)
         chosen = _bulk.sort_out(listed, older_than=age, where=where, now=self.server_now())
-        report = await self.release_many(
-            [session.id for session in chosen.chosen],
-            concurrency=concurrency,
-            project_id=project_id,
-            wait=wait,
-            wait_timeout=wait_timeout,
-            on_result=on_result,
-        )
-        return attrs.evolve(
-            report, already_ended=chosen.already_ended, age_unknown=chosen.age_unknown
-        )
+
+        def with_apart(report: BulkReleaseReport) -> BulkReleaseReport:
+            return attrs.evolve(
+                report, already_ended=chosen.already_ended, age_unknown=chosen.age_unknown
+            )
+
+        try:
+            report = await self.release_many(
+                [session.id for session in chosen.chosen],
+                concurrency=concurrency,
+                project_id=project_id,
+                wait=wait,
+                wait_timeout=wait_timeout,
+                on_result=on_result,
+            )
+        except BulkReleaseAborted as aborted:
+            # The listing was sorted whole before the stop: its report says so too.
+            aborted.report = with_apart(aborted.report)
+            raise
+        return with_apart(report)
 
     # -- scraper ergonomics ---------------------------------------------------
 

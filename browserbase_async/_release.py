@@ -551,6 +551,9 @@ async def finish_shielded(
 
 
 async def _finished(result: ReleaseResult) -> ReleaseResult:
+    # A turn of the loop even so: a run of ids that need no request (invalid, or after a
+    # 401) would otherwise hold the loop to its end, deaf to a cancellation or a close.
+    await asyncio.sleep(0)
     return result
 
 

@@ -140,9 +140,14 @@ class Requester:
     def on_close(self, stop: Callable[[], object]) -> Callable[[], None]:
         """Have *stop* called when the client closes (a bulk run waiting on its input).
 
+        A client closed already calls it at once: a run that starts a loop turn after
+        its call (`release_iter`'s task) may come after the close.
+
         Returns:
             What forgets *stop*: call it once the work it stops is over.
         """
+        if self.closed:
+            stop()
         self._on_close.add(stop)
         return lambda: self._on_close.discard(stop)
 
