@@ -483,6 +483,21 @@ class SessionsAPI:
         _bulk.check_concurrency(concurrency)
         check_seconds("wait_timeout", wait_timeout)
         _bulk.check_on_result(on_result)
+        release_one = self._releaser.bulk_release_one(project_id, wait, wait_timeout)
+        return await self._release_many(release_one, session_ids, concurrency, on_result)
+
+    async def _release_many(
+        self,
+        release_one: _bulk.ReleaseOne,
+        session_ids: SessionIds,
+        concurrency: int,
+        on_result: Callable[[ReleaseResult], object] | None,
+    ) -> BulkReleaseReport:
+        """`release_many`'s run, its arguments checked, with *release_one* for each id.
+
+        Raises:
+            BulkReleaseAborted: As `release_many` says.
+        """
         results: list[ReleaseResult | None] = []
         before, started = self._flow.stats(), time.monotonic()
         callback_failed = False
@@ -505,7 +520,7 @@ class SessionsAPI:
 
         try:
             await _bulk.drive(
-                self._releaser.bulk_release_one(project_id, wait, wait_timeout),
+                release_one,
                 session_ids,
                 keep,
                 concurrency=concurrency,
@@ -581,15 +596,14 @@ class SessionsAPI:
                 report, already_ended=chosen.already_ended, age_unknown=chosen.age_unknown
             )
 
+        # The ids are the server's: each is released whatever characters it holds (a
+        # caller's are refused unless URL-safe), so that the sweep leaves none running.
+        release_one = self._releaser.bulk_release_one(
+            project_id, wait, wait_timeout, given_by_server=True
+        )
+        ids = [session.id for session in chosen.chosen]
         try:
-            report = await self.release_many(
-                [session.id for session in chosen.chosen],
-                concurrency=concurrency,
-                project_id=project_id,
-                wait=wait,
-                wait_timeout=wait_timeout,
-                on_result=on_result,
-            )
+            report = await self._release_many(release_one, ids, concurrency, on_result)
         except BulkReleaseAborted as aborted:
             # The listing was sorted whole before the stop: its report says so too.
             aborted.report = with_apart(aborted.report)

@@ -236,9 +236,22 @@ class Releaser:
             return None
 
     def bulk_release_one(
-        self, project_id: str | None, wait: bool, wait_timeout: float
+        self,
+        project_id: str | None,
+        wait: bool,
+        wait_timeout: float,
+        *,
+        given_by_server: bool = False,
     ) -> _bulk.ReleaseOne:
         """The release of one id of a bulk run, which never raises.
+
+        Args:
+            project_id: Sent as ``projectId``.
+            wait: Confirm each session reached a terminal state.
+            wait_timeout: Seconds to wait for each, with *wait*.
+            given_by_server: The ids come from a listing (``release_all``): each is
+                released whatever characters it holds (percent-encoded), where a
+                caller's must be URL-safe; only one no URL can address fails.
 
         Raises:
             RuntimeError: The client is closed.
@@ -251,8 +264,11 @@ class Releaser:
         def release_one(session_id: object) -> Awaitable[ReleaseResult]:
             # A plain function handing back the coroutine: one frame less per release.
             try:
-                valid = check_session_id(session_id)
-            except ValueError as exc:
+                if given_by_server and isinstance(session_id, str):
+                    valid = server_session_id(session_id)
+                else:
+                    valid = check_session_id(session_id)
+            except (ValueError, APIResponseValidationError) as exc:
                 return _finished(ReleaseResult(str(session_id), None, exc, 0))
             if fatal:
                 return _finished(ReleaseResult(valid, None, fatal[0], 0))

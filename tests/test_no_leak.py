@@ -254,6 +254,45 @@ async def test_a_session_block_releases_a_session_whose_id_needs_encoding(
 
 
 @pytest.mark.off_spec
+async def test_release_all_releases_a_listed_session_whose_id_needs_encoding(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    # The sweep's ids are the server's. Before, it reported the session failed (ValueError,
+    # 0 attempts) and sent nothing: the reaper left it running.
+    fake_browserbase.add_session(ODD_ID)
+    plain = fake_browserbase.add_session()
+    async with make_api() as api:
+        report = await api.release_all()
+        assert fake_browserbase.status(ODD_ID) == "COMPLETED"
+        fake_browserbase.add_session(f"{ODD_ID}-2")
+        (listed,) = await api.list(status="RUNNING")
+        # A caller's value, even a Session, is held to the contract's URL-safe ids.
+        (refused,) = (await api.release_many([listed])).results
+    assert sorted((r.session_id, r.ok) for r in report.results) == sorted(
+        [(ODD_ID, True), (plain, True)]
+    )
+    assert (refused.session_id, refused.attempts) == (listed.id, 0)
+    assert isinstance(refused.error, ValueError)
+    assert fake_browserbase.received.updates == {ODD_ID: 1, plain: 1}
+
+
+@pytest.mark.off_spec
+async def test_a_listed_session_whose_id_no_url_can_address_is_its_own_failure(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    fake_browserbase.add_session("x")
+    listed = [{**fake_browserbase.sessions["x"], "id": ".."}, fake_browserbase.sessions["x"]]
+    fake_browserbase.inject(Fault.json(listed), route="list")
+    async with make_api() as api:
+        report = await api.release_all()
+    unaddressable, fine = report.results
+    assert (unaddressable.session_id, fine.session_id) == ("..", "x")
+    assert isinstance(unaddressable.error, APIResponseValidationError)
+    assert fine.ok
+    assert fake_browserbase.received.updates == {"x": 1}
+
+
+@pytest.mark.off_spec
 async def test_a_server_id_with_a_terminal_escape_is_released_and_shown_escaped(
     fake_browserbase: FakeBrowserbase, make_api: ApiFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
