@@ -123,7 +123,10 @@ class SlotQueue:
                 return await waiter
         except (TimeoutError, asyncio.CancelledError):
             if waiter.done() and not waiter.cancelled():
-                self.leave(waiter.result())  # granted, but not to be used
+                # Ended by the close in the same turn, its error is not raised: ours stands (a
+                # cancellation is never turned into another error).
+                if waiter.exception() is None:
+                    self.leave(waiter.result())  # granted, but not to be used
             else:
                 self._left(waiter)
             self._arm()

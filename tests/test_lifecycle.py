@@ -642,6 +642,22 @@ async def test_closing_the_client_ends_the_creates_waiting_for_a_slot() -> None:
     assert len(fake.sessions) == 1
 
 
+async def test_a_create_in_line_cancelled_as_the_client_closes_raises_its_cancellation() -> None:
+    async with FakeBrowserbase(faults=FaultPlan(max_browsers=1)) as fake:
+        fake.add_sessions(1)
+        api = SessionsAPI(fake.api_key, base_url=fake.base_url, retry=FAST)
+        waiting = asyncio.create_task(api.create(wait_for_slot=300))
+        await until(lambda: api._lifecycle.slots._live == 1)
+        # The close's first step ends the line; the cancellation comes in the same loop turn,
+        # before the create resumes (a timeout's deadline, a TaskGroup's sibling failing).
+        closing = asyncio.create_task(api.aclose())
+        asyncio.get_running_loop().call_soon(waiting.cancel)
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        await closing
+    assert len(fake.sessions) == 1
+
+
 async def test_creates_waiting_for_a_permit_line_up_behind_a_refusal_unsent() -> None:
     async with (
         FakeBrowserbase(faults=FaultPlan(max_browsers=1)) as fake,
