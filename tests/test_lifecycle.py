@@ -519,10 +519,37 @@ async def test_slot_hints() -> None:
     assert slot_hint({"x-ratelimit-reset": "7"}) == 7
     assert slot_hint({"retry-after": "3", "x-ratelimit-reset": "7"}) == 7
     assert slot_hint({"x-ratelimit-reset": "soon"}) is None
-    assert slot_hint({"x-ratelimit-reset": "-4"}) == 0
+    # A hint that asks for no wait is a bare 429's: no hint (see below).
+    assert slot_hint({"x-ratelimit-reset": "-4"}) is None
+    assert slot_hint({"retry-after": "0", "x-ratelimit-reset": "0"}) is None
     hint = slot_hint({"x-ratelimit-reset": "4000000000"})
     assert hint is not None
     assert hint > 1e8
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Retry-After": "0", "x-ratelimit-reset": "0"},
+        {"Retry-After": "-1"},
+        {"retry-after-ms": "0"},
+        {"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"},
+        {"x-ratelimit-reset": "1000000001"},  # a Unix time long past
+    ],
+)
+async def test_a_full_plans_429_that_asks_for_no_wait_is_not_tried_again_at_once(
+    headers: dict[str, str],
+) -> None:
+    async with (
+        FakeBrowserbase() as fake,
+        SessionsAPI(fake.api_key, base_url=fake.base_url, retry=FAST) as api,
+    ):
+        fake.inject(*[Fault.status(429, headers=headers)] * 100, route="create")
+        with pytest.raises(RateLimitError):
+            await api.create(wait_for_slot=0.2)
+    # A bare 429, as for any call: tried again after DEFAULT_SLOT_RETRY (1 s) or a release,
+    # not in a loop as fast as the round trip (thousands of creates a second).
+    assert creates(fake) == 1
 
 
 async def test_a_turn_given_but_not_taken_passes_on() -> None:
