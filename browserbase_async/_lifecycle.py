@@ -569,13 +569,20 @@ class Lifecycle:
         try:
             async with asyncio.timeout(state.limit) as state.deadline:
                 await self._release_all(await self._find(state.tag), duplicates=False)
-        except (APIError, RuntimeError, TimeoutError) as exc:
+        except (APIError, RuntimeError, TimeoutError, asyncio.CancelledError) as exc:
+            # Cancelled only as the loop shuts down (a second Ctrl-C): said too, then raised.
             logger.warning(
                 "a create given up on may have left a session with user_metadata['%s'] = '%s': %s",
                 CREATE_TAG_KEY,
                 state.tag,
-                excerpt(str(exc)) or type(exc).__name__,
+                (
+                    "finding it was cancelled (the event loop is shutting down?)"
+                    if isinstance(exc, asyncio.CancelledError)
+                    else excerpt(str(exc)) or type(exc).__name__
+                ),
             )
+            if isinstance(exc, asyncio.CancelledError):
+                raise
 
     @contextlib.asynccontextmanager
     async def session(

@@ -421,6 +421,15 @@ class Releaser:
                 f"releasing session {printable(hold.session_id)} took over {bound:.3g} s"
             )
             return ReleaseResult(hold.session_id, None, error, 0)
+        except asyncio.CancelledError:
+            # Shielded, so cancelled only as the loop shuts down (a second Ctrl-C): the
+            # program ends without its answer, and that is said, not passed over.
+            logger.warning(
+                "the release of session %s was cancelled before it was answered (the event "
+                "loop is shutting down?): the session may still be running",
+                printable(hold.session_id),
+            )
+            raise
 
     async def release_shielded(self, hold: Hold) -> Exception | None:
         """Release *hold*, shielded from our cancellation and bounded by its limit.

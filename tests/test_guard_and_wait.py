@@ -222,3 +222,32 @@ async def test_a_release_cancelled_itself_is_a_cancellation_of_the_guard(
         with pytest.raises(asyncio.CancelledError):
             await task
         fake_browserbase.let_go()
+
+
+async def test_a_release_cancelled_itself_says_the_session_may_still_run(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A second Ctrl-C: asyncio.run then cancels every task, the shielded releases included,
+    # and the program ends. What they leave running is said, never passed over in silence.
+    (sid,) = fake_browserbase.add_sessions(1)
+    async with make_api() as api:
+        fake_browserbase.hold()
+        guarded = asyncio.create_task(enter_and_leave(api, sid))
+        await fake_browserbase.wait_for_in_flight(1)
+        (release,) = [
+            other
+            for other in asyncio.all_tasks()
+            if getattr(other.get_coro(), "__qualname__", "").endswith("bounded")
+        ]
+        release.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await guarded
+        fake_browserbase.let_go()
+    (record,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert sid in record.getMessage()
+    assert "cancelled" in record.getMessage()
+
+
+async def enter_and_leave(api: SessionsAPI, session_id: str) -> None:
+    async with api.guard(session_id):
+        pass

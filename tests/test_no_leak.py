@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
@@ -127,6 +128,33 @@ async def test_closing_joins_the_settling_a_cancelled_create_began() -> None:
             await call
     assert running(fake) == []
     assert fake.received.requests["list"] == 1  # settled once, not once per asking
+
+
+async def test_a_settling_cancelled_itself_says_which_tag_may_still_run(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A second Ctrl-C: asyncio.run cancels every task, a cancelled create's settling included.
+    async with FakeBrowserbase() as fake:
+        async with SessionsAPI(fake.api_key, base_url=fake.base_url, retry=FAST) as api:
+            fake.inject(Fault.stall(), route="create")
+            call = asyncio.create_task(api.create())
+            await fake.wait_until(lambda: len(fake.sessions) == 1)
+            fake.hold()  # the settling's lookup waits
+            call.cancel()
+            await fake.wait_until(lambda: fake.received.requests["list"] == 1)
+            (settling,) = [
+                task
+                for task in asyncio.all_tasks()
+                if getattr(task.get_coro(), "__qualname__", "").endswith("_abandon")
+            ]
+            settling.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+            fake.let_go()
+        (session,) = fake.sessions.values()
+    (record,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert session["userMetadata"][CREATE_TAG_KEY] in record.getMessage()
+    assert "cancelled" in record.getMessage()
 
 
 async def test_closing_at_any_moment_of_a_cancelled_creates_settling_leaves_nothing() -> None:
