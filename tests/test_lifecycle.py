@@ -389,6 +389,55 @@ async def test_ctrl_c_with_open_sessions_leaves_none_running(
     assert len(fake_browserbase.sessions) == 3
 
 
+SIGTERM_SCRIPT = textwrap.dedent(
+    """
+    import asyncio, signal, sys
+    from browserbase_async import SessionsAPI
+
+    async def main():
+        # As docs/lifecycle.md shows: SIGTERM cancels the main task, as Ctrl-C does.
+        main_task = asyncio.current_task()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
+        async with SessionsAPI(sys.argv[1], base_url=sys.argv[2]) as api:
+            async def worker():
+                async with api.session():
+                    await asyncio.Event().wait()
+            tasks = [asyncio.create_task(worker()) for _ in range(50)]
+            while api._lifecycle.counts.created < 10:
+                await asyncio.sleep(0.01)
+            print("ready", flush=True)
+            await asyncio.gather(*tasks)
+
+    try:
+        asyncio.run(main())
+    except asyncio.CancelledError:
+        sys.exit(143)
+    """
+)
+
+
+async def test_sigterm_made_a_cancellation_leaves_no_session_of_fifty_workers_running() -> None:
+    async with FakeBrowserbase(faults=FaultPlan(max_browsers=10)) as fake:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            SIGTERM_SCRIPT,
+            fake.api_key,
+            fake.base_url,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        assert process.stdout is not None
+        assert process.stderr is not None
+        assert await process.stdout.readline() == b"ready\n"
+        assert len(running(fake)) == 10  # the other 40 wait in line for a browser
+        process.send_signal(signal.SIGTERM)
+        errors = (await process.stderr.read()).decode()
+        assert await process.wait() == 143, errors
+        assert running(fake) == []
+        assert len(fake.sessions) == 10
+
+
 # -- waiting for a free browser ---------------------------------------------------------------
 
 
