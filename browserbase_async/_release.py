@@ -352,6 +352,10 @@ class Releaser:
             raise
         error = await self.release_shielded(hold)
         if error is not None:
+            # The error alone may name no session ("503"): say which one may run on.
+            error.add_note(
+                f"releasing session {printable(hold.session_id)} failed: it may still be running"
+            )
             raise error
 
     def hold(

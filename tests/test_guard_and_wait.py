@@ -140,9 +140,14 @@ async def test_a_failed_release_after_a_clean_block_raises(
     (sid,) = fake_browserbase.add_sessions(1)
     fake_browserbase.inject(*[Fault.status(500)] * 3)
     async with make_api() as api:
-        with pytest.raises(InternalServerError):
+        with pytest.raises(InternalServerError) as caught:
             async with api.guard(sid):
                 pass
+    # Which session, and that it may run on: the error alone said "500" and nothing else.
+    assert getattr(caught.value, "__notes__", []) == [
+        f"releasing session {sid} failed: it may still be running"
+    ]
+    assert fake_browserbase.status(sid) == "RUNNING"
 
 
 @pytest.mark.parametrize("loaded", [False, True], ids=["idle", "loaded"])

@@ -18,6 +18,7 @@ from browserbase_async import (
     APIResponseValidationError,
     BadRequestError,
     CreatedSession,
+    InternalServerError,
     RateLimitError,
     RetryPolicy,
     SessionsAPI,
@@ -364,6 +365,19 @@ CTRL_C_SCRIPT = textwrap.dedent(
         sys.exit(130)
     """
 )
+
+
+async def test_a_session_block_whose_release_fails_names_the_session_left_running(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    fake_browserbase.inject(*[Fault.status(503)] * 3, route="update")
+    async with make_api(retry=RetryPolicy(max_attempts=1)) as api:
+        with pytest.raises(InternalServerError) as caught:
+            async with api.session() as session:
+                pass
+    assert running(fake_browserbase) == [session.id]
+    notes = getattr(caught.value, "__notes__", [])
+    assert any(session.id in note and "still be running" in note for note in notes)
 
 
 async def test_ctrl_c_with_open_sessions_leaves_none_running(
