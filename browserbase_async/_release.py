@@ -451,7 +451,23 @@ class Releaser:
             asyncio.CancelledError: We were cancelled meanwhile; raised once the
                 release is done.
         """
-        result = await finish_shielded(self._start_release(hold, hold.limit), hold.hurry)
+        release = self._start_release(hold, hold.limit)
+        try:
+            result = await finish_shielded(release, hold.hurry)
+        except asyncio.CancelledError as cancelled:
+            # Raised once the release ended: a failure of it is said all the same, or the
+            # cancellation would carry the session away unreported.
+            error = None if release.cancelled() else release.result().error
+            if error is not None:
+                logger.warning(
+                    "could not release session %s (cancelled meanwhile): %s",
+                    printable(hold.session_id),
+                    error,
+                )
+                cancelled.add_note(
+                    f"and releasing session {printable(hold.session_id)} failed: {error!r}"
+                )
+            raise
         return result.error
 
     async def release_held(self, limit: float) -> None:

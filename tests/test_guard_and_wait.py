@@ -256,3 +256,35 @@ async def test_a_release_cancelled_itself_says_the_session_may_still_run(
 async def enter_and_leave(api: SessionsAPI, session_id: str) -> None:
     async with api.guard(session_id):
         pass
+
+
+@pytest.mark.parametrize("block_raises", [False, True], ids=["clean", "raised"])
+async def test_a_release_that_fails_while_the_guard_is_cancelled_is_still_said(
+    fake_browserbase: FakeBrowserbase,
+    make_api: ApiFactory,
+    caplog: pytest.LogCaptureFixture,
+    block_raises: bool,
+) -> None:
+    # A cancellation that lands while the release on exit runs (a timeout, a TaskGroup, a
+    # shutdown) waits for it; a release that then fails must not go unsaid for that.
+    (sid,) = fake_browserbase.add_sessions(1)
+    fake_browserbase.inject(Fault.status(503), route="update")
+
+    async def scrape(api: SessionsAPI) -> None:
+        async with api.guard(sid):
+            if block_raises:
+                raise KeyError("scrape failed")
+
+    async with make_api(retry=RetryPolicy(max_attempts=1)) as api:
+        fake_browserbase.hold()
+        task = asyncio.create_task(scrape(api))
+        await fake_browserbase.wait_for_in_flight(1)
+        task.cancel()  # reaches the guard at the loop's next turn, long before the answer
+        fake_browserbase.let_go()
+        with pytest.raises(asyncio.CancelledError) as caught:
+            await task
+    assert fake_browserbase.status(sid) == "RUNNING"
+    (record,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert sid in record.getMessage()
+    assert "503" in record.getMessage()
+    assert any(sid in note for note in getattr(caught.value, "__notes__", []))
