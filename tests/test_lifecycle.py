@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import math
@@ -450,6 +451,90 @@ async def test_sigterm_made_a_cancellation_leaves_no_session_of_fifty_workers_ru
         assert await process.wait() == 143, errors
         assert running(fake) == []
         assert len(fake.sessions) == 10
+
+
+SHARED_ACCOUNT_WORKER = textwrap.dedent(
+    """
+    import asyncio, sys
+    from browserbase_async import SessionsAPI
+
+    async def main():
+        print("started", flush=True)  # within asyncio.run: Ctrl-C cancels from now on
+        async with SessionsAPI(sys.argv[1], base_url=sys.argv[2]) as api:
+            async def worker():
+                async with api.session():
+                    print("in", flush=True)
+                    await asyncio.Event().wait()
+            await asyncio.gather(*(worker() for _ in range(6)))
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        sys.exit(130)
+    """
+)
+
+
+async def test_processes_sharing_a_full_plan_leave_nothing_running_at_ctrl_c() -> None:
+    # One fake in a process of its own, as one account; three processes of 6 workers each on
+    # a plan of 4 browsers: 4 blocks entered, 14 creates waiting in line, then Ctrl-C in each.
+    fake = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "browserbase_async.testing",
+        "--sessions",
+        "0",
+        "--max-browsers",
+        "4",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    assert fake.stdout is not None
+    base_url = (await fake.stdout.readline()).decode().strip().partition("=")[2]
+    api_key = (await fake.stdout.readline()).decode().strip().partition("=")[2]
+    workers: list[asyncio.subprocess.Process] = []
+    try:
+        workers += [
+            await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-c",
+                SHARED_ACCOUNT_WORKER,
+                api_key,
+                base_url,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            for _ in range(3)
+        ]
+        lines: asyncio.Queue[bytes] = asyncio.Queue()
+
+        async def read(process: asyncio.subprocess.Process) -> None:
+            assert process.stdout is not None
+            async for line in process.stdout:
+                lines.put_nowait(line)
+
+        reading = [asyncio.create_task(read(process)) for process in workers]
+        seen = collections.Counter[bytes]()
+        while seen[b"started\n"] < 3 or seen[b"in\n"] < 4:
+            seen[await lines.get()] += 1
+        async with SessionsAPI(api_key, base_url=base_url) as api:
+            assert len(await api.list(status="RUNNING")) == 4
+            for process in workers:
+                process.send_signal(signal.SIGINT)
+            for process in workers:
+                assert process.stderr is not None
+                errors = (await process.stderr.read()).decode()
+                assert await process.wait() == 130, errors
+            await asyncio.gather(*reading)
+            assert await api.list(status="RUNNING") == []
+            # The creates waiting in line made nothing: 4 sessions in all, each released.
+            ended = await api.list()
+        assert len(ended) == 4
+    finally:
+        for process in (*workers, fake):
+            if process.returncode is None:
+                process.kill()
+            await process.wait()
 
 
 # -- waiting for a free browser ---------------------------------------------------------------
