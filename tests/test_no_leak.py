@@ -346,6 +346,35 @@ async def test_a_lookup_skips_a_session_no_url_can_address(
     assert "no URL can address" in caplog.text
 
 
+@pytest.mark.parametrize("block", [False, True], ids=["create", "session"])
+async def test_a_lookup_answered_with_other_sessions_never_takes_nor_releases_them(
+    fake_browserbase: FakeBrowserbase,
+    make_api: ApiFactory,
+    caplog: pytest.LogCaptureFixture,
+    block: bool,
+) -> None:
+    # Other workers' sessions, running. A create's answer is lost, and the listing answers
+    # sessions that do not carry its tag (a server that ignores q, or reads it otherwise).
+    others = [
+        fake_browserbase.add_session(user_metadata={"worker": str(n), CREATE_TAG_KEY: "theirs"})
+        for n in range(3)
+    ]
+    listed = [fake_browserbase.sessions[sid] for sid in others]
+    fake_browserbase.inject(Fault.lose(), route="create")
+    fake_browserbase.inject(Fault.json(listed), Fault.json(listed), route="list")
+    async with make_api() as api:
+        if block:
+            async with api.session() as session:
+                assert running(fake_browserbase)[:3] == others
+        else:
+            session = await api.create()
+    assert session.id not in others
+    assert session.user_metadata is not None
+    assert session.user_metadata[CREATE_TAG_KEY] != "theirs"
+    assert running(fake_browserbase)[:3] == others  # none of them taken, none released
+    assert "listed 3 sessions that do not carry it" in caplog.text
+
+
 # -- 4. aclose() and a bulk run waiting on its input -----------------------------------------
 
 
