@@ -249,10 +249,11 @@ def excerpt(text: str) -> str:
     A session's signing key, and the connection URLs that carry it, are masked: an
     excerpt goes into messages and logs.
     """
-    flat = printable(" ".join(_SECRET_VALUES.sub(_masked, text).split()))
+    flat = printable(" ".join(text.split()))
+    # Masked once cut: the cut is short, and a value it breaks off is masked to its end.
     if len(flat) <= EXCERPT_CHARS:
-        return flat
-    return flat[: EXCERPT_CHARS - 1] + "…"
+        return _SECRET_VALUES.sub(_masked, flat)
+    return _SECRET_VALUES.sub(_masked, flat[: EXCERPT_CHARS - 1]) + "…"
 
 
 def _masked(found: re.Match[str]) -> str:
