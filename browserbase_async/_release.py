@@ -383,6 +383,10 @@ class Releaser:
             raise
         error = await self.release_shielded(hold)
         if error is not None:
+            # The error alone may name no session ("503"): say which one may run on.
+            error.add_note(
+                f"releasing session {printable(hold.session_id)} failed: it may still be running"
+            )
             raise error
 
     def hold(
@@ -452,6 +456,15 @@ class Releaser:
                 f"releasing session {printable(hold.session_id)} took over {bound:.3g} s"
             )
             return ReleaseResult(hold.session_id, None, error, 0)
+        except asyncio.CancelledError:
+            # Shielded, so cancelled only as the loop shuts down (a second Ctrl-C): the
+            # program ends without its answer, and that is said, not passed over.
+            logger.warning(
+                "the release of session %s was cancelled before it was answered (the event "
+                "loop is shutting down?): the session may still be running",
+                printable(hold.session_id),
+            )
+            raise
 
     async def release_shielded(self, hold: Hold) -> Exception | None:
         """Release *hold*, shielded from our cancellation and bounded by its limit.
@@ -469,7 +482,23 @@ class Releaser:
             asyncio.CancelledError: We were cancelled meanwhile; raised once the
                 release is done.
         """
-        result = await finish_shielded(self._start_release(hold, hold.limit), hold.hurry)
+        release = self._start_release(hold, hold.limit)
+        try:
+            result = await finish_shielded(release, hold.hurry)
+        except asyncio.CancelledError as cancelled:
+            # Raised once the release ended: a failure of it is said all the same, or the
+            # cancellation would carry the session away unreported.
+            error = None if release.cancelled() else release.result().error
+            if error is not None:
+                logger.warning(
+                    "could not release session %s (cancelled meanwhile): %s",
+                    printable(hold.session_id),
+                    error,
+                )
+                cancelled.add_note(
+                    f"and releasing session {printable(hold.session_id)} failed: {error!r}"
+                )
+            raise
         return result.error
 
     async def release_held(self, limit: float) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
@@ -127,6 +128,33 @@ async def test_closing_joins_the_settling_a_cancelled_create_began() -> None:
             await call
     assert running(fake) == []
     assert fake.received.requests["list"] == 1  # settled once, not once per asking
+
+
+async def test_a_settling_cancelled_itself_says_which_tag_may_still_run(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A second Ctrl-C: asyncio.run cancels every task, a cancelled create's settling included.
+    async with FakeBrowserbase() as fake:
+        async with SessionsAPI(fake.api_key, base_url=fake.base_url, retry=FAST) as api:
+            fake.inject(Fault.stall(), route="create")
+            call = asyncio.create_task(api.create())
+            await fake.wait_until(lambda: len(fake.sessions) == 1)
+            fake.hold()  # the settling's lookup waits
+            call.cancel()
+            await fake.wait_until(lambda: fake.received.requests["list"] == 1)
+            (settling,) = [
+                task
+                for task in asyncio.all_tasks()
+                if getattr(task.get_coro(), "__qualname__", "").endswith("_abandon")
+            ]
+            settling.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+            fake.let_go()
+        (session,) = fake.sessions.values()
+    (record,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert session["userMetadata"][CREATE_TAG_KEY] in record.getMessage()
+    assert "cancelled" in record.getMessage()
 
 
 async def test_closing_at_any_moment_of_a_cancelled_creates_settling_leaves_nothing() -> None:
@@ -355,6 +383,35 @@ async def test_a_lookup_skips_a_session_no_url_can_address(
         session = await api.create()  # nothing usable found: sent again
     assert running(fake_browserbase) == [session.id]
     assert "no URL can address" in caplog.text
+
+
+@pytest.mark.parametrize("block", [False, True], ids=["create", "session"])
+async def test_a_lookup_answered_with_other_sessions_never_takes_nor_releases_them(
+    fake_browserbase: FakeBrowserbase,
+    make_api: ApiFactory,
+    caplog: pytest.LogCaptureFixture,
+    block: bool,
+) -> None:
+    # Other workers' sessions, running. A create's answer is lost, and the listing answers
+    # sessions that do not carry its tag (a server that ignores q, or reads it otherwise).
+    others = [
+        fake_browserbase.add_session(user_metadata={"worker": str(n), CREATE_TAG_KEY: "theirs"})
+        for n in range(3)
+    ]
+    listed = [fake_browserbase.sessions[sid] for sid in others]
+    fake_browserbase.inject(Fault.lose(), route="create")
+    fake_browserbase.inject(Fault.json(listed), Fault.json(listed), route="list")
+    async with make_api() as api:
+        if block:
+            async with api.session() as session:
+                assert running(fake_browserbase)[:3] == others
+        else:
+            session = await api.create()
+    assert session.id not in others
+    assert session.user_metadata is not None
+    assert session.user_metadata[CREATE_TAG_KEY] != "theirs"
+    assert running(fake_browserbase)[:3] == others  # none of them taken, none released
+    assert "listed 3 sessions that do not carry it" in caplog.text
 
 
 # -- 4. aclose() and a bulk run waiting on its input -----------------------------------------
