@@ -10,11 +10,12 @@ call of the client.
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import logging
 import math
 from collections import OrderedDict
 from collections.abc import (
-    AsyncGenerator,
     AsyncIterable,
     AsyncIterator,
     Awaitable,
@@ -129,11 +130,26 @@ class BulkReleaseAborted(BrowserbaseError):
 
     report: BulkReleaseReport
 
-    def __init__(self, report: BulkReleaseReport, cause: BaseException) -> None:
+    def __init__(
+        self, report: BulkReleaseReport, cause: BaseException, *, yielded: int | None = None
+    ) -> None:
+        """Say what stopped the run, and where its results are.
+
+        Args:
+            report: The sessions tried, in input order.
+            cause: What the input, the callback or the close raised.
+            yielded: For ``release_iter``: the results it yielded before the stop (its
+                *report* is empty).
+        """
+        if yielded is None:
+            raised_by = "its input, its on_result callback, or a close of the client"
+            results = f"the {len(report.results)} sessions tried are in .report"
+        else:
+            raised_by = "its input or a close of the client"
+            results = f"all {yielded} results of the run were yielded before it"
         super().__init__(
-            f"the bulk release stopped on {type(cause).__name__} ({cause}), raised by its "
-            f"input, its on_result callback, or a close of the client; the "
-            f"{len(report.results)} sessions tried are in .report, the releases sent all finished"
+            f"the bulk release stopped on {type(cause).__name__} ({cause}), raised by "
+            f"{raised_by}; {results}, the releases sent all finished"
         )
         self.report = report
 
@@ -179,13 +195,50 @@ def check_age(older_than: Age | None) -> float | None:
 
 
 def check_where(where: object) -> None:
-    """Refuse a *where* that cannot be called.
+    """Refuse a *where* that cannot be called, or that is async.
 
     Raises:
-        ValueError: *where* is neither ``None`` nor callable.
+        ValueError: *where* is neither ``None`` nor callable, or is an async function
+            (its answer, a coroutine, would be true for every session).
     """
     if where is not None and not callable(where):
         raise ValueError(f"where must be a callable taking a Session, got {where!r}")
+    if inspect.iscoroutinefunction(where):
+        raise ValueError(_ASYNC_WHERE.format("where must be a plain function, not an async one"))
+
+
+def check_on_result(on_result: object) -> None:
+    """Refuse an async *on_result*, which would never run.
+
+    Raises:
+        ValueError: *on_result* is an async function: nothing would await its coroutines.
+    """
+    if inspect.iscoroutinefunction(on_result):
+        raise ValueError(
+            "on_result must be a plain function, not an async one: it is called, not "
+            "awaited, and its coroutines would never run"
+        )
+
+
+def refuse_awaitable(answer: object) -> None:
+    """Refuse what an *on_result* callback answered, if it is awaitable (it would never run).
+
+    Raises:
+        TypeError: *answer* is awaitable (it is closed first, when a coroutine).
+    """
+    if inspect.isawaitable(answer):
+        if inspect.iscoroutine(answer):
+            answer.close()  # never to be awaited: closed, so that it does not warn
+        raise TypeError(
+            "on_result must not answer with an awaitable: it is called, not awaited, "
+            "and what it answers would never run"
+        )
+
+
+_ASYNC_WHERE: Final = (
+    "{}: its answer, a coroutine, is true for every session, so that every listed session "
+    "would be released"
+)
 
 
 def session_age(session: Session, now: datetime) -> float | None:
@@ -242,12 +295,23 @@ def sort_out(
     *older_than* seconds old at *now* (by the server's clock, see
     `clock_offset`), and *where* holds for it. A session without
     ``started_at`` cannot be told old enough: with *older_than*, it is skipped,
-    and a warning says how many were.
+    and a warning says how many were. A session listed twice is sorted once, as
+    first listed.
+
+    Raises:
+        ValueError: *where* answered with an awaitable (an async predicate's
+            coroutine), which cannot tell one session from another.
     """
     chosen: list[Session] = []
     ended: list[Session] = []
     unknown: list[Session] = []
+    seen: set[str] = set()
     for session in sessions:
+        # A listing taken while sessions change may hold one twice: a report that counted
+        # both would say two were released (or had ended) where one was.
+        if session.id in seen:
+            continue
+        seen.add(session.id)
         if session.is_terminal:
             ended.append(session)
             continue
@@ -258,10 +322,18 @@ def sort_out(
                 continue
             if age < older_than:
                 continue
-        if where is None or where(session):
+        if where is None:
+            chosen.append(session)
+            continue
+        kept = where(session)
+        if inspect.isawaitable(kept):
+            if inspect.iscoroutine(kept):
+                kept.close()  # never to be awaited: closed, so that it does not warn
+            raise ValueError(_ASYNC_WHERE.format("where must answer true or false"))
+        if kept:
             chosen.append(session)
     if unknown:
-        # The server's ids, escaped: the record may reach a terminal (the CLI's standard error).
+        # The server's ids, with their control characters escaped: a log is read in a terminal.
         shown = ", ".join(printable(session.id) for session in unknown[:5])
         more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
         logger.warning(
@@ -302,11 +374,14 @@ class _Source:
 
     async def next(self) -> tuple[int, object] | None:
         """The next pair of an async iterable; ``None`` at its end."""
-        if self.exhausted:
-            return None
         assert self._async is not None
         # An async generator may not be entered by two workers at once.
         async with self._lock:
+            if self.exhausted:
+                # Checked in turn: it may have ended while this worker waited, and an
+                # iterator read past its end may wait for ever (one over a queue that ends
+                # on a sentinel).
+                return None
             return self._number(await anext(self._async, _END))
 
     def _number(self, item: object) -> tuple[int, object] | None:
@@ -405,7 +480,8 @@ async def drive(
             workers than ids taken from the input (plus the one looking for the next).
         memo_size: Finished ids remembered to answer repeats; ``None``: all.
         on_close: Where to hear that the client closed: the run then stops
-            taking ids at once, even from an input that hangs.
+            taking ids at once, even from an input that hangs (as it does when
+            the input or *emit* raised).
 
     Raises:
         ValueError: *concurrency* is below 1.
@@ -420,21 +496,25 @@ async def drive(
     workers: list[asyncio.Task[None]] = []
     stopping = False
     taking: set[asyncio.Task[None]] = set()
-    """Workers waiting on an async input: the ones a close cuts."""
+    """Workers waiting on an async input: the ones a stop cuts."""
     cut: set[asyncio.Task[None]] = set()
 
     def spawn() -> None:
         workers.append(asyncio.create_task(worker(), name=f"{WORKER_NAME}{len(workers)}"))
 
-    def stop_taking() -> None:
-        # The client closed. A worker releasing ends as the close ends its request, and
-        # reports it; one waiting on the input would wait as long as the input hangs.
-        if not errors:
-            errors.append(client_closed())
+    def stop_taking(cause: BaseException) -> None:
+        # A worker releasing finishes (or ends as a close ends its request), and reports it;
+        # one waiting on the input would wait as long as the input hangs, then release an
+        # id taken after the stop.
+        errors.append(cause)
         source.exhausted = True
         for task in taking:
             cut.add(task)
             task.cancel()
+
+    def closed() -> None:
+        if not errors:
+            stop_taking(client_closed())
 
     async def worker() -> None:
         me = asyncio.current_task()
@@ -465,20 +545,18 @@ async def drive(
                     # Closed under the run: the ids left would each fail the same way.
                     raise done.error
         except Exception as exc:  # the input's, the consumer's, or a close: stop taking ids
-            errors.append(exc)
-            source.exhausted = True
+            stop_taking(exc)
         except asyncio.CancelledError as exc:
             if stopping:
                 raise
             if me in cut and me.uncancel() == 0:
-                return  # cut by the close, whose error the run raises
+                return  # cut by a stop, whose error the run raises
             # Not the run's own stop: the input or the consumer raised it (a future it
             # awaited was cancelled). A worker that ended quietly would leave the ids it had
             # yet to take out of a report that looks whole.
-            errors.append(exc)
-            source.exhausted = True
+            stop_taking(exc)
 
-    forget = on_close(stop_taking) if on_close is not None else None
+    forget = on_close(closed) if on_close is not None else None
     spawn()
     try:
         # Workers spawn others only while they run: once all those seen are done, all are.
@@ -499,48 +577,79 @@ async def drive(
         raise RunAborted(errors[0]) from errors[0]
 
 
-async def stream(
-    release_one: ReleaseOne,
-    session_ids: SessionIds,
-    *,
-    concurrency: int,
-    memo_size: int | None,
-    on_close: OnClose | None = None,
-) -> AsyncGenerator[tuple[int, ReleaseResult], None]:
-    """`drive`, as an async generator of ``(position, result)`` in completion order.
+class Stream:
+    """`drive`, as an async iterator of ``(position, result)`` in completion order.
 
-    Closing the generator cancels the run.
+    The run starts at the first `__anext__`; `aclose` cancels it. Not an async
+    generator: the loop's shutdown closes every async generator still open, all at
+    once, and would close this one while `release_iter`, which closes it, was
+    closing it too ("aclose(): asynchronous generator is already running").
     """
-    # Bounded, so that a slow consumer slows the workers instead of piling up results.
-    finished: asyncio.Queue[tuple[int, ReleaseResult] | None] = asyncio.Queue(max(concurrency, 1))
-    failure: list[Exception] = []
 
-    def emit(position: int, result: ReleaseResult) -> Awaitable[None]:
-        return finished.put((position, result))
+    def __init__(
+        self,
+        release_one: ReleaseOne,
+        session_ids: SessionIds,
+        *,
+        concurrency: int,
+        memo_size: int | None,
+        on_close: OnClose | None = None,
+    ) -> None:
+        # Bounded, so that a slow consumer slows the workers instead of piling up results.
+        self._finished: asyncio.Queue[tuple[int, ReleaseResult] | None] = asyncio.Queue(
+            max(concurrency, 1)
+        )
+        self._failure: list[Exception] = []
+        self._run = functools.partial(
+            drive,
+            release_one,
+            session_ids,
+            self._emit,
+            concurrency=concurrency,
+            memo_size=memo_size,
+            on_close=on_close,
+        )
+        self._runner: asyncio.Task[None] | None = None
+        self._ended = False
 
-    async def run_then_end() -> None:
+    def __aiter__(self) -> Stream:
+        return self
+
+    async def __anext__(self) -> tuple[int, ReleaseResult]:
+        """The next result to finish.
+
+        Raises:
+            StopAsyncIteration: Every result was given.
+            Exception: What the run raised (`RunAborted`), once every result was given.
+        """
+        if self._ended:
+            raise StopAsyncIteration
+        if self._runner is None:
+            self._runner = asyncio.create_task(self._run_then_end(), name="browserbase_async-run")
+        item = await self._finished.get()
+        if item is None:
+            self._ended = True
+            if self._failure:
+                raise self._failure[0]
+            raise StopAsyncIteration
+        return item
+
+    async def aclose(self) -> None:
+        """Cancel the run, and wait until its workers are gone."""
+        self._ended = True
+        if self._runner is not None:
+            self._runner.cancel()
+            await asyncio.gather(self._runner, return_exceptions=True)
+
+    def _emit(self, position: int, result: ReleaseResult) -> Awaitable[None]:
+        return self._finished.put((position, result))
+
+    async def _run_then_end(self) -> None:
         try:
-            await drive(
-                release_one,
-                session_ids,
-                emit,
-                concurrency=concurrency,
-                memo_size=memo_size,
-                on_close=on_close,
-            )
+            await self._run()
         except Exception as exc:
-            failure.append(exc)
-        await finished.put(None)
-
-    runner = asyncio.create_task(run_then_end(), name="browserbase_async-run")
-    try:
-        while (item := await finished.get()) is not None:
-            yield item
-        if failure:
-            raise failure[0]
-    finally:
-        runner.cancel()
-        await asyncio.gather(runner, return_exceptions=True)
+            self._failure.append(exc)
+        await self._finished.put(None)
 
 
 async def _release_once(release_one: ReleaseOne, session_id: object, memo: _Memo) -> ReleaseResult:
@@ -550,6 +659,9 @@ async def _release_once(release_one: ReleaseOne, session_id: object, memo: _Memo
         session_id = session_id.id
     known = memo.lookup(session_id)
     if isinstance(known, ReleaseResult):
+        # A turn of the loop, as for any result made without a request: an input of
+        # repeats would otherwise hold the loop to its end, deaf to a cancellation or a close.
+        await asyncio.sleep(0)
         return known
     if known is not None:
         return await asyncio.shield(known)
@@ -577,4 +689,8 @@ def _as_text(session_id: object) -> str:
     try:
         return check_session_id(session_id)
     except ValueError:
+        pass
+    try:
         return str(session_id)[:200]
+    except Exception:  # an id that cannot even be shown is still one session's failure
+        return f"<{type(session_id).__name__}>"

@@ -117,7 +117,7 @@ class SessionsAPI:
         proxy: str | None = None,
         ssl: _ssl.SSLContext | str | os.PathLike[str] | None = None,
     ) -> None:
-        key = resolve_api_key(api_key)
+        resolve_api_key(api_key)  # a missing key is said first; kept below, in no local
         url = resolve_base_url(base_url, allow_insecure_http=allow_insecure_http)
         check_timeout(timeout)
         check_positive_int("max_connections", max_connections)
@@ -128,9 +128,11 @@ class SessionsAPI:
         self.timeout: Final = timeout
         self.retry: Final = retry if retry is not None else DEFAULT_RETRY_POLICY
         self._flow = FlowControl(max_connections, self.retry.max_retry_after, self.retry.max_delay)
+        # The key is read last, into the transport: no local of a frame that may still raise
+        # holds it (a traceback's locals, an error tracker's, would show it).
         self._transport = Transport(
             url,
-            key,
+            resolve_api_key(api_key),
             timeout,
             max_connections,
             http_session,
@@ -138,13 +140,18 @@ class SessionsAPI:
             proxy=resolve_proxy(proxy, url),
             ssl=resolve_ssl(ssl),
         )
+        self._transport.check_env_proxy()
         self._requester = Requester(self._transport, self._flow, self.retry)
         self._releaser = Releaser(self._requester, project_id)
         self._clock_offset = 0.0
         self._lifecycle = Lifecycle(self._releaser)
 
     def __repr__(self) -> str:
-        state = "closed" if self._requester.closed else "open"
+        requester = getattr(self, "_requester", None)
+        if requester is None:
+            # Its __init__ raised (a traceback's locals show it so): nothing more to say.
+            return "<SessionsAPI, not made>"
+        state = "closed" if requester.closed else "open"
         return f"<SessionsAPI base_url={self.base_url!r} project_id={self.project_id!r} {state}>"
 
     async def __aenter__(self) -> SessionsAPI:
@@ -416,7 +423,7 @@ class SessionsAPI:
         _bulk.check_concurrency(concurrency)
         check_seconds("wait_timeout", wait_timeout)
         release_one = self._releaser.bulk_release_one(project_id, wait, wait_timeout)
-        run = _bulk.stream(
+        run = _bulk.Stream(
             release_one,
             session_ids,
             concurrency=concurrency,
@@ -424,12 +431,15 @@ class SessionsAPI:
             on_close=self._requester.on_close,
         )
         # Closed here, not by the GC, so that closing us cancels the workers at once.
+        yielded = 0
         async with contextlib.aclosing(run):
             try:
                 async for _, result in run:
+                    yielded += 1
                     yield result
             except _bulk.RunAborted as exc:
-                raise BulkReleaseAborted(BulkReleaseReport([]), exc.cause) from exc.cause
+                aborted = BulkReleaseAborted(BulkReleaseReport([]), exc.cause, yielded=yielded)
+                raise aborted from exc.cause
 
     async def release_many(
         self,
@@ -454,14 +464,16 @@ class SessionsAPI:
             wait: Confirm each session reached a terminal state.
             wait_timeout: Seconds to wait for each, with *wait*.
             on_result: Called with each result as it finishes (for progress);
-                once it raises, it is called no more.
+                once it raises, it is called no more. A plain function: an async
+                one is refused, and an answer that is awaitable aborts the run.
 
         Returns:
             The report, with the run's flow figures in ``stats``; it never
             raises for a per-session failure.
 
         Raises:
-            ValueError: A bad *concurrency* or *wait_timeout*, before any request.
+            ValueError: A bad *concurrency* or *wait_timeout*, or an async
+                *on_result*, before any request.
             BulkReleaseAborted: The input or *on_result* raised, or the client
                 was closed (even while the run waited on an input that hangs): no
                 more ids were taken, the releases sent finished (or were ended by
@@ -470,6 +482,22 @@ class SessionsAPI:
         """
         _bulk.check_concurrency(concurrency)
         check_seconds("wait_timeout", wait_timeout)
+        _bulk.check_on_result(on_result)
+        release_one = self._releaser.bulk_release_one(project_id, wait, wait_timeout)
+        return await self._release_many(release_one, session_ids, concurrency, on_result)
+
+    async def _release_many(
+        self,
+        release_one: _bulk.ReleaseOne,
+        session_ids: SessionIds,
+        concurrency: int,
+        on_result: Callable[[ReleaseResult], object] | None,
+    ) -> BulkReleaseReport:
+        """`release_many`'s run, its arguments checked, with *release_one* for each id.
+
+        Raises:
+            BulkReleaseAborted: As `release_many` says.
+        """
         results: list[ReleaseResult | None] = []
         before, started = self._flow.stats(), time.monotonic()
         callback_failed = False
@@ -481,7 +509,7 @@ class SessionsAPI:
             results[position] = result
             if on_result is not None and not callback_failed:
                 try:
-                    on_result(result)
+                    _bulk.refuse_awaitable(on_result(result))
                 except Exception:
                     callback_failed = True
                     raise
@@ -492,7 +520,7 @@ class SessionsAPI:
 
         try:
             await _bulk.drive(
-                self._releaser.bulk_release_one(project_id, wait, wait_timeout),
+                release_one,
                 session_ids,
                 keep,
                 concurrency=concurrency,
@@ -537,7 +565,8 @@ class SessionsAPI:
             project_id: Sent as ``projectId``; else the client's, else none.
             wait: Confirm each session reached a terminal state.
             wait_timeout: Seconds to wait for each, with *wait*.
-            on_result: Called with each result as it finishes (for progress).
+            on_result: Called with each result as it finishes (for progress); a
+                plain function, as for `release_many`.
 
         Returns:
             The report of the sessions released or tried: those that the
@@ -546,27 +575,40 @@ class SessionsAPI:
 
         Raises:
             ValueError: A bad *status*, *concurrency*, *wait_timeout*,
-                *older_than* (negative, NaN) or *where* (not callable), before
-                any request.
+                *older_than* (negative, NaN), *where* (not callable, or async)
+                or *on_result* (async), before any request; a *where* that
+                answers with an awaitable, before any release.
             APIError: The listing itself failed (nothing was released).
+            BulkReleaseAborted: *on_result* raised, or the client was closed: no
+                more sessions were taken, and its ``report`` holds those tried, with
+                those left alone (``already_ended``, ``age_unknown``).
         """
         age = _bulk.check_age(older_than)
         _bulk.check_where(where)
         _bulk.check_concurrency(concurrency)
         check_seconds("wait_timeout", wait_timeout)
+        _bulk.check_on_result(on_result)
         listed = await self.list(status=status, q=q)
         chosen = _bulk.sort_out(listed, older_than=age, where=where, now=self.server_now())
-        report = await self.release_many(
-            [session.id for session in chosen.chosen],
-            concurrency=concurrency,
-            project_id=project_id,
-            wait=wait,
-            wait_timeout=wait_timeout,
-            on_result=on_result,
+
+        def with_apart(report: BulkReleaseReport) -> BulkReleaseReport:
+            return attrs.evolve(
+                report, already_ended=chosen.already_ended, age_unknown=chosen.age_unknown
+            )
+
+        # The ids are the server's: each is released whatever characters it holds (a
+        # caller's are refused unless URL-safe), so that the sweep leaves none running.
+        release_one = self._releaser.bulk_release_one(
+            project_id, wait, wait_timeout, given_by_server=True
         )
-        return attrs.evolve(
-            report, already_ended=chosen.already_ended, age_unknown=chosen.age_unknown
-        )
+        ids = [session.id for session in chosen.chosen]
+        try:
+            report = await self._release_many(release_one, ids, concurrency, on_result)
+        except BulkReleaseAborted as aborted:
+            # The listing was sorted whole before the stop: its report says so too.
+            aborted.report = with_apart(aborted.report)
+            raise
+        return with_apart(report)
 
     # -- scraper ergonomics ---------------------------------------------------
 

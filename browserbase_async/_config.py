@@ -12,7 +12,7 @@ import os
 import re
 import ssl as _ssl
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Final, Literal, TypeAlias
 from urllib.parse import SplitResult, quote, urlsplit
 
@@ -43,6 +43,29 @@ USE_CLIENT_DEFAULT: Final = _UseClientDefault.TOKEN
 """A per-call ``timeout=`` left out: the client's own applies (``None`` means no limit)."""
 Timeout: TypeAlias = float | Literal[_UseClientDefault.TOKEN] | None
 
+
+class _Environment(Mapping[str, str]):
+    """``os.environ``, read as it is at each lookup, whose ``repr()`` shows none of it.
+
+    The default of the functions that read it: a traceback's locals (an error
+    tracker's) would otherwise show every variable, the API key's included.
+    """
+
+    def __getitem__(self, name: str) -> str:
+        return os.environ[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(os.environ)
+
+    def __len__(self) -> int:
+        return len(os.environ)
+
+    def __repr__(self) -> str:
+        return "<os.environ>"
+
+
+ENVIRONMENT: Final = _Environment()
+
 API_KEY_ENV: Final = "BROWSERBASE_API_KEY"
 BASE_URL_ENV: Final = "BROWSERBASE_BASE_URL"
 PROJECT_ID_ENV: Final = "BROWSERBASE_PROJECT_ID"
@@ -58,7 +81,7 @@ _LOOPBACK_NAMES: Final = frozenset({"localhost", "localhost.localdomain"})
 _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
-def resolve_api_key(api_key: str | None, environ: Mapping[str, str] = os.environ) -> str:
+def resolve_api_key(api_key: str | None, environ: Mapping[str, str] = ENVIRONMENT) -> str:
     """Return the API key given, else the one from the environment.
 
     Surrounding whitespace is stripped: a key read from a file (a mounted
@@ -86,7 +109,7 @@ def resolve_base_url(
     base_url: str | None,
     *,
     allow_insecure_http: bool = False,
-    environ: Mapping[str, str] = os.environ,
+    environ: Mapping[str, str] = ENVIRONMENT,
 ) -> str:
     """Return the base URL without a trailing slash, checked for safety.
 

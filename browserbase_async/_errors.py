@@ -27,6 +27,7 @@ are built from the response, and requests' headers are never kept.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Final
@@ -46,6 +47,13 @@ _ESCAPES: Final = {
 Server text reaches terminals through messages and logs: an escape sequence
 in it must not retitle the window, clear the screen or reorder the line.
 """
+_SECRET_VALUES: Final = re.compile(
+    r'("(?:connectUrl|seleniumRemoteUrl|signingKey)"\s*:\s*)"(?:[^"\\]|\\.)*"?'
+    r"|(signingKey=)[^&\"\s]*",
+    re.IGNORECASE,
+)
+"""A session's connection fields in an answer's text, and the key in a URL's query: an
+answer of a shape the client cannot read (a list, an envelope, broken JSON) still holds them."""
 
 
 class BrowserbaseError(Exception):
@@ -236,11 +244,21 @@ def _decode_error_body(body: bytes) -> tuple[object, str]:
 
 
 def excerpt(text: str) -> str:
-    """Return *text* on one line, control characters escaped, cut to `EXCERPT_CHARS` characters."""
+    """Return *text* on one line, control characters escaped, cut to `EXCERPT_CHARS` characters.
+
+    A session's signing key, and the connection URLs that carry it, are masked: an
+    excerpt goes into messages and logs.
+    """
     flat = printable(" ".join(text.split()))
+    # Masked once cut: the cut is short, and a value it breaks off is masked to its end.
     if len(flat) <= EXCERPT_CHARS:
-        return flat
-    return flat[: EXCERPT_CHARS - 1] + "…"
+        return _SECRET_VALUES.sub(_masked, flat)
+    return _SECRET_VALUES.sub(_masked, flat[: EXCERPT_CHARS - 1]) + "…"
+
+
+def _masked(found: re.Match[str]) -> str:
+    field = found.group(1)
+    return f'{field}"***"' if field is not None else f"{found.group(2)}***"
 
 
 def printable(text: str) -> str:

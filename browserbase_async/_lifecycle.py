@@ -506,7 +506,18 @@ class Lifecycle:
         query = f"user_metadata['{CREATE_TAG_KEY}']:'{tag}'"
         call = Call("GET", "/v1/sessions", None, params={"q": query})
         found = structure_sessions(await self.releaser.requester.call(call))
-        return [session for session in found if _addressable(session)]
+        # The server's filter is not taken on trust: a session whose metadata shows another
+        # tag (a server that ignores q, or reads it otherwise) is someone else's, running.
+        ours = [session for session in found if _may_carry(session, tag)]
+        if len(ours) < len(found):
+            logger.warning(
+                "looking up user_metadata['%s'] = '%s' listed %d sessions that do not carry "
+                "it: left alone (does the server filter by q?)",
+                CREATE_TAG_KEY,
+                tag,
+                len(found) - len(ours),
+            )
+        return [session for session in ours if _addressable(session)]
 
     async def _release_duplicates(self, tag: str, kept: str) -> None:
         """Release the sessions that carry *tag* but *kept*: a retried create's extra ones.
@@ -569,13 +580,20 @@ class Lifecycle:
         try:
             async with asyncio.timeout(state.limit) as state.deadline:
                 await self._release_all(await self._find(state.tag), duplicates=False)
-        except (APIError, RuntimeError, TimeoutError) as exc:
+        except (APIError, RuntimeError, TimeoutError, asyncio.CancelledError) as exc:
+            # Cancelled only as the loop shuts down (a second Ctrl-C): said too, then raised.
             logger.warning(
                 "a create given up on may have left a session with user_metadata['%s'] = '%s': %s",
                 CREATE_TAG_KEY,
                 state.tag,
-                excerpt(str(exc)) or type(exc).__name__,
+                (
+                    "finding it was cancelled (the event loop is shutting down?)"
+                    if isinstance(exc, asyncio.CancelledError)
+                    else excerpt(str(exc)) or type(exc).__name__
+                ),
             )
+            if isinstance(exc, asyncio.CancelledError):
+                raise
 
     @contextlib.asynccontextmanager
     async def session(
@@ -595,6 +613,12 @@ class Lifecycle:
             created.id, project_id, wait, release_timeout, given_by_server=True
         ):
             yield created
+
+
+def _may_carry(session: Session, tag: str) -> bool:
+    """Whether *session* may carry the create tag *tag*: its metadata says so, or is not given."""
+    metadata = session.user_metadata
+    return metadata is None or metadata.get(CREATE_TAG_KEY) == tag
 
 
 def _addressable(session: Session) -> bool:

@@ -38,6 +38,7 @@ from ._errors import (
     APIStatusError,
     APITimeoutError,
     AuthenticationError,
+    ClientClosedError,
     InternalServerError,
     NotFoundError,
     PermissionDeniedError,
@@ -142,7 +143,9 @@ class Releaser:
             try:
                 answer = await self.requester.call(call)
             except APIError as exc:
-                session = await self.check_ended(session_id, exc, timeout)
+                # Not after a bulk run's fatal error: nothing of the run is sent after it.
+                acted = call.maybe_acted and not call.fatal
+                session = await self.check_ended(session_id, exc, timeout, maybe_acted=acted)
             else:
                 try:
                     session = structure_session(answer)
@@ -161,7 +164,12 @@ class Releaser:
         return ReleaseResult(session_id, session, None, call.attempts)
 
     async def check_ended(
-        self, session_id: str, failure: APIError, timeout: Timeout = USE_CLIENT_DEFAULT
+        self,
+        session_id: str,
+        failure: APIError,
+        timeout: Timeout = USE_CLIENT_DEFAULT,
+        *,
+        maybe_acted: bool = False,
     ) -> Session | None:
         """Return the session if a failed release found it ended; else raise *failure*.
 
@@ -169,8 +177,10 @@ class Releaser:
         A refusal that may mean "already ended" (`ALREADY_ENDED_STATUSES`) is
         always checked. A connection error, a timeout or a 5xx is checked when
         the retry budget allows: the server may have acted before the answer
-        was lost. If the check fails too, *failure* is raised, with the
-        check's error as its cause and in a note.
+        was lost. So is any failure when *maybe_acted* (an earlier attempt met
+        one of those): a later refusal, a 429 say, does not undo what the server
+        did. If the check fails too, *failure* is raised, with the check's error
+        as its cause and in a note.
         """
         requester = self.requester
         if isinstance(failure, APIStatusError) and failure.status_code in ALREADY_ENDED_STATUSES:
@@ -178,8 +188,13 @@ class Releaser:
         elif isinstance(failure, APIResponseValidationError) and failure.accepted:
             return await self.confirm(session_id, failure, timeout)
         elif not (
-            isinstance(failure, APIConnectionError | InternalServerError)
-            and not isinstance(failure, APICertificateError)
+            (
+                maybe_acted
+                or (
+                    isinstance(failure, APIConnectionError | InternalServerError)
+                    and not isinstance(failure, APICertificateError)
+                )
+            )
             and not requester.closed
             and requester.budget.try_withdraw()
         ):
@@ -204,16 +219,16 @@ class Releaser:
         """The session of a release that the server accepted (2xx) with an answer not a Session.
 
         A 2xx is never a failure: the session is retrieved, and where it cannot
-        be read either, the release stands with no `Session` (``None``), the
-        parse error logged.
+        be read either (or the client closed meanwhile), the release stands with
+        no `Session` (``None``), the parse error logged.
         """
         try:
             return await self.requester.retrieve(session_id, timeout)
-        except APIError as check:
+        except (APIError, ClientClosedError) as check:
             logger.warning(
                 "session %s released (the server answered %s), but its answer could not be "
                 "read: %s; nor could retrieving it: %s",
-                session_id,
+                printable(session_id),
                 unreadable.status_code or "2xx",
                 unreadable,
                 check,
@@ -221,9 +236,22 @@ class Releaser:
             return None
 
     def bulk_release_one(
-        self, project_id: str | None, wait: bool, wait_timeout: float
+        self,
+        project_id: str | None,
+        wait: bool,
+        wait_timeout: float,
+        *,
+        given_by_server: bool = False,
     ) -> _bulk.ReleaseOne:
         """The release of one id of a bulk run, which never raises.
+
+        Args:
+            project_id: Sent as ``projectId``.
+            wait: Confirm each session reached a terminal state.
+            wait_timeout: Seconds to wait for each, with *wait*.
+            given_by_server: The ids come from a listing (``release_all``): each is
+                released whatever characters it holds (percent-encoded), where a
+                caller's must be URL-safe; only one no URL can address fails.
 
         Raises:
             RuntimeError: The client is closed.
@@ -236,8 +264,11 @@ class Releaser:
         def release_one(session_id: object) -> Awaitable[ReleaseResult]:
             # A plain function handing back the coroutine: one frame less per release.
             try:
-                valid = check_session_id(session_id)
-            except ValueError as exc:
+                if given_by_server and isinstance(session_id, str):
+                    valid = server_session_id(session_id)
+                else:
+                    valid = check_session_id(session_id)
+            except (ValueError, APIResponseValidationError) as exc:
                 return _finished(ReleaseResult(str(session_id), None, exc, 0))
             if fatal:
                 return _finished(ReleaseResult(valid, None, fatal[0], 0))
@@ -352,6 +383,10 @@ class Releaser:
             raise
         error = await self.release_shielded(hold)
         if error is not None:
+            # The error alone may name no session ("503"): say which one may run on.
+            error.add_note(
+                f"releasing session {printable(hold.session_id)} failed: it may still be running"
+            )
             raise error
 
     def hold(
@@ -421,6 +456,15 @@ class Releaser:
                 f"releasing session {printable(hold.session_id)} took over {bound:.3g} s"
             )
             return ReleaseResult(hold.session_id, None, error, 0)
+        except asyncio.CancelledError:
+            # Shielded, so cancelled only as the loop shuts down (a second Ctrl-C): the
+            # program ends without its answer, and that is said, not passed over.
+            logger.warning(
+                "the release of session %s was cancelled before it was answered (the event "
+                "loop is shutting down?): the session may still be running",
+                printable(hold.session_id),
+            )
+            raise
 
     async def release_shielded(self, hold: Hold) -> Exception | None:
         """Release *hold*, shielded from our cancellation and bounded by its limit.
@@ -438,7 +482,23 @@ class Releaser:
             asyncio.CancelledError: We were cancelled meanwhile; raised once the
                 release is done.
         """
-        result = await finish_shielded(self._start_release(hold, hold.limit), hold.hurry)
+        release = self._start_release(hold, hold.limit)
+        try:
+            result = await finish_shielded(release, hold.hurry)
+        except asyncio.CancelledError as cancelled:
+            # Raised once the release ended: a failure of it is said all the same, or the
+            # cancellation would carry the session away unreported.
+            error = None if release.cancelled() else release.result().error
+            if error is not None:
+                logger.warning(
+                    "could not release session %s (cancelled meanwhile): %s",
+                    printable(hold.session_id),
+                    error,
+                )
+                cancelled.add_note(
+                    f"and releasing session {printable(hold.session_id)} failed: {error!r}"
+                )
+            raise
         return result.error
 
     async def release_held(self, limit: float) -> None:
@@ -536,6 +596,9 @@ async def finish_shielded(
 
 
 async def _finished(result: ReleaseResult) -> ReleaseResult:
+    # A turn of the loop even so: a run of ids that need no request (invalid, or after a
+    # 401) would otherwise hold the loop to its end, deaf to a cancellation or a close.
+    await asyncio.sleep(0)
     return result
 
 

@@ -20,7 +20,15 @@ import attrs
 
 from ._config import USE_CLIENT_DEFAULT, Timeout, session_path
 from ._converter import structure_session
-from ._errors import APIError, APIResponseValidationError, client_closed, excerpt, for_status
+from ._errors import (
+    APICertificateError,
+    APIConnectionError,
+    APIError,
+    APIResponseValidationError,
+    client_closed,
+    excerpt,
+    for_status,
+)
 from ._flow import FlowControl
 from ._models import Session
 from ._retry import RetryBudget, RetryPolicy, build_retrying, is_retryable
@@ -56,6 +64,9 @@ class Call:
     held: Callable[[], bool] | None = None
     """Asked once the attempt has its permit: if it says so, nothing is sent and `Held` is
     raised (a create that should stand in line behind others, see `_slots`)."""
+    maybe_acted: bool = False
+    """An attempt got no answer, or a 5xx: the server may have acted on it, whatever the
+    attempts after it were told (see `Releaser.check_ended`)."""
     plan_limited: bool = False
     """A create: its 429 means no browser is free (the plan), not that requests come too
     fast, so the flow learns nothing from it: no smaller window, no pause for the others."""
@@ -129,9 +140,14 @@ class Requester:
     def on_close(self, stop: Callable[[], object]) -> Callable[[], None]:
         """Have *stop* called when the client closes (a bulk run waiting on its input).
 
+        A client closed already calls it at once: a run that starts a loop turn after
+        its call (`release_iter`'s task) may come after the close.
+
         Returns:
             What forgets *stop*: call it once the work it stops is over.
         """
+        if self.closed:
+            stop()
         self._on_close.add(stop)
         return lambda: self._on_close.discard(stop)
 
@@ -187,8 +203,10 @@ class Requester:
             response = await self.transport.request(
                 call.method, call.path, body=call.body, params=call.params, timeout=call.timeout
             )
-        except BaseException:
+        except BaseException as exc:
             flow.release(permit, None)
+            if isinstance(exc, APIConnectionError) and not isinstance(exc, APICertificateError):
+                call.maybe_acted = True
             raise
         refused_by_plan = call.plan_limited and response.status == 429
         flow.release(permit, None if refused_by_plan else response)
@@ -196,6 +214,8 @@ class Requester:
         if error is not None:
             if response.status == 429:
                 call.rate_limited += 1
+            elif response.status >= 500:
+                call.maybe_acted = True
             raise error
         call.answered = response.headers
         try:

@@ -27,6 +27,7 @@ from ._errors import (
     APIStatusError,
     ProxyAuthenticationError,
     RateLimitError,
+    printable,
 )
 
 logger: Final = logging.getLogger("browserbase_async")
@@ -268,13 +269,13 @@ def build_retrying(
         if asked is not None and asked > policy.max_retry_after:
             logger.info(
                 "not retrying session %s: the server asked to wait %.1f s, over max_retry_after",
-                call.session_id,
+                _shown(call),
                 asked,
             )
             return True
         # A 429 is flow control, not a failure: it costs the budget nothing.
         if not isinstance(exc, RateLimitError) and not budget.try_withdraw():
-            logger.info("not retrying session %s: the retry budget is spent", call.session_id)
+            logger.info("not retrying session %s: the retry budget is spent", _shown(call))
             return True
         return False
 
@@ -289,7 +290,7 @@ def build_retrying(
             then = f"next in {state.upcoming_sleep:.3f} s"
         logger.info(
             "retrying session %s: attempt %d failed with %s; %s",
-            call.session_id,
+            _shown(call),
             call.attempts,
             _exception(state),
             then,
@@ -339,6 +340,11 @@ async def poll_until(
     )
     result: _R = await polling(fetch)
     return result
+
+
+def _shown(call: CallState) -> str:
+    """The call's session id for the log: the server's own may hold control characters."""
+    return printable(f"{call.session_id}")
 
 
 def _exception(state: _t.RetryCallState) -> BaseException | None:

@@ -37,7 +37,10 @@ def slot_hint(headers: Mapping[str, str]) -> float | None:
     """Seconds until a browser may be free, by a create's 429: the longer of its hints.
 
     ``Retry-After`` (or ``retry-after-ms``), and ``x-ratelimit-reset`` (seconds;
-    a Unix time when it is that large). ``None`` when neither is readable.
+    a Unix time when it is that large). ``None`` when neither is readable, or
+    neither asks for a wait (0, negative, a time past): that 429 is a bare one,
+    as for any call, and not a turn at once, which would send creates to a full
+    plan as fast as the round trip for all of ``wait_for_slot``.
     """
     hints = [hint] if (hint := retry_after(headers)) is not None else []
     reset = headers.get("x-ratelimit-reset")
@@ -50,7 +53,8 @@ def slot_hint(headers: Mapping[str, str]) -> float | None:
             seconds -= time.time()
         if math.isfinite(seconds):
             hints.append(max(seconds, 0.0))
-    return max(hints) if hints else None
+    longest = max(hints, default=0.0)
+    return longest if longest > 0 else None
 
 
 @attrs.define(eq=False)
@@ -123,7 +127,10 @@ class SlotQueue:
                 return await waiter
         except (TimeoutError, asyncio.CancelledError):
             if waiter.done() and not waiter.cancelled():
-                self.leave(waiter.result())  # granted, but not to be used
+                # Ended by the close in the same turn, its error is not raised: ours stands (a
+                # cancellation is never turned into another error).
+                if waiter.exception() is None:
+                    self.leave(waiter.result())  # granted, but not to be used
             else:
                 self._left(waiter)
             self._arm()

@@ -12,6 +12,7 @@ import contextlib
 import platform
 import re
 import ssl as _ssl
+import sys
 from collections.abc import AsyncGenerator, Mapping
 from typing import Final, NamedTuple
 from urllib.parse import urlsplit
@@ -28,6 +29,7 @@ from ._errors import (
     APIError,
     APIResponseValidationError,
     APITimeoutError,
+    BrowserbaseError,
     ProxyAuthenticationError,
     client_closed,
     excerpt,
@@ -89,23 +91,22 @@ class Transport:
     env_proxied: bool = attrs.field(init=False, repr=False)
     """A caller's session with ``trust_env=True`` and a plain ``http`` base URL: aiohttp
     would proxy it from the environment, whatever ``proxy=`` says (see `check_env_proxy`)."""
-    _wire: set[asyncio.Task[object]] | None = attrs.field(init=False, repr=False)
-    """With a caller's session, the tasks of our requests on it: `aclose` ends them."""
+    _wire: set[asyncio.Task[object]] = attrs.field(init=False, repr=False, factory=set)
+    """The tasks of our requests on the wire: `aclose` ends them (see `request`)."""
     _cut: set[asyncio.Task[object]] = attrs.field(init=False, repr=False, factory=set)
     _watch: AsyncGenerator[None, None] | None = attrs.field(init=False, repr=False, default=None)
     """Closes our own session when the client's event loop shuts down (see `watch_loop`)."""
 
     def __attrs_post_init__(self) -> None:
         self._owns_session = self.session is None
-        self._wire = None if self._owns_session else set()
         self._get_headers = {
             API_KEY_HEADER: self.api_key,
             "Accept": "application/json",
             "User-Agent": USER_AGENT,
         }
         self._post_headers = {**self._get_headers, "Content-Type": "application/json"}
-        key = self.api_key
-        self._echo = key.encode() if len(key) >= _SCRUBBED_KEY_LENGTH else None
+        long_enough = len(self.api_key) >= _SCRUBBED_KEY_LENGTH
+        self._echo = self.api_key.encode() if long_enough else None
         self._timeout = aiohttp.ClientTimeout(total=self.timeout)
         self.shown_url = redact_url(self.base_url)
         self.env_proxied = (
@@ -113,7 +114,6 @@ class Transport:
             and self.session.trust_env
             and self.base_url.startswith("http://")
         )
-        self.check_env_proxy()
 
     def check_env_proxy(self) -> None:
         """Refuse to let a caller's ``trust_env`` session carry the key in clear to a proxy.
@@ -176,33 +176,31 @@ class Transport:
                 or it is a ``POST``'s 2xx whose body broke off (its ``status_code`` says so).
             RuntimeError: The client is closed.
         """
-        headers = self._get_headers if body is None else self._post_headers
         if timeout is USE_CLIENT_DEFAULT:
             timeout, limit = self.timeout, self._timeout
         else:
             limit = aiohttp.ClientTimeout(total=timeout)
         session = self._session()  # a closed client's RuntimeError, as it is
-        if (wire := self._wire) is not None:
-            # A caller's session is not ours to close: our own requests on it are ended
-            # one by one at `aclose`.
-            if self.closed:
-                raise client_closed()
-            task = asyncio.current_task()
-            assert task is not None
-            wire.add(task)
+        # The caller's own exception, if it calls from an except block: aiohttp's may be chained
+        # to it, and it is not ours to scrub.
+        callers = sys.exception()
+        wire, task = self._wire, self._on_the_wire()
+        status = 0  # the answer's, once its head is read
         try:
             async with session.request(
                 method,
                 self.base_url + path,
                 data=body,
                 params=params,
-                headers=headers,
+                # Not a local of this frame: a traceback's locals (an error tracker's) would
+                # show the key.
+                headers=self._get_headers if body is None else self._post_headers,
                 timeout=limit,
                 allow_redirects=False,
                 proxy=self.proxy,
                 ssl=self.ssl,
             ) as answer:
-                answered = answer.headers
+                status, answered = answer.status, answer.headers
                 # istr keys: the lookups skip case folding, on every answer.
                 length = answered.get(hdrs.CONTENT_LENGTH)
                 declared = None if length is None else int(length)
@@ -213,21 +211,16 @@ class Transport:
                         and hdrs.CONTENT_ENCODING not in answered
                     ):
                         # The length is known and the body arrives as it is: no bound to watch.
-                        return self._answer(answer.status, answered, await answer.read())
+                        return self._answer(status, answered, await answer.read())
                     return self._answer(
-                        answer.status, answered, await self._read_bounded(answer, declared)
+                        status, answered, await self._read_bounded(answer, declared)
                     )
                 except (aiohttp.ClientPayloadError, TimeoutError):
-                    if method != "POST" or not 200 <= answer.status < 300:
+                    if method != "POST" or not 200 <= status < 300:
                         raise  # a read is sent again; so is a refusal
                     # The status is the server's word that it acted: a 2xx to a release is
                     # never a failure (see `Releaser.confirm`), whatever became of its body.
-                    raise APIResponseValidationError(
-                        f"{method} {path}: the answer broke off after its status "
-                        f"{answer.status}: the server accepted the request",
-                        body="",
-                        status_code=answer.status,
-                    ) from None
+                    raise _broke_off(method, path, status) from None
         except TimeoutError:
             raise APITimeoutError(f"{method} {path}: no answer within {timeout} s") from None
         except aiohttp.ClientConnectorCertificateError as exc:
@@ -244,13 +237,13 @@ class Transport:
                 # sent: it is raised below, out of this block, so as not to be the context.
                 failed = self._proxy_refused(method, path, exc)
             else:
-                _scrub_key(exc)
                 failed = APIConnectionError(self._connection_failed(method, path, exc))
-                if not (self.shown_url != self.base_url or _USERINFO.search(str(exc))):
+                if self._may_chain(exc, callers):
                     raise failed from exc
             # aiohttp's exception may quote a URL with its credentials (the base URL's, the
-            # proxy's) or carry them in its request's headers: it is then kept neither as the
-            # cause nor as the context, which a raise in this block would set.
+            # proxy's), carry them in its request's headers, or quote the server's bytes that
+            # echo the key: it is then kept neither as the cause nor as the context, which a
+            # raise in this block would set.
         except APIError:
             raise
         except Exception as exc:
@@ -259,25 +252,36 @@ class Transport:
             reason = f"{type(exc).__name__}: {self._scrub(str(exc))}"
             raise APIError(f"{method} {path}: the request failed: {reason}") from None
         except asyncio.CancelledError:
-            # Closing the pool cancels the futures of requests waiting in it: that is not a
-            # cancellation of the caller's task, and must not look like one to its TaskGroup.
-            current = asyncio.current_task()
-            if self.closed and current is not None:
-                if current in self._cut:
-                    # Our own cut (`aclose`, on a caller's session): the caller's unless it
-                    # cancelled the task too.
-                    self._cut.discard(current)
-                    if current.uncancel() == 0:
-                        raise APIConnectionError(
-                            f"{method} {path}: the client was closed"
-                        ) from None
-                elif not current.cancelling():
+            # Our own cut (`aclose`, which ends every request on the wire before it closes the
+            # pool) is not a cancellation of the caller's task, and must not look like one to
+            # its TaskGroup: the caller's unless it cancelled the task too.
+            if task in self._cut:
+                self._cut.discard(task)
+                if task.uncancel() == 0:
+                    if method == "POST" and 200 <= status < 300:
+                        raise _broke_off(method, path, status) from None  # it acted
                     raise APIConnectionError(f"{method} {path}: the client was closed") from None
             raise
         finally:
-            if wire is not None:
-                wire.discard(task)
+            wire.discard(task)
         raise failed
+
+    def _on_the_wire(self) -> asyncio.Task[object]:
+        """Count the running task as on the wire: `aclose` ends it.
+
+        Our requests are ended one by one: a caller's session is not ours to close,
+        and aiohttp's close of our own leaves a body being read waiting for its
+        timeout (for ever, without one).
+
+        Raises:
+            RuntimeError: The client is closed.
+        """
+        if self.closed:
+            raise client_closed()
+        task = asyncio.current_task()
+        assert task is not None
+        self._wire.add(task)
+        return task
 
     def _answer(self, status: int, headers: CIMultiDictProxy[str], body: bytes) -> Response:
         """The answer, with the key masked wherever the server quoted it back.
@@ -332,6 +336,19 @@ class Transport:
             headers=exc.headers or CIMultiDictProxy(CIMultiDict()),
         )
 
+    def _may_chain(self, exc: aiohttp.ClientError, callers: BaseException | None) -> bool:
+        """Scrub aiohttp's *exc* (see `_scrub_key`); whether it may then be chained to ours.
+
+        Not if its text, or that of an exception chained to it, may hold a secret:
+        a URL with credentials (the base URL's, the proxy's), or the key that the
+        server echoed back into bytes aiohttp could not parse, and quotes.
+        """
+        chain, key = _scrub_key(exc, callers), self.api_key
+        quoted = len(key) >= _SCRUBBED_KEY_LENGTH and any(
+            key in str(link) or key in repr(link) for link in chain
+        )
+        return not (quoted or self.shown_url != self.base_url or _USERINFO.search(str(exc)))
+
     def _scrub(self, text: str) -> str:
         """*text* (a lower layer's, which may quote the server) as one safe line.
 
@@ -374,11 +391,10 @@ class Transport:
         No request is sent after this, through either.
         """
         self.closed = True
-        if self._wire is not None:
-            for task in self._wire:
-                self._cut.add(task)
-                task.cancel()
-            self._wire.clear()
+        for task in self._wire:
+            self._cut.add(task)
+            task.cancel()
+        self._wire.clear()
         if self._watch is not None:
             watch, self._watch = self._watch, None
             await watch.aclose()  # closes our session, as below
@@ -415,25 +431,44 @@ class Transport:
         return self._owns_session and self.session is not None and not self.session.closed
 
 
-def _scrub_key(exc: BaseException) -> None:
+def _broke_off(method: str, path: str, status: int) -> APIResponseValidationError:
+    """The error of a ``POST`` whose 2xx broke off after its status: the server accepted it."""
+    return APIResponseValidationError(
+        f"{method} {path}: the answer broke off after its status {status}: "
+        "the server accepted the request",
+        body="",
+        status_code=status,
+    )
+
+
+def _scrub_key(exc: BaseException, callers: BaseException | None) -> list[BaseException]:
     """Take the request's headers, and so the key, out of aiohttp's exceptions in *exc*'s chain.
 
     aiohttp keeps the request's headers in ``request_info``, which its
-    exceptions' ``repr()`` shows: ours chain them as a cause, and the key must
-    appear in no exception of an error's chain.
+    exceptions' ``repr()`` shows, and in the locals of its frames, which a
+    traceback with locals shows (an error tracker records them): ours chain
+    them as a cause, and the key must appear in no exception of an error's
+    chain. Their frames are dropped; ours, from outside the request, and the
+    exception *callers* handles (with its own chain), are left as they are.
+
+    Returns:
+        The lower layer's exceptions in the chain, *exc* first.
     """
-    pending, seen = [exc], set()
+    pending, seen, chain = [exc], set(), []
     while pending:
         link = pending.pop()
-        if id(link) in seen:
+        if id(link) in seen or link is callers or isinstance(link, BrowserbaseError):
             continue
         seen.add(id(link))
+        chain.append(link)
+        link.__traceback__ = None
         info = getattr(link, "request_info", None)
         if isinstance(info, aiohttp.RequestInfo):
             clean = info._replace(headers=_without_key(info.headers))
             link.request_info = clean  # type: ignore[attr-defined]
             link.args = tuple(clean if arg is info else arg for arg in link.args)
         pending += [chained for chained in (link.__cause__, link.__context__) if chained]
+    return chain
 
 
 def _without_key(headers: Mapping[str, str]) -> CIMultiDictProxy[str]:

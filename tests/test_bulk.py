@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
@@ -18,13 +19,16 @@ from browserbase_async import (
     RateLimitError,
     ReleaseResult,
     RetryPolicy,
+    Session,
     SessionsAPI,
     SessionStatus,
 )
 from browserbase_async._bulk import drive
+from browserbase_async._errors import ClientClosedError
 from browserbase_async.testing import FakeBrowserbase, Fault, FaultPlan
 
 from .conftest import ApiFactory
+from .helpers import until
 
 pytestmark = pytest.mark.asyncio
 
@@ -404,6 +408,11 @@ async def test_release_iter_aborts_as_its_input_raises_after_the_started_release
         assert not our_tasks()
     assert isinstance(caught.value.__cause__, OSError)
     assert caught.value.report.results == []  # every result was yielded already
+    # And its message says so: it said "the 0 sessions tried are in .report", and named an
+    # on_result callback that release_iter does not take.
+    message = str(caught.value)
+    assert "all 3 results of the run were yielded before it" in message
+    assert "on_result" not in message
     assert sorted(result.session_id for result in seen) == sorted(ids)
     assert all(fake_browserbase.status(session_id) == "COMPLETED" for session_id in ids)
 
@@ -532,3 +541,277 @@ async def test_attempts_count_the_retries(
         report = await api.release_many([a, b], concurrency=1)
     assert [(r.session_id, r.attempts) for r in report.results] == [(a, 3), (b, 1)]
     assert report.ok
+
+
+async def test_a_close_in_the_turn_before_the_stream_starts_its_run_still_ends_it(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    # release_iter's run is a task of its own, made by the first anext and started a loop
+    # turn later. A close in that turn found no run to stop: the run, started on a closed
+    # client, then waited for ever on an input that hangs.
+    never: asyncio.Queue[str] = asyncio.Queue()
+
+    async def hanging() -> AsyncIterator[str]:
+        while True:
+            yield await never.get()
+
+    async with make_api() as api:
+        results = api.release_iter(hanging())
+        first = asyncio.create_task(anext(results))
+        await asyncio.sleep(0)  # its first step: the run's task is made, and has not run yet
+        await api.aclose()
+        await until(first.done)
+        assert not our_tasks()
+    with pytest.raises(BulkReleaseAborted) as caught:
+        first.result()
+    assert isinstance(caught.value.__cause__, ClientClosedError)
+    assert fake_browserbase.received.total == 0
+
+
+async def test_release_all_counts_a_session_listed_twice_once(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    # A listing taken while sessions change may repeat one. release_many's rule (a result at
+    # each position of a repeated id) made the report of one release say "2 released".
+    (running,) = fake_browserbase.add_sessions(1)
+    (ended,) = fake_browserbase.add_sessions(1, status="COMPLETED")
+    twice = [fake_browserbase.sessions[running], fake_browserbase.sessions[ended]] * 2
+    fake_browserbase.inject(Fault.json(twice), route="list")
+    seen: list[ReleaseResult] = []
+    async with make_api() as api:
+        report = await api.release_all(status=None, on_result=seen.append)
+    assert [result.session_id for result in report.results] == [running]
+    assert [result.session_id for result in seen] == [running]
+    assert [session.id for session in report.already_ended] == [ended]
+    assert fake_browserbase.received.updates == {running: 1}
+
+
+async def test_results_made_without_a_request_still_let_a_cancellation_in(
+    fake_browserbase: FakeBrowserbase,
+) -> None:
+    # After the run's first 401 every id left fails at once, without a request; so does an
+    # invalid id, and a repeat is answered from the memo. Those results took no turn of the
+    # loop: a run over a long input held the loop until it had been through all of it, and
+    # a cancellation (Ctrl-C, a timeout, a close) came only after.
+    count = 100_000
+    taken = {"fresh": 0, "repeats": 0}
+
+    def ids(kind: str) -> Iterator[str]:
+        for number in range(count):
+            taken[kind] += 1
+            yield f"s-{number}" if kind == "fresh" else "s-0"
+
+    first = asyncio.Event()
+    async with SessionsAPI("a-revoked-key", base_url=fake_browserbase.base_url) as api:
+        for kind in taken:
+            first.clear()
+            run = asyncio.create_task(api.release_many(ids(kind), on_result=lambda _: first.set()))
+            await first.wait()
+            run.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await run
+            assert not our_tasks()
+    assert taken["fresh"] < count
+    assert taken["repeats"] < count
+    assert fake_browserbase.received.answers.keys() == {401}
+
+
+async def test_release_all_aborted_still_reports_what_it_left_alone(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    # The abort's report came from release_many, which never saw the listing: it said that
+    # none had ended, where two had.
+    fake_browserbase.add_sessions(3)
+    ended = fake_browserbase.add_sessions(2, status="COMPLETED")
+
+    def on_result(result: ReleaseResult) -> None:
+        raise OSError("the progress bar broke")
+
+    async with make_api() as api:
+        with pytest.raises(BulkReleaseAborted) as caught:
+            await api.release_all(status=None, on_result=on_result)
+    report = caught.value.report
+    assert sorted(session.id for session in report.already_ended) == sorted(ended)
+    assert report.age_unknown == []
+    assert [fake_browserbase.status(result.session_id) for result in report.results] == [
+        "COMPLETED"
+    ] * len(report.results)
+
+
+@pytest.mark.parametrize("fed_after_the_stop", [False, True])
+async def test_a_callback_that_raises_stops_a_run_waiting_on_its_input(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory, fed_after_the_stop: bool
+) -> None:
+    # A worker waiting on an async input when on_result raised went on waiting: the run
+    # hung until the input gave an id, and then released that id, taken after the stop.
+    first, second, late = fake_browserbase.add_sessions(3)
+    feed: asyncio.Queue[str] = asyncio.Queue()
+
+    async def ids() -> AsyncIterator[str]:
+        yield first
+        yield second
+        while True:
+            yield await feed.get()
+
+    def on_result(result: ReleaseResult) -> None:
+        if fed_after_the_stop:
+            feed.put_nowait(late)
+        raise OSError("the progress bar broke")
+
+    async with make_api() as api:
+        run = asyncio.create_task(api.release_many(ids(), concurrency=4, on_result=on_result))
+        await until(run.done)
+        assert not our_tasks()
+    with pytest.raises(BulkReleaseAborted) as caught:
+        run.result()
+    assert isinstance(caught.value.__cause__, OSError)
+    assert sorted(result.session_id for result in caught.value.report.results) == sorted(
+        [first, second]
+    )
+    assert fake_browserbase.received.updates.keys() == {first, second}
+
+
+async def test_release_all_refuses_a_where_that_answers_with_an_awaitable(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    # An async predicate's answer is a coroutine, which is true: a reaper given one released
+    # every listed session, the live ones it meant to keep too (and warned "never awaited").
+    fake_browserbase.add_sessions(2, user_metadata={"keep": "yes"})
+    fake_browserbase.add_sessions(1)
+
+    async def stale(session: Session) -> bool:
+        return not session.user_metadata
+
+    async with make_api() as api:
+        with pytest.raises(ValueError, match="where must be a plain function"):
+            await api.release_all(where=stale)
+        assert fake_browserbase.received.total == 0  # refused before any request
+        with pytest.raises(ValueError, match="where must answer true or false"):
+            await api.release_all(where=lambda session: stale(session))
+        future = asyncio.get_running_loop().create_future()
+        with pytest.raises(ValueError, match="where must answer true or false"):
+            await api.release_all(where=lambda session: future)
+    assert fake_browserbase.received.requests == {"list": 2}  # and before any release
+
+
+async def test_an_async_on_result_is_refused_instead_of_never_called(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    # An async callback's coroutine was dropped: it never ran (a progress count stayed at
+    # 0, a "never awaited" warning per session), and the run looked fine.
+    ids = fake_browserbase.add_sessions(3)
+    counted: list[ReleaseResult] = []
+
+    async def count(result: ReleaseResult) -> None:
+        counted.append(result)
+
+    async with make_api() as api:
+        with pytest.raises(ValueError, match="on_result must be a plain function"):
+            await api.release_many(ids, on_result=count)
+        with pytest.raises(ValueError, match="on_result must be a plain function"):
+            await api.release_all(on_result=count)
+        assert fake_browserbase.received.total == 0  # refused before any request
+        with pytest.raises(BulkReleaseAborted, match="on_result must not answer") as caught:
+            await api.release_many(ids, concurrency=1, on_result=lambda result: count(result))
+        future = asyncio.get_running_loop().create_future()
+        with pytest.raises(BulkReleaseAborted, match="on_result must not answer"):
+            await api.release_many(ids, on_result=lambda result: future)
+    assert isinstance(caught.value.__cause__, TypeError)
+    assert [result.session_id for result in caught.value.report.results] == ids[:1]
+    assert counted == []
+
+
+async def test_an_async_input_is_never_read_past_its_end(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    # Workers waiting their turn at the input, when one of them met its end, read it once
+    # more each: an iterator over a queue that ends on a sentinel then waited on the queue
+    # for ever, and so did the run.
+    ids = fake_browserbase.add_sessions(3)
+    feed: asyncio.Queue[str | None] = asyncio.Queue()
+    reads_past_the_end = 0
+
+    class QueueIds:
+        ended = False
+
+        def __aiter__(self) -> QueueIds:
+            return self
+
+        async def __anext__(self) -> str:
+            nonlocal reads_past_the_end
+            reads_past_the_end += self.ended
+            item = await feed.get()
+            if item is None:
+                self.ended = True
+                raise StopAsyncIteration
+            return item
+
+    async with make_api() as api:
+        run = asyncio.create_task(api.release_many(QueueIds(), concurrency=4))
+        for count, session_id in enumerate(ids, 1):
+            feed.put_nowait(session_id)
+            await fake_browserbase.wait_for_requests(count)  # the workers wait at the input
+        feed.put_nowait(None)
+        await until(run.done)
+    assert [result.session_id for result in run.result().results] == ids
+    assert reads_past_the_end == 0
+
+
+async def test_an_id_that_cannot_be_shown_is_its_own_failure_and_the_run_goes_on(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    # Naming the failed result of an odd id took its str(), which raised again: the run
+    # stopped (BulkReleaseAborted, blaming the input or the callback) and the ids after it
+    # were never tried.
+    class Unshowable:
+        def __str__(self) -> str:
+            raise RuntimeError("no text for this one")
+
+    first, last = fake_browserbase.add_sessions(2)
+    async with make_api() as api:
+        report = await api.release_many([first, Unshowable(), last], concurrency=1)  # type: ignore[list-item]
+    odd = report.results[1]
+    assert (odd.session_id, odd.attempts) == ("<Unshowable>", 0)
+    assert isinstance(odd.error, RuntimeError)
+    assert [result.ok for result in report.results] == [True, False, True]
+    assert fake_browserbase.received.updates.keys() == {first, last}
+
+
+ABANDONED_AT_THE_END = """
+import asyncio
+
+from browserbase_async import SessionsAPI
+from browserbase_async.testing import FakeBrowserbase
+
+kept = []
+
+
+async def main():
+    async with FakeBrowserbase() as fake:
+        ids = fake.add_sessions(20)
+        async with SessionsAPI(fake.api_key, base_url=fake.base_url) as api:
+            results = api.release_iter(ids, concurrency=2)
+            async for _ in results:
+                break
+            kept.append(results)  # neither closed nor dropped: open as the loop ends
+
+
+asyncio.run(main())
+print("ended")
+"""
+
+
+async def test_a_stream_left_open_as_the_loop_ends_closes_without_an_error() -> None:
+    # The loop's shutdown closes every async generator still open, all at once: release_iter
+    # and the stream inside it, which release_iter was closing too. One of the two closes
+    # failed ("aclose(): asynchronous generator is already running"), and the loop logged
+    # it with its traceback as the program ended.
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        ABANDONED_AT_THE_END,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    assert (process.returncode, out.decode(), err.decode()) == (0, "ended\n", "")

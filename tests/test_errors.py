@@ -76,6 +76,15 @@ def test_an_unknown_status_code() -> None:
     assert str(for_status(599, {}, b"")) == "599 Unknown Status"
 
 
+@pytest.mark.parametrize("before", [0, 150, 185, 197])
+def test_an_excerpt_never_shows_a_signing_key_even_cut_across_it(before: int) -> None:
+    # Masked after the cut (cheap on a long body): a value the cut breaks off is masked too.
+    text = "x" * before + ' "signingKey": "SECRET-KEY", "u": "wss://h/?signingKey=SECRET-KEY"'
+    shown = excerpt(text + " y" * 300)
+    assert "SECRET" not in shown
+    assert "SECR" not in shown
+
+
 def test_excerpt_folds_whitespace() -> None:
     assert excerpt("a\n  b\tc") == "a b c"
     assert excerpt("y" * 500).endswith("…")

@@ -140,9 +140,14 @@ async def test_a_failed_release_after_a_clean_block_raises(
     (sid,) = fake_browserbase.add_sessions(1)
     fake_browserbase.inject(*[Fault.status(500)] * 3)
     async with make_api() as api:
-        with pytest.raises(InternalServerError):
+        with pytest.raises(InternalServerError) as caught:
             async with api.guard(sid):
                 pass
+    # Which session, and that it may run on: the error alone said "500" and nothing else.
+    assert getattr(caught.value, "__notes__", []) == [
+        f"releasing session {sid} failed: it may still be running"
+    ]
+    assert fake_browserbase.status(sid) == "RUNNING"
 
 
 @pytest.mark.parametrize("loaded", [False, True], ids=["idle", "loaded"])
@@ -222,3 +227,64 @@ async def test_a_release_cancelled_itself_is_a_cancellation_of_the_guard(
         with pytest.raises(asyncio.CancelledError):
             await task
         fake_browserbase.let_go()
+
+
+async def test_a_release_cancelled_itself_says_the_session_may_still_run(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A second Ctrl-C: asyncio.run then cancels every task, the shielded releases included,
+    # and the program ends. What they leave running is said, never passed over in silence.
+    (sid,) = fake_browserbase.add_sessions(1)
+    async with make_api() as api:
+        fake_browserbase.hold()
+        guarded = asyncio.create_task(enter_and_leave(api, sid))
+        await fake_browserbase.wait_for_in_flight(1)
+        (release,) = [
+            other
+            for other in asyncio.all_tasks()
+            if getattr(other.get_coro(), "__qualname__", "").endswith("bounded")
+        ]
+        release.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await guarded
+        fake_browserbase.let_go()
+    (record,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert sid in record.getMessage()
+    assert "cancelled" in record.getMessage()
+
+
+async def enter_and_leave(api: SessionsAPI, session_id: str) -> None:
+    async with api.guard(session_id):
+        pass
+
+
+@pytest.mark.parametrize("block_raises", [False, True], ids=["clean", "raised"])
+async def test_a_release_that_fails_while_the_guard_is_cancelled_is_still_said(
+    fake_browserbase: FakeBrowserbase,
+    make_api: ApiFactory,
+    caplog: pytest.LogCaptureFixture,
+    block_raises: bool,
+) -> None:
+    # A cancellation that lands while the release on exit runs (a timeout, a TaskGroup, a
+    # shutdown) waits for it; a release that then fails must not go unsaid for that.
+    (sid,) = fake_browserbase.add_sessions(1)
+    fake_browserbase.inject(Fault.status(503), route="update")
+
+    async def scrape(api: SessionsAPI) -> None:
+        async with api.guard(sid):
+            if block_raises:
+                raise KeyError("scrape failed")
+
+    async with make_api(retry=RetryPolicy(max_attempts=1)) as api:
+        fake_browserbase.hold()
+        task = asyncio.create_task(scrape(api))
+        await fake_browserbase.wait_for_in_flight(1)
+        task.cancel()  # reaches the guard at the loop's next turn, long before the answer
+        fake_browserbase.let_go()
+        with pytest.raises(asyncio.CancelledError) as caught:
+            await task
+    assert fake_browserbase.status(sid) == "RUNNING"
+    (record,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert sid in record.getMessage()
+    assert "503" in record.getMessage()
+    assert any(sid in note for note in getattr(caught.value, "__notes__", []))

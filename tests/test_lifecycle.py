@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import math
@@ -18,9 +19,11 @@ from browserbase_async import (
     APIResponseValidationError,
     BadRequestError,
     CreatedSession,
+    InternalServerError,
     RateLimitError,
     RetryPolicy,
     SessionsAPI,
+    SessionStatus,
 )
 from browserbase_async._lifecycle import CREATE_TAG_KEY, created_session
 from browserbase_async._slots import SlotQueue, slot_hint
@@ -109,6 +112,51 @@ async def test_an_unreadable_create_answer_never_shows_its_key(
     assert "wss://a" not in shown
     # The answer could not be read: the client looked its tag up, and found nothing made.
     assert fake_browserbase.received.requests["list"] == 1
+
+
+SECRET_ANSWER = {
+    "id": "x",
+    "status": "RUNNING",
+    "signingKey": "SECRET-KEY",
+    "connectUrl": "wss://a/?signingKey=SECRET-KEY",
+    "seleniumRemoteUrl": "http://a/?signingKey=SECRET-KEY",
+}
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        json.dumps([SECRET_ANSWER]).encode(),  # in a list
+        json.dumps({"data": SECRET_ANSWER}).encode(),  # in an envelope
+        json.dumps(SECRET_ANSWER).encode()[:-1],  # not JSON: broken off
+    ],
+    ids=["list", "envelope", "not-json"],
+)
+@pytest.mark.parametrize("made", [True, False], ids=["made", "not-made"])
+async def test_a_create_answer_of_another_shape_never_shows_its_key(
+    fake_browserbase: FakeBrowserbase,
+    make_api: ApiFactory,
+    caplog: pytest.LogCaptureFixture,
+    content: bytes,
+    made: bool,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="browserbase_async")
+    # "html" does the create (the session is made) and answers its content; "body" does not.
+    kind = "html" if made else "body"
+    fault = Fault(kind, 201, {"Content-Type": "application/json"}, content)
+    fake_browserbase.inject(fault, route="create")
+    shown = ""
+    async with make_api(retry=RetryPolicy(max_attempts=1)) as api:
+        try:
+            async with api.session():
+                pass  # found by its tag, when made: released on the way out
+        except APIResponseValidationError as exc:
+            shown = repr(exc) + str(exc) + repr(getattr(exc, "__notes__", ""))
+    assert "SECRET" in content.decode()
+    assert "the answer" in shown + caplog.text or "Session" in shown + caplog.text
+    for text in (shown, caplog.text):
+        assert "SECRET-KEY" not in text
+    assert running(fake_browserbase) == []
 
 
 @pytest.mark.parametrize(
@@ -321,6 +369,19 @@ CTRL_C_SCRIPT = textwrap.dedent(
 )
 
 
+async def test_a_session_block_whose_release_fails_names_the_session_left_running(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    fake_browserbase.inject(*[Fault.status(503)] * 3, route="update")
+    async with make_api(retry=RetryPolicy(max_attempts=1)) as api:
+        with pytest.raises(InternalServerError) as caught:
+            async with api.session() as session:
+                pass
+    assert running(fake_browserbase) == [session.id]
+    notes = getattr(caught.value, "__notes__", [])
+    assert any(session.id in note and "still be running" in note for note in notes)
+
+
 async def test_ctrl_c_with_open_sessions_leaves_none_running(
     fake_browserbase: FakeBrowserbase,
 ) -> None:
@@ -342,6 +403,144 @@ async def test_ctrl_c_with_open_sessions_leaves_none_running(
     assert await process.wait() == 130, errors
     assert running(fake_browserbase) == []
     assert len(fake_browserbase.sessions) == 3
+
+
+SIGTERM_SCRIPT = textwrap.dedent(
+    """
+    import asyncio, signal, sys
+    from browserbase_async import SessionsAPI
+
+    async def main():
+        # As docs/lifecycle.md shows: SIGTERM cancels the main task, as Ctrl-C does.
+        main_task = asyncio.current_task()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
+        async with SessionsAPI(sys.argv[1], base_url=sys.argv[2]) as api:
+            async def worker():
+                async with api.session():
+                    await asyncio.Event().wait()
+            tasks = [asyncio.create_task(worker()) for _ in range(50)]
+            while api._lifecycle.counts.created < 10:
+                await asyncio.sleep(0.01)
+            print("ready", flush=True)
+            await asyncio.gather(*tasks)
+
+    try:
+        asyncio.run(main())
+    except asyncio.CancelledError:
+        sys.exit(143)
+    """
+)
+
+
+async def test_sigterm_made_a_cancellation_leaves_no_session_of_fifty_workers_running() -> None:
+    async with FakeBrowserbase(faults=FaultPlan(max_browsers=10)) as fake:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            SIGTERM_SCRIPT,
+            fake.api_key,
+            fake.base_url,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        assert process.stdout is not None
+        assert process.stderr is not None
+        assert await process.stdout.readline() == b"ready\n"
+        assert len(running(fake)) == 10  # the other 40 wait in line for a browser
+        process.send_signal(signal.SIGTERM)
+        errors = (await process.stderr.read()).decode()
+        assert await process.wait() == 143, errors
+        assert running(fake) == []
+        # The 10 made, released (a create on the wire at the signal may have made one more, as
+        # a release freed a browser: it was found by its tag and released too).
+        assert len(fake.sessions) >= 10
+
+
+SHARED_ACCOUNT_WORKER = textwrap.dedent(
+    """
+    import asyncio, sys
+    from browserbase_async import SessionsAPI
+
+    async def main():
+        print("started", flush=True)  # within asyncio.run: Ctrl-C cancels from now on
+        async with SessionsAPI(sys.argv[1], base_url=sys.argv[2]) as api:
+            async def worker():
+                async with api.session():
+                    print("in", flush=True)
+                    await asyncio.Event().wait()
+            await asyncio.gather(*(worker() for _ in range(6)))
+
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        sys.exit(130)
+    """
+)
+
+
+async def test_processes_sharing_a_full_plan_leave_nothing_running_at_ctrl_c() -> None:
+    # One fake in a process of its own, as one account; three processes of 6 workers each on
+    # a plan of 4 browsers: 4 blocks entered, the other creates refused or on their way, then
+    # Ctrl-C in each.
+    fake = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "browserbase_async.testing",
+        "--sessions",
+        "0",
+        "--max-browsers",
+        "4",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    assert fake.stdout is not None
+    base_url = (await fake.stdout.readline()).decode().strip().partition("=")[2]
+    api_key = (await fake.stdout.readline()).decode().strip().partition("=")[2]
+    workers: list[asyncio.subprocess.Process] = []
+    try:
+        workers += [
+            await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-c",
+                SHARED_ACCOUNT_WORKER,
+                api_key,
+                base_url,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+            )
+            for _ in range(3)
+        ]
+        lines: asyncio.Queue[bytes] = asyncio.Queue()
+
+        async def read(process: asyncio.subprocess.Process) -> None:
+            assert process.stdout is not None
+            async for line in process.stdout:
+                lines.put_nowait(line)
+
+        reading = [asyncio.create_task(read(process)) for process in workers]
+        seen = collections.Counter[bytes]()
+        while seen[b"started\n"] < 3 or seen[b"in\n"] < 4:
+            seen[await lines.get()] += 1
+        async with SessionsAPI(api_key, base_url=base_url) as api:
+            assert len(await api.list(status="RUNNING")) == 4
+            for process in workers:
+                process.send_signal(signal.SIGINT)
+            for process in workers:
+                assert process.stderr is not None
+                errors = (await process.stderr.read()).decode()
+                assert await process.wait() == 130, errors
+            await asyncio.gather(*reading)
+            assert await api.list(status="RUNNING") == []
+            # Every session made was released (a create not yet refused when another process
+            # freed a browser may have made one more: how many is the machine's timing).
+            ended = await api.list()
+        assert len(ended) >= 4
+        assert {session.status for session in ended} == {SessionStatus.COMPLETED}
+    finally:
+        for process in (*workers, fake):
+            if process.returncode is None:
+                process.kill()
+            await process.wait()
 
 
 # -- waiting for a free browser ---------------------------------------------------------------
@@ -474,10 +673,37 @@ async def test_slot_hints() -> None:
     assert slot_hint({"x-ratelimit-reset": "7"}) == 7
     assert slot_hint({"retry-after": "3", "x-ratelimit-reset": "7"}) == 7
     assert slot_hint({"x-ratelimit-reset": "soon"}) is None
-    assert slot_hint({"x-ratelimit-reset": "-4"}) == 0
+    # A hint that asks for no wait is a bare 429's: no hint (see below).
+    assert slot_hint({"x-ratelimit-reset": "-4"}) is None
+    assert slot_hint({"retry-after": "0", "x-ratelimit-reset": "0"}) is None
     hint = slot_hint({"x-ratelimit-reset": "4000000000"})
     assert hint is not None
     assert hint > 1e8
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Retry-After": "0", "x-ratelimit-reset": "0"},
+        {"Retry-After": "-1"},
+        {"retry-after-ms": "0"},
+        {"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"},
+        {"x-ratelimit-reset": "1000000001"},  # a Unix time long past
+    ],
+)
+async def test_a_full_plans_429_that_asks_for_no_wait_is_not_tried_again_at_once(
+    headers: dict[str, str],
+) -> None:
+    async with (
+        FakeBrowserbase() as fake,
+        SessionsAPI(fake.api_key, base_url=fake.base_url, retry=FAST) as api,
+    ):
+        fake.inject(*[Fault.status(429, headers=headers)] * 100, route="create")
+        with pytest.raises(RateLimitError):
+            await api.create(wait_for_slot=0.2)
+    # A bare 429, as for any call: tried again after DEFAULT_SLOT_RETRY (1 s) or a release,
+    # not in a loop as fast as the round trip (thousands of creates a second).
+    assert creates(fake) == 1
 
 
 async def test_a_turn_given_but_not_taken_passes_on() -> None:
@@ -594,6 +820,22 @@ async def test_closing_the_client_ends_the_creates_waiting_for_a_slot() -> None:
             await waiting
         with pytest.raises(RuntimeError, match="closed"):
             await api._lifecycle.slots.wait_turn(0.0)
+    assert len(fake.sessions) == 1
+
+
+async def test_a_create_in_line_cancelled_as_the_client_closes_raises_its_cancellation() -> None:
+    async with FakeBrowserbase(faults=FaultPlan(max_browsers=1)) as fake:
+        fake.add_sessions(1)
+        api = SessionsAPI(fake.api_key, base_url=fake.base_url, retry=FAST)
+        waiting = asyncio.create_task(api.create(wait_for_slot=300))
+        await until(lambda: api._lifecycle.slots._live == 1)
+        # The close's first step ends the line; the cancellation comes in the same loop turn,
+        # before the create resumes (a timeout's deadline, a TaskGroup's sibling failing).
+        closing = asyncio.create_task(api.aclose())
+        asyncio.get_running_loop().call_soon(waiting.cancel)
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        await closing
     assert len(fake.sessions) == 1
 
 

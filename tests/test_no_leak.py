@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
@@ -127,6 +128,33 @@ async def test_closing_joins_the_settling_a_cancelled_create_began() -> None:
             await call
     assert running(fake) == []
     assert fake.received.requests["list"] == 1  # settled once, not once per asking
+
+
+async def test_a_settling_cancelled_itself_says_which_tag_may_still_run(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A second Ctrl-C: asyncio.run cancels every task, a cancelled create's settling included.
+    async with FakeBrowserbase() as fake:
+        async with SessionsAPI(fake.api_key, base_url=fake.base_url, retry=FAST) as api:
+            fake.inject(Fault.stall(), route="create")
+            call = asyncio.create_task(api.create())
+            await fake.wait_until(lambda: len(fake.sessions) == 1)
+            fake.hold()  # the settling's lookup waits
+            call.cancel()
+            await fake.wait_until(lambda: fake.received.requests["list"] == 1)
+            (settling,) = [
+                task
+                for task in asyncio.all_tasks()
+                if getattr(task.get_coro(), "__qualname__", "").endswith("_abandon")
+            ]
+            settling.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await call
+            fake.let_go()
+        (session,) = fake.sessions.values()
+    (record,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert session["userMetadata"][CREATE_TAG_KEY] in record.getMessage()
+    assert "cancelled" in record.getMessage()
 
 
 async def test_closing_at_any_moment_of_a_cancelled_creates_settling_leaves_nothing() -> None:
@@ -254,6 +282,45 @@ async def test_a_session_block_releases_a_session_whose_id_needs_encoding(
 
 
 @pytest.mark.off_spec
+async def test_release_all_releases_a_listed_session_whose_id_needs_encoding(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    # The sweep's ids are the server's. Before, it reported the session failed (ValueError,
+    # 0 attempts) and sent nothing: the reaper left it running.
+    fake_browserbase.add_session(ODD_ID)
+    plain = fake_browserbase.add_session()
+    async with make_api() as api:
+        report = await api.release_all()
+        assert fake_browserbase.status(ODD_ID) == "COMPLETED"
+        fake_browserbase.add_session(f"{ODD_ID}-2")
+        (listed,) = await api.list(status="RUNNING")
+        # A caller's value, even a Session, is held to the contract's URL-safe ids.
+        (refused,) = (await api.release_many([listed])).results
+    assert sorted((r.session_id, r.ok) for r in report.results) == sorted(
+        [(ODD_ID, True), (plain, True)]
+    )
+    assert (refused.session_id, refused.attempts) == (listed.id, 0)
+    assert isinstance(refused.error, ValueError)
+    assert fake_browserbase.received.updates == {ODD_ID: 1, plain: 1}
+
+
+@pytest.mark.off_spec
+async def test_a_listed_session_whose_id_no_url_can_address_is_its_own_failure(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory
+) -> None:
+    fake_browserbase.add_session("x")
+    listed = [{**fake_browserbase.sessions["x"], "id": ".."}, fake_browserbase.sessions["x"]]
+    fake_browserbase.inject(Fault.json(listed), route="list")
+    async with make_api() as api:
+        report = await api.release_all()
+    unaddressable, fine = report.results
+    assert (unaddressable.session_id, fine.session_id) == ("..", "x")
+    assert isinstance(unaddressable.error, APIResponseValidationError)
+    assert fine.ok
+    assert fake_browserbase.received.updates == {"x": 1}
+
+
+@pytest.mark.off_spec
 async def test_a_server_id_with_a_terminal_escape_is_released_and_shown_escaped(
     fake_browserbase: FakeBrowserbase, make_api: ApiFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -316,6 +383,35 @@ async def test_a_lookup_skips_a_session_no_url_can_address(
         session = await api.create()  # nothing usable found: sent again
     assert running(fake_browserbase) == [session.id]
     assert "no URL can address" in caplog.text
+
+
+@pytest.mark.parametrize("block", [False, True], ids=["create", "session"])
+async def test_a_lookup_answered_with_other_sessions_never_takes_nor_releases_them(
+    fake_browserbase: FakeBrowserbase,
+    make_api: ApiFactory,
+    caplog: pytest.LogCaptureFixture,
+    block: bool,
+) -> None:
+    # Other workers' sessions, running. A create's answer is lost, and the listing answers
+    # sessions that do not carry its tag (a server that ignores q, or reads it otherwise).
+    others = [
+        fake_browserbase.add_session(user_metadata={"worker": str(n), CREATE_TAG_KEY: "theirs"})
+        for n in range(3)
+    ]
+    listed = [fake_browserbase.sessions[sid] for sid in others]
+    fake_browserbase.inject(Fault.lose(), route="create")
+    fake_browserbase.inject(Fault.json(listed), Fault.json(listed), route="list")
+    async with make_api() as api:
+        if block:
+            async with api.session() as session:
+                assert running(fake_browserbase)[:3] == others
+        else:
+            session = await api.create()
+    assert session.id not in others
+    assert session.user_metadata is not None
+    assert session.user_metadata[CREATE_TAG_KEY] != "theirs"
+    assert running(fake_browserbase)[:3] == others  # none of them taken, none released
+    assert "listed 3 sessions that do not carry it" in caplog.text
 
 
 # -- 4. aclose() and a bulk run waiting on its input -----------------------------------------
