@@ -596,19 +596,44 @@ class SessionsAPI:
                 report, already_ended=chosen.already_ended, age_unknown=chosen.age_unknown
             )
 
-        # The ids are the server's: each is released whatever characters it holds (a
-        # caller's are refused unless URL-safe), so that the sweep leaves none running.
-        release_one = self._releaser.bulk_release_one(
-            project_id, wait, wait_timeout, given_by_server=True
-        )
-        ids = [session.id for session in chosen.chosen]
         try:
-            report = await self._release_many(release_one, ids, concurrency, on_result)
+            report = await self._release_listed(
+                [session.id for session in chosen.chosen],
+                concurrency=concurrency,
+                project_id=project_id,
+                wait=wait,
+                wait_timeout=wait_timeout,
+                on_result=on_result,
+            )
         except BulkReleaseAborted as aborted:
             # The listing was sorted whole before the stop: its report says so too.
             aborted.report = with_apart(aborted.report)
             raise
         return with_apart(report)
+
+    async def _release_listed(
+        self,
+        session_ids: Sequence[str],
+        *,
+        concurrency: int,
+        project_id: str | None = None,
+        wait: bool = False,
+        wait_timeout: float = DEFAULT_WAIT_TIMEOUT,
+        on_result: Callable[[ReleaseResult], object] | None = None,
+    ) -> BulkReleaseReport:
+        """`release_many` of ids a listing gave (``release_all``'s, the CLI's sweep).
+
+        The ids are the server's: each is released whatever characters it holds
+        (percent-encoded), where a caller's are refused unless URL-safe, so that a
+        sweep leaves none running for want of a valid id.
+
+        Raises:
+            BulkReleaseAborted: As `release_many` says.
+        """
+        release_one = self._releaser.bulk_release_one(
+            project_id, wait, wait_timeout, given_by_server=True
+        )
+        return await self._release_many(release_one, session_ids, concurrency, on_result)
 
     # -- scraper ergonomics ---------------------------------------------------
 

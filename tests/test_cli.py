@@ -200,6 +200,20 @@ async def test_release_all_with_filters(fake_browserbase: FakeBrowserbase) -> No
     assert all(fake_browserbase.status(sid) == "RUNNING" for sid in other)
 
 
+@pytest.mark.off_spec
+async def test_release_all_releases_a_listed_id_that_needs_encoding(
+    fake_browserbase: FakeBrowserbase,
+) -> None:
+    # The sweep's ids are the server's: it exited 1 ("1 invalid id"), the session running.
+    odd = fake_browserbase.add_session("s with space/1")
+    ran = await run_cli(fake_browserbase, "release", "--all")
+    assert ran.code == 0, ran.err
+    assert fake_browserbase.status(odd) == "COMPLETED"
+    typed = await run_cli(fake_browserbase, "release", odd)  # a caller's id: refused
+    assert typed.code != 0
+    assert fake_browserbase.received.updates == {odd: 1}
+
+
 async def test_dry_run_sends_no_update(fake_browserbase: FakeBrowserbase) -> None:
     ids = fake_browserbase.add_sessions(3)
     ran = await run_cli(fake_browserbase, "release", "--all", "--dry-run")

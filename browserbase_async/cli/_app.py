@@ -419,7 +419,7 @@ class Sweep:
             return EXIT_OK
         ids = [session.id for session in chosen]
         return await release_ids(
-            self.api, ids, summary_prefix=prefix, already_ended=ended, **self.options
+            self.api, ids, summary_prefix=prefix, already_ended=ended, listed=True, **self.options
         )
 
     async def watch(self, every: float) -> int:
@@ -557,11 +557,13 @@ async def release_ids(
     wait: bool,
     summary_prefix: str = "",
     already_ended: int = 0,
+    listed: bool = False,
 ) -> int:
     """Release *ids* with a progress bar; return the exit code.
 
     *already_ended* counts the sessions of a ``--all`` listing that had ended, and were
-    sent nothing: the summary says how many.
+    sent nothing: the summary says how many. *listed* says the ids come from the
+    server's listing: each is released whatever characters it holds.
 
     Ctrl-C and SIGTERM stop it cleanly: the summary is said, and ``--failed-out`` holds
     the failed ids and those never answered, to resume with ``--from-file``. Until the
@@ -583,7 +585,8 @@ async def release_ids(
         try:
             # Each result is counted the moment it is made (release_iter would hand it over
             # through a queue, whose results a cancellation drops: released, but unsaid).
-            await api.release_many(ids, concurrency=concurrency, wait=wait, on_result=tally.add)
+            release = api._release_listed if listed else api.release_many
+            await release(ids, concurrency=concurrency, wait=wait, on_result=tally.add)
         except asyncio.CancelledError:
             # Ctrl-C or SIGTERM: what was in flight is cancelled; say what was done.
             interrupted = True
