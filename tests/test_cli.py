@@ -359,6 +359,41 @@ async def test_ctrl_c_stops_cleanly_and_says_what_was_done(
     assert 0 < released < 2000
 
 
+@pytest.mark.parametrize(("stop", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+async def test_a_signal_stops_a_read_of_standard_input_that_never_ends(
+    stop: signal.Signals, code: int
+) -> None:
+    # `producer | browserbase-async release --from-file -`, a producer that never ends: the
+    # read, left blocked in its thread by the signal, must not crash the interpreter's exit.
+    process = await asyncio.create_subprocess_exec(
+        *CLI,
+        "release",
+        "--api-key",
+        "k",
+        "--from-file",
+        "-",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=cli_environ(None),
+    )
+    assert process.stdin is not None
+    # More than the pipe and the transport's buffer hold: once the write is drained, the
+    # command has read some of it, so it is reading (a signal any sooner would stop its start).
+    process.stdin.write(b"s-1\n" * 100_000)
+    await process.stdin.drain()
+    try:
+        process.send_signal(stop)
+        async with asyncio.timeout(30):  # a bound against a hang, not a timing target
+            _, err = await process.communicate()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+    assert process.returncode == code, err
+    assert b"Traceback" not in err
+    assert b"Fatal Python error" not in err
+
+
 async def test_the_progress_bar_is_drawn_on_a_terminal(fake_browserbase: FakeBrowserbase) -> None:
     fake_browserbase.faults = FaultPlan(latency=0.01)
     ids = fake_browserbase.add_sessions(200)

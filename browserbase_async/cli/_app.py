@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import io
 import json
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Coroutine, Iterable, Iterator
 from datetime import UTC, datetime
 from typing import IO, Any, Final, TypeVar
@@ -151,6 +153,10 @@ def _release_options(command: _F) -> _F:
 
 
 _SIGNAL_CODES: Final = {signal.SIGINT: EXIT_INTERRUPTED, signal.SIGTERM: EXIT_TERMINATED}
+STOP_POLL: Final = 0.05
+"""Seconds between looks at the signals while a wait that may last for ever runs (`_stoppable`)."""
+READ_CHUNK: Final = 1 << 16
+"""Bytes read at a time from an ids file or standard input."""
 
 
 @attrs.define
@@ -605,41 +611,89 @@ def _stoppable(wait: Callable[[], _T]) -> _T:
 
     The wait may last for ever (a read of a pipe whose producer never closes it, a FIFO
     with no writer; a reader who does not read), outside the event loop or blocking it: the
-    loop's own handlers would run only after it. So, meanwhile, each signal raises at once,
-    in the wait.
+    loop's own handlers would run only after it. So it runs in a thread of its own, and this
+    one looks every `STOP_POLL` seconds, each signal raising at once, here. (Waited in this
+    thread, a signal that landed just before the wait's blocking call entered the kernel did
+    not interrupt it: its handler was to run once the call returned, which was never, and a
+    SIGTERM was lost.) After a signal the wait's thread is left blocked, a daemon: the
+    command exits.
 
     Raises:
-        _Stopped: SIGTERM or Ctrl-C arrived meanwhile, with the exit code to give.
+        _Stopped: SIGTERM or Ctrl-C arrived meanwhile, with the exit code to give (an
+            ignored Ctrl-C, as a job started in the background has it, stays ignored).
+        Exception: What ``wait()`` raised.
     """
-    codes = {signal.SIGINT: EXIT_INTERRUPTED, signal.SIGTERM: EXIT_TERMINATED}
+    outcome: list[Callable[[], _T]] = []
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            value = wait()
+        except BaseException as exc:  # handed over to the caller, whatever it is
+            caught = exc
+
+            def outcome_raises() -> _T:
+                raise caught
+
+            outcome.append(outcome_raises)
+        else:
+            outcome.append(lambda: value)
+        finally:
+            done.set()
 
     def stop(signum: int, _frame: object) -> None:
-        raise _Stopped(codes[signal.Signals(signum)])
+        raise _Stopped(_SIGNAL_CODES[signal.Signals(signum)])
 
     previous = {}
     try:
-        for number in codes:
-            previous[number] = signal.signal(number, stop)
+        for number in _SIGNAL_CODES:
+            if signal.getsignal(number) is not signal.SIG_IGN:
+                previous[number] = signal.signal(number, stop)
     except ValueError:  # not the main thread: signals are not ours to take
         pass
     try:
-        return wait()
+        threading.Thread(target=run, name="browserbase_async-wait", daemon=True).start()
+        while not done.wait(STOP_POLL):
+            pass
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
+    return outcome[0]()
+
+
+def _read_all(fd: int) -> bytes:
+    """Every byte of the file descriptor *fd*, to its end.
+
+    Raises:
+        OSError: The read failed (a directory, say).
+    """
+    chunks = []
+    while chunk := os.read(fd, READ_CHUNK):
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _read_ids(source: str) -> list[str]:
     # utf-8-sig: a byte order mark (Notepad, PowerShell) is not part of the first id;
     # splitlines and strip take CRLF line ends.
     try:
+        # Read by file descriptor, no buffered file object: the read runs in a thread that a
+        # signal leaves blocked, and a buffered stdin it held locked would crash the
+        # interpreter's shutdown ("could not acquire lock ... possibly due to daemon threads").
         if source == "-":
             if sys.stdin is None:  # `<&-`
                 raise ConfigError("cannot read ids from standard input: it is closed")
-            lines = sys.stdin.buffer.read().decode("utf-8-sig").splitlines()
+            try:
+                data = _read_all(sys.stdin.fileno())
+            except io.UnsupportedOperation:  # not a file (click's test runner): read it whole
+                data = sys.stdin.buffer.read()
         else:
-            with open(source, encoding="utf-8-sig") as file:
-                lines = file.read().splitlines()
+            fd = os.open(source, os.O_RDONLY)
+            try:
+                data = _read_all(fd)
+            finally:
+                os.close(fd)
+        lines = data.decode("utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"cannot read ids from {source!r}: {_reason(exc)}") from None
     stripped = (line.strip() for line in lines)
