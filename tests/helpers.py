@@ -21,6 +21,16 @@ async def until(reached: Callable[[], bool]) -> None:
     raise AssertionError("never reached")
 
 
+def the_task_running(name: str) -> asyncio.Task[Any]:
+    """The one task whose coroutine's qualified name ends with *name* (a library's inner task)."""
+    (task,) = [
+        task
+        for task in asyncio.all_tasks()
+        if getattr(task.get_coro(), "__qualname__", "").endswith(name)
+    ]
+    return task
+
+
 def load_the_clock(monkeypatch: pytest.MonkeyPatch) -> None:
     """Make each reading of the running loop's clock a millisecond past the last: a machine
     whose other work takes the processor between any two lines, by construction."""

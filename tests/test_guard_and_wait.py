@@ -18,7 +18,7 @@ from browserbase_async import (
 from browserbase_async.testing import FakeBrowserbase, Fault, FaultPlan
 
 from .conftest import ApiFactory
-from .helpers import load_the_clock
+from .helpers import load_the_clock, the_task_running
 
 pytestmark = pytest.mark.asyncio
 
@@ -218,12 +218,7 @@ async def test_a_release_cancelled_itself_is_a_cancellation_of_the_guard(
         fake_browserbase.hold()
         task = asyncio.create_task(scrape(api))
         await fake_browserbase.wait_for_in_flight(1)
-        (release,) = [
-            other
-            for other in asyncio.all_tasks()
-            if getattr(other.get_coro(), "__qualname__", "").endswith("bounded")
-        ]
-        release.cancel()
+        the_task_running("bounded").cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
         fake_browserbase.let_go()
@@ -239,12 +234,7 @@ async def test_a_release_cancelled_itself_says_the_session_may_still_run(
         fake_browserbase.hold()
         guarded = asyncio.create_task(enter_and_leave(api, sid))
         await fake_browserbase.wait_for_in_flight(1)
-        (release,) = [
-            other
-            for other in asyncio.all_tasks()
-            if getattr(other.get_coro(), "__qualname__", "").endswith("bounded")
-        ]
-        release.cancel()
+        the_task_running("bounded").cancel()
         with pytest.raises(asyncio.CancelledError):
             await guarded
         fake_browserbase.let_go()

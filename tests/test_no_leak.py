@@ -18,7 +18,7 @@ from browserbase_async._lifecycle import CREATE_TAG_KEY
 from browserbase_async.testing import FakeBrowserbase, Fault
 
 from .conftest import FAST, ApiFactory
-from .helpers import until
+from .helpers import the_task_running, until
 
 pytestmark = pytest.mark.asyncio
 
@@ -142,12 +142,7 @@ async def test_a_settling_cancelled_itself_says_which_tag_may_still_run(
             fake.hold()  # the settling's lookup waits
             call.cancel()
             await fake.wait_until(lambda: fake.received.requests["list"] == 1)
-            (settling,) = [
-                task
-                for task in asyncio.all_tasks()
-                if getattr(task.get_coro(), "__qualname__", "").endswith("_abandon")
-            ]
-            settling.cancel()
+            the_task_running("_abandon").cancel()
             with pytest.raises(asyncio.CancelledError):
                 await call
             fake.let_go()
