@@ -401,8 +401,9 @@ class _Memo:
     An id in flight maps to `_IN_FLIGHT`, or to a future made only when a
     repeat comes to wait for it (repeats are rare, futures are not free); a
     finished id maps to its result. With a *size*, the two together never hold
-    more than *size* ids (unless more than that are in flight): the oldest
-    results are forgotten first, even while an older id still hangs.
+    more than *size* ids (unless more than that are in flight, which
+    ``release_iter`` never lets be): the oldest results are forgotten first, even
+    while an older id still hangs.
     """
 
     def __init__(self, size: int | None) -> None:

@@ -407,7 +407,7 @@ class SessionsAPI:
         Args:
             session_ids: Any iterable or async iterable of ids (or sessions).
             concurrency: The most requests in flight, ever; never more workers
-                than ids in hand.
+                than ids in hand, nor than `STREAM_MEMO_SIZE`.
             project_id: Sent as ``projectId``; else the client's, else none.
             wait: Confirm each session reached a terminal state.
             wait_timeout: Seconds to wait for each, with *wait*.
@@ -423,11 +423,14 @@ class SessionsAPI:
         _bulk.check_concurrency(concurrency)
         check_seconds("wait_timeout", wait_timeout)
         release_one = self._releaser.bulk_release_one(project_id, wait, wait_timeout)
+        memo_size = _bulk.STREAM_MEMO_SIZE
         run = _bulk.Stream(
             release_one,
             session_ids,
-            concurrency=concurrency,
-            memo_size=_bulk.STREAM_MEMO_SIZE,
+            # No more ids in flight than the memo holds, so that it stays within its size at
+            # all times (the contract); the client's window holds far fewer in flight anyway.
+            concurrency=min(concurrency, memo_size),
+            memo_size=memo_size,
             on_close=self._requester.on_close,
         )
         # Closed here, not by the GC, so that closing us cancels the workers at once.

@@ -417,6 +417,20 @@ async def test_release_iter_aborts_as_its_input_raises_after_the_started_release
     assert all(fake_browserbase.status(session_id) == "COMPLETED" for session_id in ids)
 
 
+async def test_release_iter_never_has_more_in_flight_than_its_memo_holds(
+    fake_browserbase: FakeBrowserbase, make_api: ApiFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The contract bounds the memo of ids in flight at all times: a concurrency past its size
+    # (4,096) put more ids in flight than it may hold.
+    monkeypatch.setattr("browserbase_async._bulk.STREAM_MEMO_SIZE", 2)
+    fake_browserbase.faults = FaultPlan(latency=0.01)
+    ids = fake_browserbase.add_sessions(12)
+    async with make_api() as api:
+        results = [result async for result in api.release_iter(ids, concurrency=10)]
+    assert sorted(result.session_id for result in results if result.ok) == sorted(ids)
+    assert fake_browserbase.received.peak_in_flight <= 2
+
+
 async def test_release_iter_repeats_from_its_memo_until_they_leave_it(
     fake_browserbase: FakeBrowserbase, make_api: ApiFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
