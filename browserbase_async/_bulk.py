@@ -226,13 +226,21 @@ def refuse_awaitable(answer: object) -> None:
     Raises:
         TypeError: *answer* is awaitable (it is closed first, when a coroutine).
     """
-    if inspect.isawaitable(answer):
-        if inspect.iscoroutine(answer):
-            answer.close()  # never to be awaited: closed, so that it does not warn
+    if _awaitable_dropped(answer):
         raise TypeError(
             "on_result must not answer with an awaitable: it is called, not awaited, "
             "and what it answers would never run"
         )
+
+
+def _awaitable_dropped(answer: object) -> bool:
+    """Whether a callback's *answer* is awaitable, which nothing will await (a coroutine is
+    closed, so that it does not warn)."""
+    if not inspect.isawaitable(answer):
+        return False
+    if inspect.iscoroutine(answer):
+        answer.close()
+    return True
 
 
 _ASYNC_WHERE: Final = (
@@ -326,9 +334,7 @@ def sort_out(
             chosen.append(session)
             continue
         kept = where(session)
-        if inspect.isawaitable(kept):
-            if inspect.iscoroutine(kept):
-                kept.close()  # never to be awaited: closed, so that it does not warn
+        if _awaitable_dropped(kept):
             raise ValueError(_ASYNC_WHERE.format("where must answer true or false"))
         if kept:
             chosen.append(session)

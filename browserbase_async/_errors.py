@@ -243,6 +243,14 @@ def _decode_error_body(body: bytes) -> tuple[object, str]:
     return decoded, excerpt(text)
 
 
+def may_have_acted(failure: BaseException) -> bool:
+    """Whether the server may have acted on a request that failed so: no answer came (a
+    connection error, a timeout) or a 5xx, but not a certificate refused before any byte."""
+    return isinstance(failure, APIConnectionError | InternalServerError) and not isinstance(
+        failure, APICertificateError
+    )
+
+
 def excerpt(text: str) -> str:
     """Return *text* on one line, control characters escaped, cut to `EXCERPT_CHARS` characters.
 

@@ -580,20 +580,12 @@ class Lifecycle:
         try:
             async with asyncio.timeout(state.limit) as state.deadline:
                 await self._release_all(await self._find(state.tag), duplicates=False)
-        except (APIError, RuntimeError, TimeoutError, asyncio.CancelledError) as exc:
+        except (APIError, RuntimeError, TimeoutError) as exc:
+            _may_have_left(state.tag, excerpt(str(exc)) or type(exc).__name__)
+        except asyncio.CancelledError:
             # Cancelled only as the loop shuts down (a second Ctrl-C): said too, then raised.
-            logger.warning(
-                "a create given up on may have left a session with user_metadata['%s'] = '%s': %s",
-                CREATE_TAG_KEY,
-                state.tag,
-                (
-                    "finding it was cancelled (the event loop is shutting down?)"
-                    if isinstance(exc, asyncio.CancelledError)
-                    else excerpt(str(exc)) or type(exc).__name__
-                ),
-            )
-            if isinstance(exc, asyncio.CancelledError):
-                raise
+            _may_have_left(state.tag, "finding it was cancelled (the event loop is shutting down?)")
+            raise
 
     @contextlib.asynccontextmanager
     async def session(
@@ -613,6 +605,15 @@ class Lifecycle:
             created.id, project_id, wait, release_timeout, given_by_server=True
         ):
             yield created
+
+
+def _may_have_left(tag: str, why: str) -> None:
+    logger.warning(
+        "a create given up on may have left a session with user_metadata['%s'] = '%s': %s",
+        CREATE_TAG_KEY,
+        tag,
+        why,
+    )
 
 
 def _may_carry(session: Session, tag: str) -> bool:

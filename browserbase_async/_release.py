@@ -32,17 +32,16 @@ from ._config import (
 from ._converter import structure_session
 from ._errors import (
     APICertificateError,
-    APIConnectionError,
     APIError,
     APIResponseValidationError,
     APIStatusError,
     APITimeoutError,
     AuthenticationError,
     ClientClosedError,
-    InternalServerError,
     NotFoundError,
     PermissionDeniedError,
     ProxyAuthenticationError,
+    may_have_acted,
     printable,
 )
 from ._models import Session
@@ -188,13 +187,7 @@ class Releaser:
         elif isinstance(failure, APIResponseValidationError) and failure.accepted:
             return await self.confirm(session_id, failure, timeout)
         elif not (
-            (
-                maybe_acted
-                or (
-                    isinstance(failure, APIConnectionError | InternalServerError)
-                    and not isinstance(failure, APICertificateError)
-                )
-            )
+            (maybe_acted or may_have_acted(failure))
             and not requester.closed
             and requester.budget.try_withdraw()
         ):

@@ -21,13 +21,12 @@ import attrs
 from ._config import USE_CLIENT_DEFAULT, Timeout, session_path
 from ._converter import structure_session
 from ._errors import (
-    APICertificateError,
-    APIConnectionError,
     APIError,
     APIResponseValidationError,
     client_closed,
     excerpt,
     for_status,
+    may_have_acted,
 )
 from ._flow import FlowControl
 from ._models import Session
@@ -205,8 +204,7 @@ class Requester:
             )
         except BaseException as exc:
             flow.release(permit, None)
-            if isinstance(exc, APIConnectionError) and not isinstance(exc, APICertificateError):
-                call.maybe_acted = True
+            call.maybe_acted = call.maybe_acted or may_have_acted(exc)
             raise
         refused_by_plan = call.plan_limited and response.status == 429
         flow.release(permit, None if refused_by_plan else response)
@@ -214,8 +212,7 @@ class Requester:
         if error is not None:
             if response.status == 429:
                 call.rate_limited += 1
-            elif response.status >= 500:
-                call.maybe_acted = True
+            call.maybe_acted = call.maybe_acted or may_have_acted(error)
             raise error
         call.answered = response.headers
         try:

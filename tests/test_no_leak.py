@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -30,6 +31,20 @@ HANG_GUARD = 30.0
 
 def running(fake: FakeBrowserbase) -> list[str]:
     return [sid for sid, s in fake.sessions.items() if s["status"] == "RUNNING"]
+
+
+async def cancel_while_the_lookup_waits(
+    api: SessionsAPI, fake: FakeBrowserbase
+) -> asyncio.Task[Any]:
+    """A create made on the server, its answer stalled, cancelled: its settling's lookup
+    waits (held) until the test lets the fake go. Returns the cancelled create's task."""
+    fake.inject(Fault.stall(), route="create")
+    call = asyncio.create_task(api.create())
+    await fake.wait_until(lambda: len(fake.sessions) == 1)
+    fake.hold()
+    call.cancel()
+    await fake.wait_until(lambda: fake.received.requests["list"] == 1)
+    return call
 
 
 def made_by_create(fake: FakeBrowserbase, session_id: str) -> dict[str, object]:
@@ -114,12 +129,7 @@ async def test_a_create_waiting_for_a_permit_while_the_client_closes_is_never_se
 async def test_closing_joins_the_settling_a_cancelled_create_began() -> None:
     async with FakeBrowserbase() as fake:
         api = SessionsAPI(fake.api_key, base_url=fake.base_url, retry=FAST)
-        fake.inject(Fault.stall(), route="create")
-        call = asyncio.create_task(api.create())
-        await fake.wait_until(lambda: len(fake.sessions) == 1)
-        fake.hold()  # the settling's lookup waits
-        call.cancel()
-        await fake.wait_until(lambda: fake.received.requests["list"] == 1)
+        call = await cancel_while_the_lookup_waits(api, fake)
         closing = asyncio.create_task(api.aclose())
         await until(lambda: api._lifecycle.closing)
         fake.let_go()
@@ -136,12 +146,7 @@ async def test_a_settling_cancelled_itself_says_which_tag_may_still_run(
     # A second Ctrl-C: asyncio.run cancels every task, a cancelled create's settling included.
     async with FakeBrowserbase() as fake:
         async with SessionsAPI(fake.api_key, base_url=fake.base_url, retry=FAST) as api:
-            fake.inject(Fault.stall(), route="create")
-            call = asyncio.create_task(api.create())
-            await fake.wait_until(lambda: len(fake.sessions) == 1)
-            fake.hold()  # the settling's lookup waits
-            call.cancel()
-            await fake.wait_until(lambda: fake.received.requests["list"] == 1)
+            call = await cancel_while_the_lookup_waits(api, fake)
             the_task_running("_abandon").cancel()
             with pytest.raises(asyncio.CancelledError):
                 await call
